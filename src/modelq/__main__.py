@@ -1,0 +1,3 @@
+from modelq.cli import main
+
+main()

@@ -1,0 +1,58 @@
+"""The HTTP API: ``create_api(settings)`` builds the FastAPI app."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from modelq.errors import MissingDependency
+
+try:
+    from fastapi import FastAPI
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise MissingDependency("fastapi", "api") from exc
+
+from modelq.config import Settings, load_settings
+
+__all__ = ["create_api"]
+
+
+def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> FastAPI:
+    """Build the API for these settings.
+
+    Args:
+        settings: the settings in force (default: from the environment).
+        celery_app: an existing modelq Celery app (default: built from ``settings``,
+            starting the embedded broker when it is the one configured).
+    """
+    from modelq.api import embeddings, errors, health, images, jobs, models, timetable
+    from modelq.api.limits import BodySizeLimit
+    from modelq.celery_app import create_celery_app
+    from modelq.jobs.service import JobService
+
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI):  # noqa: ANN202
+        app = celery_app or create_celery_app(settings, start_broker=True)
+        app.modelq.store  # noqa: B018 - migrate the job store before the first request
+        api.state.jobs = JobService(app)
+        yield
+        api.state.jobs.store.dispose()
+
+    api = FastAPI(
+        title="modelq",
+        version=__import__("modelq").__version__,
+        description="ML models and heavy compute behind a distributed job queue built on Celery.",
+        lifespan=lifespan,
+    )
+    api.state.settings = settings
+    api.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    errors.install_error_handlers(api)
+    api.include_router(health.router)
+    api.include_router(jobs.router)
+    api.include_router(models.router)
+    api.include_router(embeddings.router)
+    api.include_router(timetable.router)
+    api.include_router(images.router)
+    return api

@@ -1,0 +1,108 @@
+"""Drop-in endpoints: OpenAI-compatible ``POST /v1/embeddings`` and ``POST /v1/rerank`` (Cohere/Jina shape).
+
+Each request is a job like any other (a record, a queue, a worker, batching with
+other requests); the endpoint waits for it and answers in the shape clients expect.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from array import array
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelq.errors import InvalidInput, JobFailed
+from modelq.workloads import embed as embedding
+from modelq.workloads import rerank as reranking
+
+router = APIRouter(tags=["embeddings"])
+
+#: The longest a synchronous endpoint waits for its job.
+SYNC_TIMEOUT_SECONDS = 300.0
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str = embedding.DEFAULT_MODEL
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: str = Field(min_length=1)
+    documents: list[str | dict[str, Any]] = Field(min_length=1)
+    model: str | None = None
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = False
+
+
+def run_job(request: Request, task: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Submit a job and wait for its result; a failed job becomes the matching HTTP error."""
+    service = request.app.state.jobs
+    owner = getattr(request.state, "owner", None)
+    job = service.submit(task, data, owner=owner or "")
+    done = service.wait(job["id"], SYNC_TIMEOUT_SECONDS, owner)
+    if done["status"] == "succeeded":
+        return done["result"]
+    error = done.get("error") or done["status"]
+    if error.startswith(("ModelLoadError", "ModelNotFound")):
+        raise _model_error(error)
+    if error.startswith("InvalidInput"):
+        raise InvalidInput(error.split(": ", 1)[-1])
+    raise JobFailed(job["id"], done["status"], error)
+
+
+def _model_error(error: str) -> InvalidInput:
+    failure = InvalidInput(error.split(": ", 1)[-1], field="model")
+    failure.http_status = 404
+    return failure
+
+
+def _as_base64(vector: list[float]) -> str:
+    return base64.b64encode(array("f", vector).tobytes()).decode()
+
+
+def _shorten(vector: list[float], dimensions: int) -> list[float]:
+    cut = vector[:dimensions]
+    norm = math.sqrt(sum(v * v for v in cut)) or 1.0
+    return [v / norm for v in cut]
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+    """OpenAI-compatible embeddings (works with the official `openai` client)."""
+    if isinstance(body.input, list) and body.input and not isinstance(body.input[0], str):
+        raise InvalidInput("input must be text: token arrays are not supported", field="input")
+    texts = embedding.check_texts(body.input)
+    result = await run_in_threadpool(run_job, request, "embed", {"input": texts, "model": body.model})
+    vectors = result["embeddings"]
+    if body.dimensions is not None:
+        if body.dimensions > result["dimensions"]:
+            raise InvalidInput(f"dimensions must be at most {result['dimensions']} for {body.model!r}",
+                               field="dimensions")  # fmt: skip
+        vectors = [_shorten(v, body.dimensions) for v in vectors]
+    encode = _as_base64 if body.encoding_format == "base64" else (lambda v: v)
+    tokens = result["usage"]["prompt_tokens"]
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+        "model": body.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+@router.post("/v1/rerank")
+async def create_rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
+    """Rerank documents for a query (Cohere/Jina shape): `{results: [{index, relevance_score}]}`."""
+    reranking._documents(body.documents)  # 422 before a job is made
+    data = body.model_dump()
+    return await run_in_threadpool(run_job, request, "rerank", data)

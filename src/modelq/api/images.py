@@ -1,0 +1,213 @@
+"""Text-to-image endpoints: OpenAI-compatible ``POST /v1/images/generations`` and the seed-style trio.
+
+* ``POST /v1/images/generations`` — the OpenAI shape (``prompt``, ``model``, ``n``, ``size``
+  ``"WxH"``, ``response_format`` ``url`` or ``b64_json``), plus modelq's own fields
+  (``negative_prompt``, ``steps``, ``guidance``, ``seed``, ``scheduler``, ``pipeline``);
+  works with the official ``openai`` client's ``images.generate``.
+* ``POST /generate`` (waits, answers ``image/png``), ``POST /generate_async``
+  (``{"taskid": ...}``) and ``GET /results/{task_id}`` (202 with the status while pending, 200
+  with the PNG when done): the request shape of deployment 5's FastAPI server
+  (``num_inference_steps``, ``guidance_scale``, ``num_images_per_prompt``, ``generator`` as
+  the seed, ``pipeline``, ``scheduler``, ``modelid``).
+
+Every request is a ``text2img`` job like any other, checked before it is queued (a 422 that
+names the request's own field); its images are the job's artifacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout, ModelNotFound
+from modelq.jobs.records import JobStatus
+from modelq.models.registry import ModelRegistry
+from modelq.workloads.text2img.params import check_params, looks_like_source
+
+router = APIRouter(tags=["images"])
+
+TASK = "text2img"
+#: The longest ``GET /results/{id}?wait=`` holds the connection.
+MAX_WAIT_SECONDS = 30.0
+#: Celery's names for a job's state, which seed-style clients print while they poll.
+CELERY_STATES = {"queued": "PENDING", "running": "STARTED", "succeeded": "SUCCESS", "failed": "FAILURE",
+                 "cancelled": "REVOKED"}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+class ImageGenerationRequest(BaseModel):
+    """OpenAI's ``images.generate`` body; fields modelq has no use for (quality, style, user) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1)
+    model: str | None = Field(default=None, description="a declared model, a path or a hub id (default MODELQ_IMAGE_DEFAULT_MODEL)")
+    n: int | None = Field(default=None, description="images to generate (at most MODELQ_IMAGE_MAX_COUNT)")
+    size: str | None = Field(default=None, description="'WxH' (multiples of 8), or 'auto' for the model's own size")
+    response_format: Literal["url", "b64_json"] = "url"
+    output_format: Literal["png"] | None = None
+    # modelq's own parameters, for clients that send them (the openai client: extra_body=...).
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    scheduler: str | None = None
+    pipeline: str | None = None
+
+
+class GenRequest(BaseModel):
+    """Deployment 5's request shape (its ``GenRequest``); ``generator`` is the seed."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    prompt: str = Field(min_length=1)
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    num_images_per_prompt: int | None = None
+    generator: int | None = Field(default=None, description="the seed: the same seed and parameters give the same image")
+    pipeline: str | None = Field(default=None, description="StableDiffusionPipeline, StableDiffusionXLPipeline or AutoPipelineForText2Image")
+    scheduler: str | None = Field(default=None, description="'Euler a', 'DPM++ 2M', ... or a class name such as 'PNDMScheduler'")
+    modelid: str | None = Field(default=None, description="a declared model, a path or a hub id")
+
+
+#: How the seed-style request spells the task's fields (errors name the request's field).
+_GEN_FIELDS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "n": "num_images_per_prompt",
+               "seed": "generator", "model": "modelid"}  # fmt: skip
+
+
+def _gen_input(body: GenRequest) -> dict[str, Any]:
+    return {
+        "prompt": body.prompt, "negative_prompt": body.negative_prompt, "width": body.width, "height": body.height,
+        "steps": body.num_inference_steps, "guidance": body.guidance_scale, "n": body.num_images_per_prompt,
+        "seed": body.generator, "pipeline": body.pipeline, "scheduler": body.scheduler, "model": body.modelid,
+    }  # fmt: skip
+
+
+def _owner(request: Request) -> str | None:
+    return getattr(request.state, "owner", None)
+
+
+def submit(request: Request, data: dict[str, Any], names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Check a request against the API's settings (caps, names, the model) and queue its job."""
+    service = request.app.state.jobs
+    checked = check_params(data, service.settings, names)
+    declared = ModelRegistry(service.settings).all()
+    if checked["model"] not in declared and not looks_like_source(checked["model"]):
+        raise ModelNotFound(checked["model"], list(declared))
+    job_input = {key: value for key, value in checked.items() if value is not None}
+    return service.submit(TASK, job_input, owner=_owner(request) or "")
+
+
+def _raise_for(job: dict[str, Any]) -> None:
+    """A finished job that has no images becomes the matching HTTP error."""
+    if job["status"] == JobStatus.CANCELLED.value:
+        raise JobCancelled(job["id"])
+    error = job.get("error") or job["status"]
+    kind, _, message = error.partition(": ")
+    if kind == "InvalidInput":  # refused by the worker's own check (its caps, its pipeline's arguments)
+        raise InvalidInput(message, job_id=job["id"])
+    raise JobFailed(job["id"], job["status"], error)
+
+
+def _images(request: Request, job: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
+    service = request.app.state.jobs
+    return [(image, service.artifact_path(job["id"], image["name"], _owner(request))) for image in job["result"]["images"]]
+
+
+def _wait(request: Request, job_id: str) -> dict[str, Any]:
+    service = request.app.state.jobs
+    done = service.wait(job_id, service.settings.image_sync_timeout, _owner(request))
+    if done["status"] != JobStatus.SUCCEEDED.value:
+        _raise_for(done)
+    return done
+
+
+def _png(path: Any, job: dict[str, Any], image: dict[str, Any]) -> FileResponse:
+    return FileResponse(path, media_type="image/png", headers={"X-Job-Id": job["id"], "X-Seed": str(image["seed"])})
+
+
+@router.post("/v1/images/generations")
+async def create_images(body: ImageGenerationRequest, request: Request) -> dict[str, Any]:
+    """OpenAI-compatible image generation: waits for the job; `url`s point at its artifacts on this API."""
+    width = height = None
+    if body.size is not None and body.size.strip().lower() != "auto":
+        match = _SIZE.match(body.size)
+        if match is None:
+            raise InvalidInput(f"size must be 'WIDTHxHEIGHT' (e.g. '512x512') or 'auto', got {body.size!r}", field="size")
+        width, height = int(match.group(1)), int(match.group(2))
+    data = {**body.model_dump(exclude={"size", "response_format", "output_format"}), "width": width, "height": height}
+    job = await run_in_threadpool(submit, request, data, {"width": "size", "height": "size"})
+    done = await run_in_threadpool(_wait, request, job["id"])
+    images = await run_in_threadpool(_images, request, done)
+    items = []
+    for image, path in images:
+        if body.response_format == "b64_json":
+            items.append({"b64_json": base64.b64encode(await run_in_threadpool(path.read_bytes)).decode()})
+        else:
+            items.append({"url": str(request.url_for("job_artifact", job_id=done["id"], name=image["name"]))})
+    parameters = done["result"]["parameters"]
+    return {
+        "created": int(time.time()),
+        "data": items,
+        "output_format": "png",
+        "size": f"{parameters['width']}x{parameters['height']}",
+        "job_id": done["id"],
+        "parameters": parameters,
+    }
+
+
+@router.post("/generate", responses={200: {"content": {"image/png": {}}}})
+async def generate(body: GenRequest, request: Request) -> FileResponse:
+    """Generate and wait: answers the first image as `image/png` (the job id in `X-Job-Id`)."""
+    job = await run_in_threadpool(submit, request, _gen_input(body), _GEN_FIELDS)
+    done = await run_in_threadpool(_wait, request, job["id"])
+    image, path = (await run_in_threadpool(_images, request, done))[0]
+    return _png(path, done, image)
+
+
+@router.post("/generate_async")
+async def generate_async(body: GenRequest, request: Request) -> dict[str, str]:
+    """Queue a generation: `{"taskid": ...}`; poll `GET /results/{taskid}`."""
+    job = await run_in_threadpool(submit, request, _gen_input(body), _GEN_FIELDS)
+    return {"taskid": job["id"]}
+
+
+@router.get("/results/{task_id}", responses={200: {"content": {"image/png": {}}}, 202: {"description": "still pending"}})
+async def results(
+    task_id: str,
+    request: Request,
+    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll: wait up to this many seconds"),
+    index: int = Query(0, ge=0, description="which image of the job (0 = the first)"),
+) -> Any:
+    """202 with `{"task": "PENDING"|"STARTED", ...}` while pending; 200 with the PNG when done; a JSON error if it failed."""
+    service = request.app.state.jobs
+    owner = _owner(request)
+    job = await run_in_threadpool(service.get, task_id, owner)
+    if job["task"] != TASK:
+        raise InvalidInput(f"job {task_id!r} is a {job['task']!r} job, not {TASK}", field="task_id")
+    if wait > 0 and not JobStatus(job["status"]).finished:
+        try:
+            job = await run_in_threadpool(service.wait, task_id, wait, owner)
+        except JobTimeout:
+            job = await run_in_threadpool(service.get, task_id, owner)
+    if not JobStatus(job["status"]).finished:
+        pending = {"task": CELERY_STATES[job["status"]], "status": job["status"], "progress": job["progress"],
+                   "queue_position": job.get("queue_position")}  # fmt: skip
+        return JSONResponse(pending, status_code=202)
+    if job["status"] != JobStatus.SUCCEEDED.value:
+        _raise_for(job)
+    images = job["result"]["images"]
+    if index >= len(images):
+        raise ArtifactNotFound(task_id, f"image-{index}.png")
+    path = await run_in_threadpool(service.artifact_path, task_id, images[index]["name"], owner)
+    return _png(path, job, images[index])

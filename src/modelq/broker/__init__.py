@@ -1,0 +1,47 @@
+"""Broker URL resolution and health: the embedded Redis, or the configured server."""
+
+from __future__ import annotations
+
+from modelq.broker.embedded import EmbeddedRedis
+from modelq.config import Settings
+from modelq.errors import BrokerUnavailable
+
+__all__ = ["EmbeddedRedis", "broker_url", "result_backend_url", "check_broker"]
+
+
+def broker_url(settings: Settings, *, start: bool = False) -> str:
+    """The broker URL for these settings.
+
+    Args:
+        settings: the settings in force.
+        start: with the embedded broker, start it when it is not running.
+    """
+    if settings.broker_url:
+        return settings.broker_url
+    embedded = EmbeddedRedis(settings.home_dir)
+    if start:
+        embedded.ensure_running()
+    return embedded.url
+
+
+def result_backend_url(settings: Settings) -> str | None:
+    """The Celery result backend: configured, else the broker itself when it is Redis.
+
+    With an AMQP broker and no result backend configured, results live only in the
+    job store (waiting polls the database).
+    """
+    if settings.result_backend:
+        return settings.result_backend
+    url = broker_url(settings)
+    if url.startswith(("redis://", "rediss://", "redis+socket://")):
+        return url
+    return None
+
+
+def check_broker(app, timeout: float = 2.0) -> None:  # noqa: ANN001 - a Celery app
+    """Raise :class:`BrokerUnavailable` unless the broker accepts a connection."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:  # kombu raises many transport-specific errors
+        raise BrokerUnavailable(f"broker {app.conf.broker_url!r} is unreachable: {exc}") from exc

@@ -1,0 +1,224 @@
+"""The Celery app factory: queues, routes, serializers, acknowledgement, limits.
+
+``create_celery_app(settings)`` builds a fully configured app and binds every
+registered modelq task to it. Nothing connects to a broker here: Celery
+connects lazily when a message is sent or a worker starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from functools import cached_property
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Ignore, Reject, Retry
+from kombu import Exchange, Queue
+from kombu.utils.json import dumps as json_dumps
+from kombu.utils.json import loads as json_loads
+
+from modelq import tasks as sdk
+from modelq.broker import broker_url, result_backend_url
+from modelq.config import Settings
+from modelq.errors import JobCancelled
+from modelq.jobs.artifacts import LocalArtifactStore
+from modelq.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+#: modelq priorities run 0 (lowest) to 9 (highest), as in AMQP.
+MAX_PRIORITY = 9
+BUILTIN_MODULES = ("modelq.workloads.echo", "modelq.workloads.embed", "modelq.workloads.rerank", "modelq.workloads.timetable", "modelq.workloads.llm", "modelq.workloads.text2img")
+
+
+class Runtime:
+    """What tasks and interfaces share for one app: settings, job store, artifacts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def store(self) -> JobStore:
+        store = JobStore(self.settings.job_database_url, lock_dir=self.settings.home_dir)
+        store.migrate()
+        return store
+
+    @cached_property
+    def artifacts(self) -> LocalArtifactStore:
+        return LocalArtifactStore(self.settings.artifacts_dir)
+
+    @property
+    def residency(self):  # noqa: ANN201 - modelq.models.Residency
+        """This process's resident models (a forked child builds its own, never the parent's)."""
+        if self._residency is None or self._residency_pid != os.getpid():
+            from modelq.models import residency_for
+            from modelq.models.reporting import StoreReporter
+
+            self._residency = residency_for(self.settings, hooks=[StoreReporter(self)])
+            self._residency_pid = os.getpid()
+        return self._residency
+
+    _residency = None
+    _residency_pid = 0
+
+
+class JobTask(Task):
+    """Base class of every modelq task: keeps the job record in step with the run.
+
+    The record is written inside the task call, before Celery stores the result in
+    its backend, so a client woken by the backend always reads a finished record.
+    """
+
+    spec: sdk.TaskSpec
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.called_directly:
+            return self.run(*args, **kwargs)
+        runtime: Runtime = self.app.modelq
+        store = runtime.store
+        job_id = request.id
+        queue = (request.delivery_info or {}).get("routing_key") or "default"
+        runner = "local" if request.is_eager else "worker"
+        attempt = store.mark_running(job_id, worker=request.hostname, task=self.name, queue=queue, input=kwargs, runner=runner)
+        if attempt is None:
+            log.info("job %s was cancelled before it started; skipping", job_id)
+            raise Ignore()
+        ctx = sdk.JobContext(id=job_id, task=self.name, attempt=attempt, store=store, artifacts=runtime.artifacts,
+                             settings=runtime.settings, residency_source=lambda: runtime.residency)  # fmt: skip
+        token = sdk._current.set(ctx)
+        try:
+            result = self.run(*args, **kwargs)
+            ctx.flush()
+            # Round-trip through the message serializer so the record holds exactly
+            # what a Celery client receives, and an unserialisable result fails here.
+            result = json_loads(json_dumps(result))
+        except Retry as exc:
+            store.mark_retrying(job_id, str(exc.exc or exc))
+            raise
+        except (Ignore, Reject):
+            raise
+        except JobCancelled:
+            log.info("job %s stopped: cancelled while running", job_id)
+            raise Ignore() from None
+        except Exception as exc:
+            store.mark_failed(job_id, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            sdk._current.reset(token)
+            for name in ctx.held:
+                runtime.residency.release(name)
+        store.mark_succeeded(job_id, result)
+        return result
+
+
+def redis_priority(priority: int) -> int:
+    """kombu's Redis transport serves 0 first; modelq's 9 is the most urgent."""
+    return MAX_PRIORITY - priority
+
+
+def _queues(settings: Settings) -> list[Queue]:
+    return [
+        Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments={"x-max-priority": MAX_PRIORITY})
+        for name in settings.queues
+    ]
+
+
+def _bind_task(app: Celery, spec: sdk.TaskSpec, settings: Settings) -> None:
+    options: dict[str, Any] = {}
+    if spec.retry_for:
+        options.update(
+            autoretry_for=spec.retry_for,
+            retry_backoff=True,
+            retry_backoff_max=settings.retry_backoff_max,
+            retry_jitter=True,
+        )
+    options.update(spec.options)  # the task's own Celery options win over modelq's defaults
+    options["max_retries"] = spec.retries if spec.retries is not None else settings.task_max_retries
+    for key in ("time_limit", "soft_time_limit", "rate_limit"):
+        if getattr(spec, key) is not None:
+            options[key] = getattr(spec, key)
+    task = app.task(spec.func, name=spec.name, base=JobTask, bind=False, shared=False, **options)
+    task.spec = spec
+
+
+def import_task_modules(settings: Settings) -> None:
+    """Import the built-in workloads and the user modules named in ``MODELQ_IMPORTS``."""
+    for module in (*BUILTIN_MODULES, *settings.imports):
+        importlib.import_module(module)
+
+
+def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Celery:
+    """Build the Celery app for these settings.
+
+    Args:
+        settings: the settings in force.
+        start_broker: with the embedded broker, start it when it is not running.
+
+    Returns:
+        A Celery app with modelq's queues and every registered task; ``app.modelq``
+        is the :class:`Runtime` (job store, artifacts) tasks and interfaces share.
+    """
+    import_task_modules(settings)
+    broker = broker_url(settings, start=start_broker)
+    backend = result_backend_url(settings)
+    app = Celery("modelq", broker=broker, backend=backend, set_as_current=False)
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if broker.startswith(("redis", "rediss")):
+        transport_options.update(
+            priority_steps=list(range(MAX_PRIORITY + 1)),
+            queue_order_strategy="priority",
+            # kombu's BRPOP waits 1 s by default, and a queue added by add_consumer (model
+            # affinity) is only read after the current wait ends.
+            polling_interval=0.2,
+        )
+    accept = sorted({settings.serializer, "json"})
+    app.conf.update(
+        # Never pickle: a message is data, not code.
+        task_serializer=settings.serializer,
+        result_serializer=settings.serializer,
+        event_serializer="json",
+        accept_content=accept,
+        result_accept_content=accept,
+        task_queues=_queues(settings),
+        task_default_queue="default",
+        task_default_exchange="default",
+        task_default_routing_key="default",
+        task_routes=(_router(settings),),
+        # A job is acknowledged after it ran, so a crashed worker's job runs again.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        # Events on, so Flower and `celery events` see modelq's tasks.
+        worker_send_task_events=True,
+        # The job store records "running"; a STARTED result write per task would only add latency.
+        task_track_started=False,
+        result_expires=settings.result_expires,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        worker_max_memory_per_child=settings.worker_max_memory_per_child,
+        broker_transport_options=transport_options,
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        enable_utc=True,
+    )
+    app.modelq = Runtime(settings)  # type: ignore[attr-defined]
+    for spec in sdk.registered_tasks().values():
+        _bind_task(app, spec, settings)
+    from modelq import worker  # noqa: F401 - connects the worker signal handlers
+
+    return app
+
+
+def _router(settings: Settings):  # noqa: ANN202
+    def route(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **kw: Any) -> dict:
+        spec = sdk.registered_tasks().get(name)
+        return {"queue": settings.queue_for(name, spec.queue if spec else None)}
+
+    return route

@@ -1,0 +1,260 @@
+"""Settings: the one source of defaults for the CLI, the API and the workers.
+
+Values come, highest priority first, from keyword arguments, ``MODELQ_*``
+environment variables, a ``.env`` file, and a YAML file (``MODELQ_CONFIG``, or
+``./modelq.yml`` when present). Invalid values fail at start with one line that
+names the bad key (:class:`modelq.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from modelq.errors import ConfigError
+
+PoolKind = Literal["prefork", "solo", "threads", "gevent"]
+
+DEFAULT_CONFIG_FILE = "modelq.yml"
+
+
+class QueueConfig(BaseModel):
+    """One named queue and the worker pool that suits it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pool: PoolKind = "prefork"
+    concurrency: int | None = Field(default=None, ge=1)
+    prefetch_multiplier: int = Field(default=1, ge=1)
+
+
+class ModelConfig(BaseModel):
+    """A model declared in the config file (``models:``); see :mod:`modelq.models.registry`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    #: ``sentence-transformers``, ``cross-encoder``, ``diffusers``, ``transformers``, or ``module:function``.
+    loader: str
+    #: Local path or hub id handed to the loader.
+    source: str | None = None
+    device: str = "cpu"
+    dtype: str | None = None
+    #: Expected memory size, e.g. ``"90MB"``; replaced by the measured footprint after a load.
+    memory: str | None = None
+    pinned: bool = False
+    #: Seconds an idle model stays loaded; -1 keeps it until evicted for room.
+    keep_alive: float | None = None
+    preload: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LLMEndpoint(BaseModel):
+    """An OpenAI-compatible chat server (vLLM, llama.cpp server, ...) for the ``llm`` task."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The server's OpenAI base URL, e.g. ``http://gpu-1:8001/v1`` (calls go to ``{base_url}/chat/completions``).
+    base_url: str
+    #: Name of the environment variable that holds the API key on the workers (the key itself never goes in config).
+    api_key_env: str | None = None
+    #: Model names (globs) this server answers for; a job's ``model`` goes to the first endpoint that matches.
+    models: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    #: Cluster-wide limits shared by every worker (None: unlimited).
+    requests_per_second: float | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    #: Seconds a call may wait for its answer (default ``llm_timeout``).
+    timeout: float | None = Field(default=None, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+
+def _default_queues() -> dict[str, QueueConfig]:
+    return {
+        "default": QueueConfig(pool="prefork"),
+        "cpu": QueueConfig(pool="prefork"),
+        # One process per GPU: CUDA must never be initialised in a forked parent.
+        # Threads in one process share one copy of each model, and let small requests
+        # batch; nothing forks, so CUDA stays safe.
+        "gpu": QueueConfig(pool="threads", concurrency=8),
+        # I/O-bound work (HTTP calls) wants many in flight per process.
+        "io": QueueConfig(pool="threads", concurrency=64, prefetch_multiplier=4),
+    }
+
+
+class Settings(BaseSettings):
+    """Everything modelq can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODELQ_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Path(".modelq")
+    broker_url: str | None = None
+    result_backend: str | None = None
+    database_url: str | None = None
+    serializer: Literal["json", "msgpack"] = "json"
+
+    queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
+    #: Task name glob -> queue name; the first matching pattern wins.
+    routes: dict[str, str] = Field(default_factory=dict)
+    #: Python modules workers (and the API) import to register user tasks.
+    imports: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_page_size: int = Field(default=500, ge=1)
+
+    result_expires: int = Field(default=24 * 3600, ge=1)
+    task_soft_time_limit: float | None = Field(default=None, gt=0)
+    task_time_limit: float | None = Field(default=None, gt=0)
+    task_max_retries: int = Field(default=3, ge=0)
+    retry_backoff_max: int = Field(default=600, ge=1)
+    visibility_timeout: int = Field(default=3600, ge=1)
+
+    worker_concurrency: int | None = Field(default=None, ge=1)
+    worker_max_tasks_per_child: int | None = Field(default=None, ge=1)
+    #: Resident memory (KiB) after which a worker child is replaced.
+    worker_max_memory_per_child: int | None = Field(default=None, ge=1)
+
+    #: Models declared in config (name -> declaration); ``@modelq.model`` adds more in code.
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    #: Per-device memory budgets: bytes ("12GB", "512MiB") or a fraction of the device ("0.8").
+    gpu_memory_budget: str | None = "0.9"
+    cpu_memory_budget: str | None = None
+    #: Most models resident at once per worker process and device kind (None: no count limit).
+    gpu_max_models: int | None = Field(default=1, ge=1)
+    cpu_max_models: int | None = Field(default=None, ge=1)
+    model_keep_alive: float = Field(default=300.0, description="seconds; -1 = never expire")
+    #: Longest a queued job for another model waits before a worker switches to it.
+    affinity_max_wait: float = Field(default=5.0, gt=0)
+    batch_max_size: int = Field(default=32, ge=1)
+    batch_max_wait_ms: float = Field(default=5.0, ge=0)
+
+    #: OpenAI-compatible chat servers for the ``llm`` task, by name (see :class:`LLMEndpoint`).
+    llm_endpoints: dict[str, LLMEndpoint] = Field(default_factory=dict)
+    #: Calls in flight per worker process, shared by all its ``llm`` jobs (its call threads).
+    llm_max_in_flight: int = Field(default=64, ge=1, le=4096)
+    #: Prompts one ``llm`` job may carry; more is refused at submit time (422).
+    llm_max_prompts: int = Field(default=10_000, ge=1)
+    #: Seconds a call may wait for its answer, unless its endpoint says otherwise.
+    llm_timeout: float = Field(default=120.0, gt=0)
+    #: Retries of a call after 408/409/429/5xx, a timeout or a connection error.
+    llm_max_retries: int = Field(default=4, ge=0)
+    #: First backoff (seconds, doubling, with jitter) and the longest wait, ``Retry-After`` included.
+    llm_retry_backoff: float = Field(default=0.5, gt=0)
+    llm_retry_backoff_max: float = Field(default=60.0, gt=0)
+    #: Where the cluster-wide rate limits live: ``auto`` = Redis (the broker, else the result
+    #: backend) when there is one, else the job store's database.
+    llm_rate_limit_store: Literal["auto", "redis", "database"] = "auto"
+
+    #: ``text2img``: the model a request that names none uses, and the caps checked at submit
+    #: time (a 422 naming the field): image side in pixels, denoising steps, images per request.
+    image_default_model: str = "stable-diffusion"
+    image_max_side: int = Field(default=2048, ge=8)
+    image_max_steps: int = Field(default=150, ge=1)
+    image_max_count: int = Field(default=8, ge=1)
+    #: Seconds ``POST /generate`` and ``POST /v1/images/generations`` wait for the images (then 504
+    #: naming the job, which goes on; ``/results/{id}`` has it when it is done).
+    image_sync_timeout: float = Field(default=300.0, gt=0)
+
+    #: ``local`` runs a job in the submitting process when no worker answers.
+    fallback: Literal["off", "local"] = "off"
+    fallback_timeout: float = Field(default=1.0, gt=0)
+
+    @field_validator("imports", mode="before")
+    @classmethod
+    def _split_imports(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _routes_name_known_queues(cls, value: dict[str, str], info: Any) -> dict[str, str]:
+        queues = info.data.get("queues") or {}
+        for pattern, queue in value.items():
+            if queues and queue not in queues:
+                raise ValueError(
+                    f"route {pattern!r} names queue {queue!r}, which is not in queues ({', '.join(queues)})"
+                )
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config_file = os.environ.get("MODELQ_CONFIG")
+        if config_file is None and Path(DEFAULT_CONFIG_FILE).is_file():
+            config_file = DEFAULT_CONFIG_FILE
+        if config_file is not None:
+            if not Path(config_file).is_file():
+                raise ConfigError("MODELQ_CONFIG", f"file {config_file!r} does not exist")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home_dir / "artifacts"
+
+    @property
+    def job_database_url(self) -> str:
+        """The job store URL: ``MODELQ_DATABASE_URL`` or SQLite under ``MODELQ_HOME``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_dir / 'jobs.db'}"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    def queue_for(self, task_name: str, declared: str | None = None) -> str:
+        """The queue a task goes to: a configured route, else its declared queue, else default."""
+        from fnmatch import fnmatchcase
+
+        for pattern, queue in self.routes.items():
+            if fnmatchcase(task_name, pattern):
+                return queue
+        return declared or "default"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`, turning validation errors into one readable line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(part) for part in first.get("loc", ())]
+        key = "MODELQ_" + "__".join(loc).upper() if loc else "MODELQ"
+        raise ConfigError(key, first.get("msg", "invalid value")) from None

@@ -1,0 +1,159 @@
+"""One exception tree for modelq.
+
+Every error a user can meet derives from :class:`ModelqError` and carries the
+data that explains it. The HTTP API maps these classes to status codes in one
+place (``modelq.api.errors``); the CLI maps them to exit codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelqError(Exception):
+    """Base class of every modelq error."""
+
+    #: HTTP status the API answers with; the API's error mapping reads it.
+    http_status: int = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": type(self).__name__, "message": self.message, **self.details}
+
+
+class ConfigError(ModelqError):
+    """The configuration is invalid; the message names the bad key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"invalid configuration: {key}: {problem}", key=key)
+        self.key = key
+
+
+class InvalidInput(ModelqError):
+    """A request or job input is malformed or out of limits."""
+
+    http_status = 422
+
+    def __init__(self, message: str, field: str | None = None, **details: Any) -> None:
+        super().__init__(message, field=field, **details)
+        self.field = field
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body is larger than ``MODELQ_MAX_REQUEST_BYTES``."""
+
+    http_status = 413
+
+
+class TaskNotFound(ModelqError):
+    """No task is registered under the requested name."""
+
+    http_status = 404
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown task {name!r}; registered tasks: {', '.join(sorted(known)) or 'none'}",
+            task=name,
+        )
+
+
+class JobNotFound(ModelqError):
+    """No job has this id (or it belongs to somebody else)."""
+
+    http_status = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found", job_id=job_id)
+
+
+class ArtifactNotFound(ModelqError):
+    http_status = 404
+
+    def __init__(self, job_id: str, name: str) -> None:
+        super().__init__(f"job {job_id!r} has no artifact {name!r}", job_id=job_id, name=name)
+
+
+class JobCancelled(ModelqError):
+    """Raised inside a running task when its job was cancelled."""
+
+    http_status = 409
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} was cancelled", job_id=job_id)
+
+
+class BrokerUnavailable(ModelqError):
+    """The message broker cannot be reached (or the embedded one did not start)."""
+
+    http_status = 503
+
+
+class JobTimeout(ModelqError):
+    """Waiting for a job ran past its deadline (the job itself goes on)."""
+
+    http_status = 504
+
+    def __init__(self, job_id: str, timeout: float) -> None:
+        super().__init__(f"job {job_id!r} did not finish within {timeout:g}s", job_id=job_id)
+
+
+class JobFailed(ModelqError):
+    """A job the caller waited on finished as failed or cancelled."""
+
+    def __init__(self, job_id: str, status: str, error: str | None) -> None:
+        super().__init__(f"job {job_id!r} {status}: {error or 'no error message'}", job_id=job_id)
+        self.status = status
+        self.error = error
+
+
+class MissingDependency(ModelqError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module!r} is not installed; install it with: pip install 'modelq[{extra}]'",
+            module=module,
+            extra=extra,
+        )
+
+
+class ModelNotFound(ModelqError):
+    """No model is declared under this name."""
+
+    http_status = 404
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown model {name!r}; declared models: {', '.join(sorted(known)) or 'none'}", model=name
+        )
+
+
+class ModelLoadError(ModelqError):
+    """A model's loader failed."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {name!r} failed to load: {reason}", model=name)
+
+
+class MemoryBudgetExceeded(ModelqError):
+    """A model can never fit the memory budget of its device."""
+
+    http_status = 507
+
+    def __init__(self, name: str, size: int, budget: int, device: str) -> None:
+        super().__init__(
+            f"model {name!r} needs {format_bytes(size)} but the {device} budget is {format_bytes(budget)}",
+            model=name, size=size, budget=budget, device=device,
+        )  # fmt: skip
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

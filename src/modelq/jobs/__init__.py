@@ -1,0 +1,1 @@
+"""Jobs: records (SQLAlchemy), the store, artifacts and the operations on them."""

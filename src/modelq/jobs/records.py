@@ -1,0 +1,114 @@
+"""The job record: one row per job, the source of truth for its status and result."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "modelq_jobs"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_modelq_jobs_owner_idempotency"),
+        Index("ix_modelq_jobs_status_queue_created", "status", "queue", "created_at"),
+        Index("ix_modelq_jobs_owner_created", "owner", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(200))
+    input: Mapped[Any] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    queue: Mapped[str] = mapped_column(String(200), default="default")
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: "worker" or "local" (the local fallback ran it in the submitting process).
+    runner: Mapped[str] = mapped_column(String(16), default="worker")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    artifacts: Mapped[Any] = mapped_column(JSON, default=list)
+    owner: Mapped[str] = mapped_column(String(200), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+
+def record_dict(row: Any) -> dict[str, Any]:
+    """A job row (a mapping of the table's columns) as the record the interfaces show."""
+    return {
+        "id": row["id"],
+        "task": row["task"],
+        "input": row["input"],
+        "status": row["status"],
+        "progress": {"fraction": row["progress"], "message": row["progress_message"]},
+        "queue": row["queue"],
+        "priority": row["priority"],
+        "worker": row["worker"],
+        "runner": row["runner"],
+        "attempts": row["attempts"],
+        "created_at": _iso(row["created_at"]),
+        "started_at": _iso(row["started_at"]),
+        "finished_at": _iso(row["finished_at"]),
+        "error": row["error"],
+        "result": row["result"],
+        "artifacts": list(row["artifacts"] or []),
+        "idempotency_key": row["idempotency_key"],
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite drops the zone; the store always writes UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()
+
+
+class ModelResidency(Base):
+    """What one worker process holds: written by the worker, read by the API and ``inspect models``."""
+
+    __tablename__ = "modelq_model_residency"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    device: Mapped[str] = mapped_column(String(32))
+    resident: Mapped[bool] = mapped_column(Boolean)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    loads: Mapped[int] = mapped_column(Integer)
+    evictions: Mapped[int] = mapped_column(Integer)
+    hits: Mapped[int] = mapped_column(Integer)
+    load_seconds: Mapped[float] = mapped_column(Float)
+    last_used: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

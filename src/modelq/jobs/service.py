@@ -1,0 +1,203 @@
+"""Job operations shared by every interface: submit, get, list, wait, cancel.
+
+The API, the CLI and the in-process client all call these, so a rule (an
+idempotency key, a cap, the local fallback) holds the same everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+
+from modelq.celery_app import MAX_PRIORITY, redis_priority
+from modelq.errors import BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, TaskNotFound
+from modelq.jobs.records import JobStatus
+from modelq.models.affinity import model_queue
+from modelq.tasks import TaskSpec, registered_tasks
+
+_WORKER_PING_CACHE_SECONDS = 5.0
+
+
+class JobService:
+    """Operations on jobs for one Celery app (and its job store)."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.settings = app.modelq.settings
+        self._workers_seen_at = 0.0
+        self._workers: list[str] = []
+
+    @property
+    def store(self):  # noqa: ANN201 - JobStore
+        return self.app.modelq.store
+
+    # Tasks -----------------------------------------------------------------------------
+
+    def tasks(self) -> dict[str, TaskSpec]:
+        return {name: spec for name, spec in registered_tasks().items() if name in self.app.tasks}
+
+    def task_spec(self, name: str) -> TaskSpec:
+        specs = self.tasks()
+        if name not in specs:
+            raise TaskNotFound(name, list(specs))
+        return specs[name]
+
+    # Submit ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        task: str,
+        input: Any = None,
+        *,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        owner: str = "",
+    ) -> dict[str, Any]:
+        """Record a job and publish it to its queue.
+
+        Returns:
+            The job record; with an idempotency key used before by this owner, the
+            earlier job (``"created": False``) and nothing is published.
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidInput: input does not fit the task, or priority is out of range.
+            BrokerUnavailable: the message could not be published (the job is marked failed).
+        """
+        spec = self.task_spec(task)
+        kwargs = spec.check_input({} if input is None else input, self.settings)
+        if priority is not None and not 0 <= priority <= MAX_PRIORITY:
+            raise InvalidInput(f"priority must be between 0 and {MAX_PRIORITY}, got {priority}", field="priority")
+        queue = self.settings.queue_for(spec.name, spec.queue)
+        model = spec.model_for(kwargs)
+        if model is not None:
+            # A queue per model lets workers keep serving the model they hold (affinity).
+            queue = model_queue(queue, model)
+        job, created = self.store.create(
+            id=str(uuid.uuid4()), task=spec.name, input=kwargs, queue=queue, priority=priority,
+            owner=owner, idempotency_key=idempotency_key,
+        )  # fmt: skip
+        if not created:
+            return {**job, "created": False}
+        if self.settings.fallback == "local" and not self.workers_available(self.settings.fallback_timeout):
+            self._run_locally(spec, job["id"], kwargs)
+            return {**job, "created": True, "runner": "local"}
+        try:
+            self._publish(spec, job["id"], kwargs, queue, priority)
+        except Exception as exc:
+            self.store.mark_failed(job["id"], f"could not publish to the broker: {exc}")
+            raise BrokerUnavailable(f"could not publish job to queue {queue!r}: {exc}") from exc
+        return {**job, "created": True}
+
+    def _publish(self, spec: TaskSpec, job_id: str, kwargs: dict, queue: str, priority: int | None) -> None:
+        options: dict[str, Any] = {"task_id": job_id, "queue": queue}
+        if priority is not None:
+            redis = self.app.conf.broker_url.startswith(("redis", "rediss"))
+            options["priority"] = redis_priority(priority) if redis else priority
+        self.app.send_task(spec.name, kwargs=kwargs, retry=True, retry_policy={"max_retries": 2}, **options)
+
+    def _run_locally(self, spec: TaskSpec, job_id: str, kwargs: dict) -> None:
+        # apply() runs the task through the same JobTask call, eagerly: the record
+        # says runner=local and is kept exactly as a worker would keep it.
+        task = self.app.tasks[spec.name]
+        thread = threading.Thread(
+            target=task.apply, kwargs={"kwargs": kwargs, "task_id": job_id}, name=f"modelq-local-{job_id}", daemon=True
+        )
+        thread.start()
+
+    def workers_available(self, timeout: float = 1.0) -> bool:
+        return bool(self.workers(timeout))
+
+    def workers(self, timeout: float = 1.0) -> list[str]:
+        """Names of workers that answered a ping (cached for a few seconds)."""
+        if time.monotonic() - self._workers_seen_at < _WORKER_PING_CACHE_SECONDS:
+            return self._workers
+        try:
+            replies = self.app.control.ping(timeout=timeout) or []
+        except Exception:  # an unreachable broker means no worker either
+            replies = []
+        self._workers = sorted(name for reply in replies for name in reply)
+        self._workers_seen_at = time.monotonic()
+        return self._workers
+
+    # Read ------------------------------------------------------------------------------
+
+    def get(self, job_id: str, owner: str | None = None, *, with_position: bool = True) -> dict[str, Any]:
+        job = self.store.get(job_id, owner, with_position=with_position)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def list(self, **filters: Any):  # noqa: ANN201 - JobPage
+        status = filters.get("status")
+        if status and status not in {s.value for s in JobStatus}:
+            raise InvalidInput(
+                f"status must be one of {', '.join(s.value for s in JobStatus)}, got {status!r}", field="status"
+            )
+        return self.store.list(**filters)
+
+    def artifact_path(self, job_id: str, name: str, owner: str | None = None) -> Path:
+        self.get(job_id, owner)
+        return self.app.modelq.artifacts.open(job_id, name)
+
+    # Wait and cancel -------------------------------------------------------------------
+
+    def wait(self, job_id: str, timeout: float | None = None, owner: str | None = None) -> dict[str, Any]:
+        """Block until the job finishes (succeeded, failed or cancelled).
+
+        The result backend, when there is one, wakes the waiter as soon as the
+        worker is done; the job store stays the source of truth.
+
+        Raises:
+            JobTimeout: it did not finish within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.get(job_id, owner, with_position=False)
+        backend = self.app.conf.result_backend
+        poll = 0.01
+        while not JobStatus(job["status"]).finished:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise JobTimeout(job_id, timeout or 0)
+            step = 1.0 if remaining is None else min(1.0, remaining)
+            if backend:
+                self._wait_on_backend(job_id, step)
+            else:
+                time.sleep(min(poll, step))
+                poll = min(poll * 2, 0.25)
+            job = self.get(job_id, owner, with_position=False)
+        return job
+
+    def _wait_on_backend(self, job_id: str, timeout: float) -> None:
+        result = self.app.AsyncResult(job_id)
+        try:
+            result.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+        except CeleryTimeout:
+            # Unsubscribe now, while the broker is surely up, rather than whenever
+            # the garbage collector gets to it.
+            try:
+                self.app.backend.remove_pending_result(result)
+            except Exception:
+                pass
+
+    def cancel(self, job_id: str, owner: str | None = None) -> dict[str, Any]:
+        """Cancel a job: a queued job never runs; a running one stops at its next progress point.
+
+        Returns:
+            The job record after the request (unchanged when it had already finished).
+        """
+        job = self.get(job_id, owner)
+        if JobStatus(job["status"]).finished:
+            return job
+        self.store.cancel(job_id)
+        try:
+            self.app.control.revoke(job_id)
+        except Exception:  # the record already says cancelled; workers check it before running
+            pass
+        return self.get(job_id, owner)

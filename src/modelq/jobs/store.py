@@ -1,0 +1,374 @@
+"""The job store: job records in SQLite (embedded) or PostgreSQL, through SQLAlchemy.
+
+Every state change is one conditional UPDATE (SQLAlchemy Core), so a late write never resurrects a
+cancelled job or overwrites a finished one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from modelq.jobs.records import Job, JobStatus, record_dict, utcnow
+
+#: The table, for Core statements: the hot paths (submit, start, finish, poll)
+#: skip the ORM's unit of work, which costs more than the SQL itself here.
+jobs = Job.__table__
+
+# Statements on the per-job path, built once: building a statement costs several
+# times what SQLite takes to run it.
+_unfinished = or_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.status == JobStatus.RUNNING.value)
+_by_id = jobs.c.id == bindparam("job_id")
+_INSERT = insert(jobs)
+_SELECT = select(jobs).where(_by_id)
+_MARK_RUNNING = (
+    update(jobs)
+    .where(_by_id, _unfinished)
+    .values(
+        status=JobStatus.RUNNING.value,
+        worker=bindparam("worker"),
+        runner=bindparam("runner"),
+        attempts=jobs.c.attempts + 1,
+        started_at=func.coalesce(jobs.c.started_at, bindparam("now")),
+        error=None,
+    )
+    .returning(jobs.c.attempts)
+)
+_MARK_SUCCEEDED = (
+    update(jobs)
+    .where(_by_id, _unfinished)
+    .values(status=JobStatus.SUCCEEDED.value, result=bindparam("result"), finished_at=bindparam("now"), progress=1.0, error=None)
+)
+_MARK_FINISHED_WITH_ERROR = (
+    update(jobs)
+    .where(_by_id, _unfinished)
+    .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("now"))
+)
+_SET_PROGRESS = (
+    update(jobs)
+    .where(_by_id, jobs.c.status == JobStatus.RUNNING.value)
+    .values(progress=bindparam("fraction"), progress_message=bindparam("message"))
+)
+_STATUS = select(jobs.c.status).where(_by_id)
+
+
+
+def _normalise_url(url: str) -> str:
+    # Users write postgresql://; psycopg 3 is the driver we ship in the `postgres` extra.
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url[len("postgres://") :]
+    return url
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[dict[str, Any]]
+    total: int
+
+
+class JobStore:
+    """Job records behind one small interface.
+
+    The engine is created lazily and per process: a worker forks after the
+    parent imported modelq, and a connection must never cross a fork.
+    """
+
+    def __init__(self, url: str, *, lock_dir: Path | None = None) -> None:
+        self.url = _normalise_url(url)
+        self._lock_dir = lock_dir
+        self._engine: Engine | None = None
+        self._pid = os.getpid()
+        self._guard = threading.Lock()
+
+    # Connection management ------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            with self._guard:
+                if self._engine is None or self._pid != os.getpid():
+                    self._engine = self._create_engine()
+                    self._pid = os.getpid()
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        if self.url.startswith("sqlite"):
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                # WAL lets the API read while workers write; NORMAL is durable across
+                # process crashes, which is what a job store needs.
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+            return engine
+        return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (safe to call from many processes)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", "modelq.jobs:migrations")
+        with self._migration_lock(), self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7270481)"))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self._lock_dir is None:
+            yield
+            return
+        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_dir / "migrate.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # Writes -----------------------------------------------------------------------------
+
+    def create(self, **fields: Any) -> tuple[dict[str, Any], bool]:
+        """Insert a job; with an idempotency key already used by this owner, return that job.
+
+        Returns:
+            (job, created): created is False when an existing job was returned.
+        """
+        key = fields.get("idempotency_key")
+        owner = fields.get("owner", "")
+        if key:
+            existing = self.find_idempotent(owner, key)
+            if existing is not None:
+                return existing, False
+        row = {
+            "status": JobStatus.QUEUED.value, "created_at": utcnow(), "artifacts": [], "progress": 0.0,
+            "progress_message": None, "priority": None, "worker": None, "runner": "worker", "attempts": 0,
+            "started_at": None, "finished_at": None, "error": None, "result": None, "owner": "",
+            "idempotency_key": None, **fields,
+        }  # fmt: skip
+        try:
+            with self.transaction() as conn:
+                conn.execute(_INSERT, row)
+        except IntegrityError:
+            # Two submissions with one key raced; the other one won.
+            existing = self.find_idempotent(owner, key) if key else None
+            if existing is None:
+                raise
+            return existing, False
+        return record_dict(row), True
+
+    def mark_running(
+        self, job_id: str, *, worker: str | None, task: str, queue: str, input: Any, runner: str = "worker"
+    ) -> int | None:
+        """Record a delivery: status running, one more attempt.
+
+        A message published without a record (plain ``task.delay()``) gets one here.
+
+        Returns:
+            The attempt number, or None when the job was cancelled (or already
+            finished) and must not run.
+        """
+        now = utcnow()
+        with self.transaction() as conn:
+            attempt = conn.execute(
+                _MARK_RUNNING, {"job_id": job_id, "worker": worker, "runner": runner, "now": now}
+            ).scalar_one_or_none()
+            if attempt is not None:
+                return int(attempt)
+            if conn.execute(_STATUS, {"job_id": job_id}).first() is not None:
+                return None
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id, task=task, input=input, queue=queue, worker=worker, runner=runner,
+                    status=JobStatus.RUNNING.value, attempts=1, created_at=now, started_at=now,
+                    artifacts=[], progress=0.0, owner="",
+                )
+            )  # fmt: skip
+            return 1
+
+    def mark_succeeded(self, job_id: str, result: Any) -> bool:
+        with self.transaction() as conn:
+            return bool(conn.execute(_MARK_SUCCEEDED, {"job_id": job_id, "result": result, "now": utcnow()}).rowcount)
+
+    def mark_failed(self, job_id: str, error: str) -> bool:
+        return self._finish_with_error(job_id, JobStatus.FAILED, error)
+
+    def mark_retrying(self, job_id: str, error: str) -> bool:
+        with self.transaction() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(_by_id, _unfinished)
+                .values(status=JobStatus.QUEUED.value, error=f"retrying after: {error}"),
+                {"job_id": job_id},
+            )
+            return bool(result.rowcount)
+
+    def cancel(self, job_id: str, reason: str = "cancelled by request") -> bool:
+        """Mark an unfinished job cancelled. Returns False when it had already finished."""
+        return self._finish_with_error(job_id, JobStatus.CANCELLED, reason)
+
+    def cancel_queued(self, queue: str, reason: str) -> int:
+        with self.transaction() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.queue == queue, jobs.c.status == JobStatus.QUEUED.value)
+                .values(status=JobStatus.CANCELLED.value, error=reason, finished_at=utcnow())
+            )
+            return result.rowcount
+
+    def set_progress(self, job_id: str, fraction: float, message: str | None) -> bool:
+        """Update progress; returns False when the job is no longer running (cancelled)."""
+        with self.transaction() as conn:
+            result = conn.execute(_SET_PROGRESS, {"job_id": job_id, "fraction": fraction, "message": message})
+            return bool(result.rowcount)
+
+    def add_artifact(self, job_id: str, artifact: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            current = conn.execute(select(jobs.c.artifacts).where(jobs.c.id == job_id).with_for_update()).scalar_one_or_none()
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(artifacts=[*(current or []), artifact]))
+
+    def _finish_with_error(self, job_id: str, status: JobStatus, error: str) -> bool:
+        with self.transaction() as conn:
+            params = {"job_id": job_id, "status": status.value, "error": error, "now": utcnow()}
+            return bool(conn.execute(_MARK_FINISHED_WITH_ERROR, params).rowcount)
+
+    # Reads ------------------------------------------------------------------------------
+
+    def get(self, job_id: str, owner: str | None = None, *, with_position: bool = True) -> dict[str, Any] | None:
+        """One job's record; a queued job's includes its ``queue_position`` unless asked not to."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
+            if row is None or (owner is not None and row["owner"] != owner):
+                return None
+            data = record_dict(row)
+            if with_position and data["status"] == JobStatus.QUEUED.value:
+                data["queue_position"] = self._queue_position(conn, row)
+            return data
+
+    def status_of(self, job_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(_STATUS, {"job_id": job_id}).scalar_one_or_none()
+
+    def find_idempotent(self, owner: str, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)
+            ).mappings().first()
+            return record_dict(row) if row is not None else None
+
+    @staticmethod
+    def _queue_position(conn: Connection, row: Any) -> int:
+        ahead = conn.execute(
+            select(func.count())
+            .select_from(jobs)
+            .where(jobs.c.queue == row["queue"], jobs.c.status == JobStatus.QUEUED.value, jobs.c.created_at < row["created_at"])
+        ).scalar_one()
+        return int(ahead) + 1
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> JobPage:
+        query = select(jobs)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        if status:
+            query = query.where(jobs.c.status == status)
+        if task:
+            query = query.where(jobs.c.task == task)
+        if queue:
+            query = query.where(jobs.c.queue == queue)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+            rows = conn.execute(query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)).mappings()
+            return JobPage(jobs=[record_dict(row) for row in rows], total=int(total))
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+        return {status: int(count) for status, count in rows}
+
+    # Model residency figures ----------------------------------------------------------
+
+    def report_residency(self, worker: str, pid: int, rows: list[dict[str, Any]]) -> None:
+        """Replace what this worker process reported before with ``rows``."""
+        from modelq.jobs.records import ModelResidency
+
+        table = ModelResidency.__table__
+        now = utcnow()
+        with self.transaction() as conn:
+            conn.execute(table.delete().where(table.c.worker == worker, table.c.pid == pid))
+            if rows:
+                conn.execute(insert(table), [{**row, "worker": worker, "pid": pid, "updated_at": now} for row in rows])
+
+    def forget_residency(self, worker: str, pid: int | None = None) -> None:
+        from modelq.jobs.records import ModelResidency
+
+        table = ModelResidency.__table__
+        query = table.delete().where(table.c.worker == worker)
+        if pid is not None:
+            query = query.where(table.c.pid == pid)
+        with self.transaction() as conn:
+            conn.execute(query)
+
+    def residency(self) -> list[dict[str, Any]]:
+        from modelq.jobs.records import ModelResidency, _iso
+
+        table = ModelResidency.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table).order_by(table.c.worker, table.c.pid, table.c.model)).mappings()
+            return [{**row, "last_used": _iso(row["last_used"]), "updated_at": _iso(row["updated_at"])} for row in rows]
+
+    def backlog(self, queue_prefix: str) -> dict[str, tuple[int, datetime]]:
+        """Queued jobs per queue whose name starts with ``queue_prefix``: (count, oldest created_at)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.queue, func.count(), func.min(jobs.c.created_at))
+                .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.queue.startswith(queue_prefix, autoescape=True))
+                .group_by(jobs.c.queue)
+            ).all()
+        return {queue: (int(count), _aware(oldest)) for queue, count, oldest in rows}
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

@@ -1,0 +1,188 @@
+"""Worker bootstrap: Celery signal handlers and the ``modelq worker`` entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from celery import Celery, signals
+
+log = logging.getLogger(__name__)
+
+
+def _runtime(sender: Any):  # noqa: ANN202
+    app = getattr(sender, "app", None)
+    return getattr(app, "modelq", None)
+
+
+# Which app and pool this worker process runs (set at worker_init, in the parent).
+_state: dict[str, Any] = {"app": None, "prefork": False}
+
+
+@signals.worker_init.connect
+def _refuse_cuda_before_fork(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    pool_cls = getattr(sender, "pool_cls", None)
+    name = pool_cls if isinstance(pool_cls, str) else getattr(pool_cls, "__module__", "")
+    _state["app"] = app
+    _state["prefork"] = "prefork" in str(name)
+    if _state["prefork"] and cuda_initialised():
+        raise SystemExit(
+            "modelq: refusing to start a prefork worker: CUDA is already initialised in this process, "
+            "and a forked child cannot use it. Run GPU queues with --pool solo or --pool threads."
+        )
+
+
+def cuda_initialised() -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+@signals.worker_process_init.connect
+def _start_models_in_child(**_: Any) -> None:
+    # A prefork child: the job store re-creates its engine per process (it checks the
+    # pid) and the child builds its own residency; models load here, never in the parent.
+    _start_models()
+
+
+@signals.worker_ready.connect
+def _start_models_in_main_process(sender: Any = None, **_: Any) -> None:
+    if not _state["prefork"]:  # solo and threads pools run jobs in this process
+        _start_models()
+    _start_affinity(sender)
+
+
+def _start_affinity(consumer: Any) -> None:
+    """Steer this worker between model queues when it serves a queue that routes jobs by model."""
+    from modelq.models import reporting
+    from modelq.models.affinity import AffinityController, model_capacity
+    from modelq.tasks import registered_tasks
+
+    app = _state["app"]
+    runtime = getattr(app, "modelq", None)
+    if runtime is None or reporting.worker_name is None:
+        return
+    consumed = {queue.name for queue in getattr(consumer.task_consumer, "queues", [])}
+    settings = runtime.settings
+    model_tasks = [spec for spec in registered_tasks().values() if spec.models and spec.name in app.tasks]
+    bases = sorted({settings.queue_for(spec.name, spec.queue) for spec in model_tasks} & consumed)
+    if not bases:
+        return
+    registry = runtime.residency.registry
+    devices = {"cpu" if registry.all()[m].device == "cpu" else "cuda"
+               for spec in model_tasks for m in spec.models if m in registry.all()} or {"cpu"}  # fmt: skip
+    controller = AffinityController(app, reporting.worker_name, bases, model_capacity(settings, devices),
+                                    in_process=not _state["prefork"])  # fmt: skip
+    _state["affinity"] = controller
+    controller.start()
+
+
+def _start_models() -> None:
+    app = _state["app"]
+    runtime = getattr(app, "modelq", None)
+    if runtime is None:
+        return
+    residency = runtime.residency
+    for name, spec in residency.registry.all().items():
+        if spec.preload:
+            try:
+                residency.acquire(name)
+                residency.release(name)
+            except Exception:
+                log.exception("could not preload model %s", name)
+    threading.Thread(target=_sweep, args=(runtime,), name="modelq-residency", daemon=True).start()
+
+
+def _sweep(runtime: Any) -> None:
+    """Expire idle models and keep the reported figures fresh."""
+    residency = runtime.residency
+    reporter = next((h for h in residency.hooks if hasattr(h, "flush_if_stale")), None)
+    while True:
+        time.sleep(1.0)
+        try:
+            residency.expire_idle()
+            if reporter is not None:
+                reporter.flush_if_stale()
+        except Exception:
+            log.exception("residency sweep failed")
+
+
+@signals.celeryd_after_setup.connect
+def _remember_worker_name(sender: str | None = None, conf: Any = None, **_: Any) -> None:
+    from modelq.models import reporting
+
+    reporting.worker_name = sender
+
+
+@signals.worker_process_shutdown.connect
+def _forget_child(**_: Any) -> None:
+    _forget(os.getpid())
+
+
+@signals.worker_shutdown.connect
+def _forget_worker(**_: Any) -> None:
+    _forget(None)
+
+
+def _forget(pid: int | None) -> None:
+    from modelq.models import reporting
+
+    runtime = getattr(_state["app"], "modelq", None)
+    if runtime is None or reporting.worker_name is None:
+        return
+    try:
+        runtime.store.forget_residency(reporting.worker_name, pid)
+    except Exception:
+        log.debug("could not clear residency figures", exc_info=True)
+
+
+@signals.task_failure.connect
+def _record_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any) -> None:
+    # Failures the task body never saw (hard time limit, a lost worker) reach the record here.
+    runtime = _runtime(sender)
+    if runtime is not None and task_id:
+        runtime.store.mark_failed(task_id, f"{type(exception).__name__}: {exception}")
+
+
+@signals.task_revoked.connect
+def _record_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_: Any) -> None:
+    runtime = _runtime(sender)
+    if runtime is not None and request is not None:
+        runtime.store.cancel(request.id, "terminated" if terminated else "cancelled by request")
+
+
+def run_worker(
+    app: Celery,
+    *,
+    queues: list[str],
+    pool: str | None = None,
+    concurrency: int | None = None,
+    hostname: str | None = None,
+    loglevel: str = "INFO",
+    max_tasks_per_child: int | None = None,
+) -> None:
+    """Run a Celery worker for ``queues`` in this process (blocks until it stops)."""
+    settings = app.modelq.settings
+    unknown = [q for q in queues if q not in settings.queues]
+    if unknown:
+        from modelq.errors import ConfigError
+
+        raise ConfigError("queues", f"unknown queue(s) {', '.join(unknown)}; configured: {', '.join(settings.queues)}")
+    kinds = [settings.queues[q] for q in queues]
+    pool = pool or kinds[0].pool
+    if concurrency is None:
+        concurrency = settings.worker_concurrency or next((k.concurrency for k in kinds if k.concurrency), None)
+    prefetch = max(k.prefetch_multiplier for k in kinds)
+    argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "--loglevel", loglevel, "-E",
+            "--prefetch-multiplier", str(prefetch), "--without-mingle", "--without-gossip"]  # fmt: skip
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if hostname:
+        argv += ["--hostname", hostname]
+    if max_tasks_per_child:
+        argv += ["--max-tasks-per-child", str(max_tasks_per_child)]
+    app.worker_main(argv)

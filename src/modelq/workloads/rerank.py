@@ -1,0 +1,86 @@
+"""``rerank``: score documents against a query with a cross-encoder, best first.
+
+A cross-encoder comes from a ``models:`` entry (loader ``cross-encoder``), a local
+path or a hub id. With none given and none configured as ``rerank``, the offline
+default ranks by the bundled bi-encoder's cosine similarity and says so in the
+result's ``model`` field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelq.errors import InvalidInput
+from modelq.models.batching import batch_call
+from modelq.models.registry import declare_by_source
+from modelq.tasks import task
+from modelq.workloads import embed as embedding
+
+#: The model name used when a request names none; configure ``models: {rerank: ...}`` to set it.
+DEFAULT_RERANKER = "rerank"
+MAX_DOCUMENTS = 1000
+
+
+def _documents(documents: Any) -> list[str]:
+    if not isinstance(documents, list) or not documents:
+        raise InvalidInput("documents must be a non-empty list of strings or {'text': ...} objects", field="documents")
+    texts = []
+    for i, doc in enumerate(documents):
+        if isinstance(doc, dict) and isinstance(doc.get("text"), str):
+            texts.append(doc["text"])
+        elif isinstance(doc, str):
+            texts.append(doc)
+        else:
+            raise InvalidInput(f"documents[{i}] must be a string or an object with a 'text' string", field="documents")
+    if len(texts) > MAX_DOCUMENTS:
+        raise InvalidInput(f"documents has {len(texts)} items; the limit is {MAX_DOCUMENTS}", field="documents",
+                           limit=MAX_DOCUMENTS)  # fmt: skip
+    return texts
+
+
+def _cross_encoder_available(model: str | None) -> str | None:
+    """The cross-encoder to use, or None for the bi-encoder fallback."""
+    from modelq.models.registry import _DECLARED
+
+    if model:
+        declare_by_source(model, "cross-encoder", device="auto")
+        return model
+    from modelq.tasks import _current
+
+    ctx = _current.get()
+    configured = ctx.settings.models if ctx is not None and ctx.settings is not None else {}
+    if DEFAULT_RERANKER in configured or DEFAULT_RERANKER in _DECLARED:
+        return DEFAULT_RERANKER
+    return None
+
+
+@task("rerank", queue="gpu", models=[embedding.DEFAULT_MODEL], model_arg="model")
+def rerank(query: str, documents: list[Any], model: str | None = None, top_n: int | None = None,
+           return_documents: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Relevance scores of documents for a query, sorted best first."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query must be a non-empty string", field="query")
+    texts = _documents(documents)
+    if top_n is not None and top_n < 1:
+        raise InvalidInput("top_n must be at least 1", field="top_n")
+    cross = _cross_encoder_available(model)
+    if cross is not None:
+        from modelq.models import get_model
+
+        scorer = get_model(cross)
+        scores = batch_call(("rerank", cross), [(query, t) for t in texts],
+                            lambda pairs: [float(s) for s in scorer.predict(pairs, show_progress_bar=False)])  # fmt: skip
+        used = cross
+    else:
+        vectors = embedding.encode([query, *texts], embedding.DEFAULT_MODEL, normalize=True)
+        q = vectors[0]
+        scores = [sum(a * b for a, b in zip(q, v, strict=True)) for v in vectors[1:]]
+        used = f"{embedding.DEFAULT_MODEL} (bi-encoder cosine similarity; no cross-encoder configured)"
+    order = sorted(range(len(texts)), key=lambda i: scores[i], reverse=True)[: top_n or len(texts)]
+    results = []
+    for i in order:
+        item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+        if return_documents:
+            item["document"] = {"text": texts[i]}
+        results.append(item)
+    return {"model": used, "results": results}

@@ -1,0 +1,163 @@
+"""A ``text2img`` job's parameters: names, defaults, caps and the submit-time check.
+
+Pure Python on purpose: the API and the submit path check requests with it without
+importing torch or diffusers (a 422 that names the field, before anything is queued).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from modelq.errors import InvalidInput
+
+#: Pipeline classes a request may name; a model declared in config may use any class (``options.pipeline``).
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "AutoPipelineForText2Image")
+#: The class a model given by path or hub id is loaded with when the request names none.
+DEFAULT_PIPELINE = "AutoPipelineForText2Image"
+
+#: Sampler names as the usual UIs spell them -> (diffusers scheduler class, config overrides).
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "DPM++ 2M SDE Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
+    "DPM2": ("KDPM2DiscreteScheduler", {}),
+    "DPM2 Karras": ("KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
+    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "DPM2 a Karras": ("KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": True}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "LMS Karras": ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "DDPM": ("DDPMScheduler", {}),
+    "DDIM": ("DDIMScheduler", {}),
+    "DPM": ("DPMSolverSinglestepScheduler", {}),
+    "DEIS": ("DEISMultistepScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    # Stable Diffusion's own PNDM setting; without it PNDM needs more than a handful of steps.
+    "PNDM": ("PNDMScheduler", {"skip_prk_steps": True}),
+}
+
+DEFAULT_STEPS = 30
+MAX_SEED = 2**63 - 1
+MAX_GUIDANCE = 50.0
+MAX_PROMPT_CHARS = 20_000
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"\s+", " ", name.strip()).lower()
+
+
+# Usual names, case-insensitive; and class names (the seed client sends "PNDMScheduler"), each
+# meaning the first entry of its class ("DPMSolverMultistepScheduler" is "DPM++ 2M").
+_SCHEDULER_LOOKUP: dict[str, str] = {_normalise(name): name for name in SCHEDULERS}
+for _name, (_cls, _overrides) in SCHEDULERS.items():
+    _SCHEDULER_LOOKUP.setdefault(_normalise(_cls), _name)
+
+
+def scheduler_name(value: str, field: str = "scheduler") -> str:
+    """The canonical name (``"Euler a"``) for a usual name in any case, or a scheduler class name.
+
+    Raises:
+        InvalidInput: an unknown name; the message lists the known ones.
+    """
+    name = _SCHEDULER_LOOKUP.get(_normalise(value))
+    if name is None:
+        raise InvalidInput(
+            f"{field}: unknown scheduler {value!r}; use one of {', '.join(SCHEDULERS)} (or a class name such as "
+            "EulerDiscreteScheduler)",
+            field=field,
+        )
+    return name
+
+
+def scheduler_for_class(class_name: str) -> str:
+    """The usual name of a scheduler class (``DDIMScheduler`` -> ``DDIM``), else the class name."""
+    return _SCHEDULER_LOOKUP.get(_normalise(class_name), class_name)
+
+
+def looks_like_source(model: str) -> bool:
+    """A local path or a hub id (``org/name``) rather than the name of a declared model."""
+    return "/" in model or "\\" in model or model.startswith((".", "~"))
+
+
+def _int(value: Any, field: str, low: int, high: int, setting: str | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field} must be an integer, not {value!r}", field=field)
+    if value < low:
+        raise InvalidInput(f"{field} must be at least {low}, got {value}", field=field)
+    if value > high:
+        where = f" ({setting})" if setting else ""
+        raise InvalidInput(f"{field} is {value}; the limit is {high}{where}", field=field, limit=high)
+    return value
+
+
+def _text(value: Any, field: str, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise InvalidInput(f"{field} must be a non-empty string", field=field)
+    if len(value) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"{field} is {len(value)} characters; the limit is {MAX_PROMPT_CHARS}", field=field)
+    return value
+
+
+def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Check a ``text2img`` job's input and return it normalised (canonical scheduler name, defaults).
+
+    Args:
+        data: the task's keyword arguments (``prompt``, ``model``, ``negative_prompt``, ``width``,
+            ``height``, ``steps``, ``guidance``, ``seed``, ``n``, ``scheduler``, ``pipeline``).
+        settings: the caps (``image_max_side``, ``image_max_steps``, ``image_max_count``) and
+            ``image_default_model``.
+        names: how the request spells each field, for the error (the seed-style endpoint says
+            ``num_inference_steps`` where the task says ``steps``).
+
+    Raises:
+        InvalidInput: with ``field`` naming the offending request field.
+    """
+    names = names or {}
+
+    def name(key: str) -> str:
+        return names.get(key, key)
+
+    out: dict[str, Any] = {"prompt": _text(data.get("prompt"), name("prompt"), required=True)}
+    model = data.get("model") or settings.image_default_model
+    if not isinstance(model, str) or len(model) > 1000:
+        raise InvalidInput(f"{name('model')} must be a model name, path or hub id", field=name("model"))
+    out["model"] = model
+    out["negative_prompt"] = _text(data.get("negative_prompt"), name("negative_prompt"), required=False)
+    for key in ("width", "height"):
+        value = data.get(key)
+        if value is not None:
+            value = _int(value, name(key), 8, settings.image_max_side, "MODELQ_IMAGE_MAX_SIDE")
+            if value % 8:
+                raise InvalidInput(f"{name(key)} must be a multiple of 8, got {value}", field=name(key))
+        out[key] = value
+    steps = data.get("steps")
+    out["steps"] = DEFAULT_STEPS if steps is None else _int(steps, name("steps"), 1, settings.image_max_steps,
+                                                            "MODELQ_IMAGE_MAX_STEPS")  # fmt: skip
+    guidance = data.get("guidance")
+    if guidance is not None:
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= MAX_GUIDANCE:
+            raise InvalidInput(f"{name('guidance')} must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}",
+                               field=name("guidance"))  # fmt: skip
+        guidance = float(guidance)
+    out["guidance"] = guidance
+    seed = data.get("seed")
+    out["seed"] = None if seed is None else _int(seed, name("seed"), 0, MAX_SEED)
+    n = data.get("n")
+    out["n"] = 1 if n is None else _int(n, name("n"), 1, settings.image_max_count, "MODELQ_IMAGE_MAX_COUNT")
+    scheduler = data.get("scheduler")
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise InvalidInput(f"{name('scheduler')} must be a scheduler name", field=name("scheduler"))
+    out["scheduler"] = None if scheduler is None else scheduler_name(scheduler, name("scheduler"))
+    pipeline = data.get("pipeline")
+    if pipeline is not None and pipeline not in PIPELINES:
+        raise InvalidInput(f"{name('pipeline')}: unknown pipeline class {pipeline!r}; use one of {', '.join(PIPELINES)}",
+                           field=name("pipeline"))  # fmt: skip
+    out["pipeline"] = pipeline
+    return out

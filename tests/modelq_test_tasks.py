@@ -1,0 +1,81 @@
+"""User tasks the test suite registers through MODELQ_IMPORTS, as a user's module would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import modelq
+
+
+@modelq.task("tests.touch", queue="cpu")
+def touch(path: str) -> str:
+    """Create a file: proof that the job ran."""
+    Path(path).write_text("ran")
+    return path
+
+
+@modelq.task("tests.count")
+def count(path: str) -> int:
+    """Append to a file and return how many times this ran."""
+    with open(path, "a") as handle:
+        handle.write("x")
+    return len(Path(path).read_text())
+
+
+@modelq.task("tests.fail")
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+class Flaky(Exception):
+    pass
+
+
+@modelq.task("tests.flaky", retries=4, retry_for=(Flaky,), retry_backoff=False, retry_jitter=False, default_retry_delay=0)
+def flaky(path: str, failures: int) -> int:
+    """Fail the first `failures` attempts, then return the attempt number."""
+    with open(path, "a") as handle:
+        handle.write("x")
+    attempt = len(Path(path).read_text())
+    if attempt <= failures:
+        raise Flaky(f"attempt {attempt} fails on purpose")
+    return attempt
+
+
+@modelq.task("tests.artifact")
+def artifact(text: str) -> dict:
+    meta = modelq.current_job().save_artifact("note.txt", text.encode())
+    return {"size": meta["size"]}
+
+
+@modelq.task("tests.unserialisable")
+def unserialisable() -> object:
+    return object()
+
+
+@modelq.task("tests.infer", models=["m-a"], model_arg="model")
+def infer(model: str = "m-a", values: list[float] | None = None) -> dict:
+    """Run a tiny linear model; the result says which model and process answered."""
+    import os
+
+    import torch
+
+    layer = modelq.get_model(model)
+    with torch.no_grad():
+        out = layer(torch.tensor([values or [1.0] * 256]))
+    return {"model": model, "sum": round(float(out.sum()), 3), "pid": os.getpid()}
+
+
+@modelq.task("tests.batched", models=["m-a"], model_arg="model")
+def batched(rows: list[list[float]], model: str = "m-a") -> list[dict]:
+    """One forward pass shared with other jobs running at the same time."""
+    import torch
+
+    layer = modelq.get_model(model)
+
+    def forward(items: list[list[float]]) -> list[dict]:
+        with torch.no_grad():
+            out = layer(torch.tensor(items)).sum(dim=1)
+        return [{"sum": round(float(v), 3), "batch": len(items)} for v in out]
+
+    return modelq.batch_call(("tests.batched", model), rows, forward)

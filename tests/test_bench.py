@@ -1,0 +1,139 @@
+"""``modelq bench``: each scenario runs end to end and reports sensible figures.
+
+Smoke runs (``--quick``) as subprocesses, exactly as a user runs them. Timings are
+checked for shape (positive numbers), never against the targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def bench(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELQ_")}
+    return subprocess.run(
+        [sys.executable, "-m", "modelq", "bench", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def run_json(tmp_path: Path, scenario: str, timeout: float = 120) -> tuple[dict[str, Any], Path]:
+    out = tmp_path / "out"
+    proc = bench(tmp_path, scenario, "--quick", "--json", "--out", str(out), timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Exactly one JSON object on stdout, nothing else.
+    figures = json.loads(proc.stdout)
+    assert isinstance(figures, dict)
+    assert proc.stdout.strip().count("\n") == 0
+    return figures, out
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def test_queue_scenario_reports_modelq_beside_raw_celery(tmp_path: Path) -> None:
+    figures, out = run_json(tmp_path, "queue")
+
+    assert figures["scenario"] == "queue"
+    for key in ("rtt_p50_ratio", "throughput_ratio", "http_rtt_p50_ratio", "http_throughput_ratio",
+                "raw_p50_ms", "modelq_p50_ms", "http_p50_ms", "raw_p95_ms", "modelq_p95_ms", "http_p95_ms",
+                "raw_throughput", "modelq_throughput", "http_throughput"):  # fmt: skip
+        assert positive(figures[key]), (key, figures[key])
+    for side in ("raw", "modelq", "http"):
+        assert figures[f"{side}_p95_ms"] >= figures[f"{side}_p50_ms"]
+    assert figures["rtt_p50_ratio"] == pytest.approx(figures["modelq_p50_ms"] / figures["raw_p50_ms"], rel=0.01)
+    assert figures["target"] == {"rtt_p50_ratio_max": 1.2, "throughput_ratio_min": 0.85}
+    assert set(figures["meets_target"]) >= {"rtt_p50_ratio", "throughput_ratio"}
+    assert all(isinstance(v, bool) for v in figures["meets_target"].values())
+    assert_png(out / "queue.png")
+    assert Path(figures["chart"]) == out / "queue.png"
+
+
+def test_up_scenario_times_a_cold_start_and_a_clean_shutdown(tmp_path: Path) -> None:
+    figures, out = run_json(tmp_path, "up")
+
+    assert figures["scenario"] == "up"
+    assert positive(figures["ready_seconds"])
+    assert positive(figures["first_job_seconds"])
+    assert figures["first_job_seconds"] >= figures["ready_seconds"]
+    assert figures["clean_shutdown"] is True
+    assert figures["target"] == {"ready_seconds_max": 3.0}
+    assert isinstance(figures["meets_target"]["ready_seconds"], bool)
+    assert len(figures["runs"]) == figures["repeats"] == 1
+    assert_png(out / "up.png")
+
+
+def test_warm_scenario_reports_a_warm_model_job_beside_the_same_call_in_process(tmp_path: Path) -> None:
+    figures, out = run_json(tmp_path, "warm", timeout=300)
+
+    assert figures["scenario"] == "warm" and figures["target_id"] == "P2"
+    for key in ("warm_ratio", "inprocess_p50_ms", "modelq_p50_ms", "inprocess_p95_ms", "modelq_p95_ms",
+                "vectors_ratio", "modelq_vectors_p50_ms", "cold_job_seconds", "inprocess_load_seconds",
+                "worker_load_seconds", "model_bytes", "model_tensor_bytes"):  # fmt: skip
+        assert positive(figures[key]), (key, figures[key])
+    assert figures["warm_ratio"] == pytest.approx(figures["modelq_p50_ms"] / figures["inprocess_p50_ms"], rel=0.01)
+    assert figures["batch_size"] == 32 and figures["embedding_shape"] == [32, 384]
+    # the worker loaded the model once and served every later job warm
+    assert figures["model_loads"] == 1
+    assert figures["model_hits"] >= 2 * figures["calls"]
+    assert figures["target"] == {"warm_ratio_max": 1.05}
+    assert isinstance(figures["meets_target"]["warm_ratio"], bool)
+    assert_png(out / "warm.png")
+
+
+def test_embed_scenario_reports_batched_beside_in_process_and_naive(tmp_path: Path) -> None:
+    figures, out = run_json(tmp_path, "embed", timeout=600)
+
+    assert figures["scenario"] == "embed" and figures["target_id"] == "P3"
+    for key in ("inprocess_per_s", "batched_per_s", "naive_per_s", "batched_vs_inprocess", "batched_vs_naive"):
+        assert positive(figures[key]), (key, figures[key])
+    assert figures["batched_vs_naive"] == pytest.approx(figures["batched_per_s"] / figures["naive_per_s"], rel=0.02)
+    assert figures["sentences"] == 128
+    assert_png(out / "embed.png")
+
+
+def test_switch_scenario_reports_a_mixed_stream_beside_a_single_model_stream(tmp_path: Path) -> None:
+    figures, out = run_json(tmp_path, "switch", timeout=300)
+
+    assert figures["scenario"] == "switch" and figures["target_id"] == "P4"
+    assert figures["jobs"] == 32
+    for key in ("throughput_ratio", "single_throughput", "mixed_throughput", "single_seconds", "mixed_seconds",
+                "load_seconds", "job_p50_ms", "throughput_ratio_bound"):  # fmt: skip
+        assert positive(figures[key]), (key, figures[key])
+    assert figures["throughput_ratio"] == pytest.approx(
+        figures["mixed_throughput"] / figures["single_throughput"], rel=0.01
+    )
+    # each stream starts with neither model resident: one load for one model, at least two for two
+    assert figures["single_loads"] == 1
+    assert figures["mixed_loads"] >= 2
+    assert isinstance(figures["switches"], int) and figures["switches"] == figures["mixed_loads"] - 1
+    assert figures["target"] == {"switches_max": 2.0, "throughput_ratio_min": 0.8}
+    assert set(figures["meets_target"]) == {"switches", "throughput_ratio"}
+    assert all(isinstance(v, bool) for v in figures["meets_target"].values())
+    assert_png(out / "switch.png")
+
+
+def test_unknown_scenario_is_one_line_naming_the_known_ones(tmp_path: Path) -> None:
+    proc = bench(tmp_path, "nope", "--json", "--out", str(tmp_path / "out"), timeout=60)
+
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "nope" in lines[0] and "queue" in lines[0] and "up" in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,159 @@
+"""The command line: `modelq up` end to end, submit, status, jobs, purge, and errors as one line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Backend, child_env, free_port, wait_for
+
+
+def modelq(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120, input: str | None = None):  # noqa: ANN201
+    return subprocess.run([sys.executable, "-m", "modelq", *args], capture_output=True, text=True, env=child_env(**env),
+                          cwd=cwd, timeout=timeout, input=input)  # fmt: skip
+
+
+def test_up_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = child_env(MODELQ_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([sys.executable, "-m", "modelq", "up", "--port", str(port)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # given `modelq up` with nothing configured
+        def accepted() -> httpx.Response | None:
+            try:
+                response = httpx.post(f"{base}/v1/jobs", json={"task": "echo", "input": {"x": 1}}, timeout=5)
+            except httpx.TransportError:
+                return None
+            return response
+
+        response = wait_for(accepted, timeout=60, interval=0.1, what="modelq up to accept a job")
+        # then a job is accepted at once and finished by its workers
+        assert response.status_code == 202
+        done = httpx.get(f"{base}/v1/jobs/{response.json()['id']}", params={"wait": 30}, timeout=40)
+        assert done.status_code == 200 and done.json()["result"] == {"x": 1}
+        # and Celery's own CLI reaches its workers
+        ping = subprocess.run([sys.executable, "-m", "celery", "-A", "modelq", "inspect", "ping", "--timeout", "5"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)  # fmt: skip
+        assert "default@" in ping.stdout and "io@" in ping.stdout, ping.stdout + ping.stderr
+        assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+        # and so does Flower, on loopback
+        _flower_lists_the_workers(env, tmp_path)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    # when Ctrl-C is pressed, everything stops: the API, the workers and the broker it started
+    assert proc.returncode == 0, err
+    assert f"modelq is up: http://127.0.0.1:{port}" in out
+    assert "modelq stopped." in out
+    from modelq.broker import EmbeddedRedis
+
+    assert not EmbeddedRedis(tmp_path / "home").ping()
+    leftover = subprocess.run(["pgrep", "-f", f"MODELQ_HOME={tmp_path}"], capture_output=True, text=True)
+    assert leftover.stdout == ""
+
+
+def _flower_lists_the_workers(env: dict[str, str], cwd: Path) -> None:
+    port = free_port()
+    flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "modelq", "flower", "--address=127.0.0.1",
+                               f"--port={port}"], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        def workers_page() -> str:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/workers", timeout=5).text
+            except httpx.TransportError:
+                return ""
+
+        wait_for(lambda: "default@" in workers_page(), timeout=60, interval=0.2, what="Flower to list the workers")
+    finally:
+        flower.terminate()
+        flower.wait(timeout=30)
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_submit_wait_status_jobs(backend: Backend, tmp_path: Path) -> None:
+    result = modelq("submit", "echo", "--input", '{"hello": "cli"}', "--wait", "--timeout", "60", env=backend.env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"hello": "cli"}
+
+    (tmp_path / "in.json").write_text('{"message": "from a file"}')
+    failed = modelq("submit", "tests.fail", "--input", "@in.json", "--wait", env=backend.env, cwd=tmp_path)
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["error"] == "ValueError: from a file"
+
+    queued = json.loads(modelq("submit", "echo", env=backend.env, cwd=tmp_path).stdout)
+    assert queued["status"] == "queued"
+
+    status = json.loads(modelq("status", "--json", env=backend.env, cwd=tmp_path).stdout)
+    assert set(status["queues"]) == {"default", "cpu", "gpu", "io"}
+    assert status["jobs"]["succeeded"] >= 1 and status["jobs"]["failed"] >= 1
+    assert any(w.startswith("contract-embedded@") for w in status["workers"])
+
+    listing = json.loads(modelq("jobs", "--json", "--task", "tests.fail", env=backend.env, cwd=tmp_path).stdout)
+    assert listing["total"] >= 1 and listing["jobs"][0]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["submit", "echo", "--input", "{nope"], 2, "--input is not valid JSON"),
+        (["submit", "echo", "--input", "[1]"], 2, "--input must be a JSON object"),
+        (["submit", "no.such.task"], 2, "unknown task 'no.such.task'"),
+        (["submit", "echo", "--input", "@missing.json"], 2, "input file 'missing.json' does not exist"),
+        (["purge", "-Q", "imaging", "--yes"], 5, "unknown queue 'imaging'"),
+    ],
+)
+def test_errors_are_one_readable_line(tmp_path: Path, home: Path, args: list[str], code: int, message: str) -> None:
+    result = modelq(*args, env={"MODELQ_HOME": str(home)}, cwd=tmp_path)
+    assert result.returncode == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_purge_empties_a_queue_and_cancels_its_jobs(tmp_path: Path, home: Path) -> None:
+    env = {"MODELQ_HOME": str(home)}
+    # no worker consumes cpu here: the jobs wait
+    ids = [json.loads(modelq("submit", "tests.touch", "--input", json.dumps({"path": str(tmp_path / f"f{n}")}),
+                             env=env, cwd=tmp_path).stdout)["id"] for n in range(3)]  # fmt: skip
+    assert json.loads(modelq("status", "--json", env=env, cwd=tmp_path).stdout)["queues"]["cpu"] == 3
+    refused = modelq("purge", "-Q", "cpu", env=env, cwd=tmp_path, input="n\n")
+    assert refused.returncode != 0 and "Aborted" in refused.stderr
+    done = modelq("purge", "-Q", "cpu", "--yes", env=env, cwd=tmp_path)
+    assert "purged 3 message(s)" in done.stdout and "3 queued job(s) marked cancelled" in done.stdout
+    assert json.loads(modelq("status", "--json", env=env, cwd=tmp_path).stdout)["queues"]["cpu"] == 0
+    job = json.loads(modelq("get", ids[0], env=env, cwd=tmp_path).stdout)
+    assert job["status"] == "cancelled" and "purged" in job["error"]
+
+
+def test_local_fallback_runs_the_job_when_no_worker_answers(home: Path) -> None:
+    from modelq.client import Client
+    from modelq.config import load_settings
+
+    settings = load_settings(home=home, fallback="local", fallback_timeout=0.3, imports=["modelq_test_tasks"])
+    client = Client.in_process(settings)
+    job = client.submit("echo", {"offline": True})
+    assert job["runner"] == "local"
+    done = client.wait(job["id"], timeout=30)
+    assert done["status"] == "succeeded" and done["result"] == {"offline": True} and done["runner"] == "local"
+
+
+def test_readyz_is_503_without_a_worker(home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from modelq.api import create_api
+    from modelq.config import load_settings
+
+    with TestClient(create_api(load_settings(home=home))) as http:
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["broker"]["ok"] and ready.json()["checks"]["database"]["ok"]
+        assert ready.json()["checks"]["workers"] == {"ok": False, "error": "no worker answered a ping"}
+        # jobs are still accepted; they wait for a worker
+        assert http.post("/v1/jobs", json={"task": "echo", "input": {}}).status_code == 202

@@ -1,0 +1,133 @@
+"""embed and rerank through a real worker and the API, incl. the official `openai` client."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import start_worker, stop_process, wait_for_worker
+from test_api import serve
+
+TEXTS = ["The cat sits on the mat.", "A dog plays in the park.", "Quarterly revenue grew by ten percent."]
+
+
+def tiny_cross_encoder(path: Path) -> Path:
+    """A random-weight BERT cross-encoder with a tiny vocabulary, saved like a real one."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w.strip(".").lower() for t in TEXTS for w in t.split()}),
+             "cats", "mats", "revenue?", "what"]  # fmt: skip
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=1)  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(path)
+    BertTokenizer(str(path / "vocab.txt")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    from modelq.api import create_api
+    from modelq.broker import EmbeddedRedis
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+
+    root = tmp_path_factory.mktemp("embed")
+    cross = tiny_cross_encoder(root / "cross-encoder")
+    env = {"MODELQ_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1"}
+    settings = load_settings(home=root / "home", imports=["modelq_test_tasks"])
+    app = create_celery_app(settings, start_broker=True)
+    app.modelq.store  # noqa: B018
+    worker = start_worker(env, "gpu", "embed@%h", "--pool", "threads", "-c", "4")
+    try:
+        wait_for_worker(app, "embed@")
+        for url in serve(create_api(settings, celery_app=app)):
+            yield {"url": url, "cross": str(cross), "app": app}
+    finally:
+        stop_process(worker)
+        EmbeddedRedis(root / "home").stop()
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_openai_client_gets_the_same_vectors_as_sentence_transformers(served: dict) -> None:
+    import openai
+    from sentence_transformers import SentenceTransformer
+
+    from modelq.workloads.embed import bundled_minilm_path
+
+    client = openai.OpenAI(base_url=f"{served['url']}/v1", api_key="unused")
+    response = client.embeddings.create(model="minilm", input=TEXTS)  # the client asks for base64
+    expected = SentenceTransformer(bundled_minilm_path(), device="cpu").encode(TEXTS, normalize_embeddings=True)
+    assert [d.index for d in response.data] == [0, 1, 2]
+    for got, want in zip(response.data, expected, strict=True):
+        assert len(got.embedding) == 384
+        assert _cosine(got.embedding, want.tolist()) >= 0.999
+    assert response.usage.prompt_tokens > 0
+    floats = client.embeddings.create(model="minilm", input="one text", encoding_format="float")
+    assert len(floats.data) == 1 and len(floats.data[0].embedding) == 384
+    short = client.embeddings.create(model="minilm", input="one text", dimensions=64, encoding_format="float")
+    assert len(short.data[0].embedding) == 64
+
+
+def test_embeddings_bad_input_and_unknown_model(served: dict) -> None:
+    with httpx.Client(base_url=served["url"], timeout=120) as http:
+        assert http.post("/v1/embeddings", json={"input": []}).status_code == 422
+        tokens = http.post("/v1/embeddings", json={"input": [[1, 2, 3]]})
+        assert tokens.status_code == 422 and "token arrays" in tokens.json()["message"]
+        missing = http.post("/v1/embeddings", json={"input": "hi", "model": "/no/such/model"})
+        assert missing.status_code == 404 and "/no/such/model" in missing.json()["message"]
+        # the worker survives: the next request is served
+        assert http.post("/v1/embeddings", json={"input": "still here"}).status_code == 200
+
+
+def test_rerank_with_a_cross_encoder_from_a_path(served: dict) -> None:
+    body = {"model": served["cross"], "query": "what cats sit on mats?", "documents": TEXTS, "top_n": 2,
+            "return_documents": True}  # fmt: skip
+    response = httpx.post(f"{served['url']}/v1/rerank", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["model"] == served["cross"]
+    results = data["results"]
+    assert len(results) == 2
+    assert results[0]["relevance_score"] >= results[1]["relevance_score"]
+    assert results[0]["document"]["text"] == TEXTS[results[0]["index"]]
+    # scores are the cross-encoder's own, in the documents' order
+    from sentence_transformers import CrossEncoder
+
+    scores = CrossEncoder(served["cross"], device="cpu").predict([(body["query"], t) for t in TEXTS])
+    best = sorted(range(3), key=lambda i: scores[i], reverse=True)[:2]
+    assert [r["index"] for r in results] == best
+    assert [r["relevance_score"] for r in results] == pytest.approx([float(scores[i]) for i in best], abs=1e-4)
+
+
+def test_rerank_offline_default_uses_the_bundled_bi_encoder(served: dict) -> None:
+    body = {"query": "Where is the cat?", "documents": [{"text": t} for t in TEXTS]}
+    data = httpx.post(f"{served['url']}/v1/rerank", json=body, timeout=120).json()
+    assert data["model"].startswith("minilm (bi-encoder cosine similarity")
+    assert data["results"][0]["index"] == 0  # the sentence about the cat
+    assert len(data["results"]) == 3
+    bad = httpx.post(f"{served['url']}/v1/rerank", json={"query": "q", "documents": [{"title": "x"}]}, timeout=30)
+    assert bad.status_code == 422 and "documents[0]" in bad.json()["message"]
+
+
+def test_embed_jobs_keep_their_own_results_when_batched(served: dict) -> None:
+    from modelq.client import Client
+
+    client = Client(served["url"])
+    jobs = [client.submit("embed", {"input": [f"sentence number {i}"]}) for i in range(12)]
+    results = [client.result(job["id"], timeout=120) for job in jobs]
+    assert all(r["dimensions"] == 384 and len(r["embeddings"]) == 1 for r in results)
+    # the same text gives the same vector whatever batch it ran in
+    again = client.run("embed", {"input": ["sentence number 3"]}, timeout=120)
+    assert _cosine(again["embeddings"][0], results[3]["embeddings"][0]) > 0.9999
+    assert json.dumps(results[0]) != json.dumps(results[1])

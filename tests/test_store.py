@@ -1,0 +1,121 @@
+"""The job store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from modelq.jobs.store import JobStore
+
+
+def _new(store: JobStore, **fields) -> dict:
+    job, created = store.create(id=str(uuid.uuid4()), task=fields.pop("task", "echo"), input=fields.pop("input", {}),
+                                queue=fields.pop("queue", "default"), **fields)  # fmt: skip
+    assert created
+    return job
+
+
+def test_migrate_is_idempotent(store: JobStore) -> None:
+    store.migrate()
+    store.migrate()
+    assert store.counts() == {}
+
+
+def test_life_of_a_job(store: JobStore) -> None:
+    job = _new(store, input={"x": 1})
+    assert job["status"] == "queued" and job["attempts"] == 0
+    assert store.mark_running(job["id"], worker="w1", task="echo", queue="default", input={"x": 1}) == 1
+    assert store.set_progress(job["id"], 0.5, "half way")
+    running = store.get(job["id"])
+    assert running["status"] == "running" and running["progress"] == {"fraction": 0.5, "message": "half way"}
+    assert running["worker"] == "w1" and running["attempts"] == 1
+    assert store.mark_succeeded(job["id"], {"x": 1})
+    done = store.get(job["id"])
+    assert done["status"] == "succeeded" and done["result"] == {"x": 1} and done["progress"]["fraction"] == 1.0
+    assert done["finished_at"] >= done["started_at"] >= done["created_at"]
+
+
+def test_a_finished_job_is_never_overwritten(store: JobStore) -> None:
+    job = _new(store)
+    assert store.cancel(job["id"])
+    # a worker that picks it up late must not run it, and nothing may resurrect it
+    assert store.mark_running(job["id"], worker="w", task="echo", queue="default", input={}) is None
+    assert not store.mark_succeeded(job["id"], {"late": True})
+    assert not store.mark_failed(job["id"], "late")
+    assert not store.set_progress(job["id"], 0.3, None)
+    assert store.get(job["id"])["status"] == "cancelled"
+
+
+def test_a_message_without_a_record_gets_one(store: JobStore) -> None:
+    job_id = str(uuid.uuid4())
+    assert store.mark_running(job_id, worker="w", task="echo", queue="cpu", input={"a": 1})
+    assert store.get(job_id)["status"] == "running"
+    assert store.get(job_id)["queue"] == "cpu"
+
+
+def test_retry_counts_attempts(store: JobStore) -> None:
+    job = _new(store)
+    store.mark_running(job["id"], worker="w", task="echo", queue="default", input={})
+    assert store.mark_retrying(job["id"], "ValueError: flaky")
+    assert store.get(job["id"])["status"] == "queued"
+    assert store.mark_running(job["id"], worker="w", task="echo", queue="default", input={}) == 2
+    assert store.get(job["id"])["attempts"] == 2
+
+
+def test_idempotency_key_is_per_owner(store: JobStore) -> None:
+    first = _new(store, owner="alice", idempotency_key="k1")
+    again, created = store.create(id="other", task="echo", input={}, queue="default", owner="alice", idempotency_key="k1")
+    assert not created and again["id"] == first["id"]
+    bob = _new(store, owner="bob", idempotency_key="k1")
+    assert bob["id"] != first["id"]
+
+
+def test_concurrent_submissions_with_one_key_make_one_job(store: JobStore) -> None:
+    ids: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def submit(n: int) -> None:
+        barrier.wait()
+        job, _ = store.create(id=f"race-{n}", task="echo", input={}, queue="default", idempotency_key="same")
+        ids.append(job["id"])
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == 1
+    assert store.list().total == 1
+
+
+def test_list_filters_paginates_and_hides_other_owners(store: JobStore) -> None:
+    for n in range(5):
+        _new(store, task="echo", owner="alice", input={"n": n})
+    _new(store, task="sleep", owner="alice")
+    _new(store, task="echo", owner="bob")
+    assert store.list(owner="alice").total == 6
+    page = store.list(owner="alice", task="echo", limit=2, offset=0)
+    assert page.total == 5 and len(page.jobs) == 2
+    # newest first
+    assert [j["input"]["n"] for j in page.jobs] == [4, 3]
+    assert [j["input"]["n"] for j in store.list(owner="alice", task="echo", limit=2, offset=4).jobs] == [0]
+    assert store.get(page.jobs[0]["id"], owner="bob") is None
+
+
+def test_queue_position_counts_jobs_ahead_in_the_same_queue(store: JobStore) -> None:
+    a = _new(store, queue="cpu")
+    _new(store, queue="gpu")
+    b = _new(store, queue="cpu")
+    assert store.get(a["id"])["queue_position"] == 1
+    assert store.get(b["id"])["queue_position"] == 2
+    store.mark_running(a["id"], worker="w", task="echo", queue="cpu", input={})
+    assert store.get(b["id"])["queue_position"] == 1
+    assert "queue_position" not in store.get(a["id"])
+
+
+def test_cancel_queued_only_touches_that_queue(store: JobStore) -> None:
+    a = _new(store, queue="cpu")
+    b = _new(store, queue="io")
+    assert store.cancel_queued("cpu", "purged") == 1
+    assert store.get(a["id"])["status"] == "cancelled" and store.get(a["id"])["error"] == "purged"
+    assert store.get(b["id"])["status"] == "queued"
