@@ -159,3 +159,27 @@ def test_affinity_keeps_its_own_choice_when_a_stray_job_loads_the_other_model() 
     assert sticky_queues(consumed={a}, backlog=backlog, held=lambda: {b}) == {a}
     # a's backlog drained: the choice is open again
     assert sticky_queues(consumed={a}, backlog={a: (0, now), b: (10, now)}, held=lambda: {b}) == {b}
+
+
+def test_metrics_report_model_loads_and_resident_bytes(model_worker: dict) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from modelq.metrics import ModelqCollector
+
+    _client(model_worker).run("tests.infer", {"model": "m-a"}, timeout=60)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ModelqCollector(model_worker["app"]))
+
+    def m_a_resident() -> dict | None:
+        text = generate_latest(registry).decode()
+        families = {f.name: f.samples for f in text_string_to_metric_families(text)}
+        rows = [s for s in families["modelq_model_resident_bytes"] if s.labels["model"] == "m-a" and s.value > 0]
+        return families if rows else None
+
+    families = wait_for(m_a_resident, timeout=30, what="m-a resident in /metrics")
+    loads = [s for s in families["modelq_model_loads"] if s.labels["model"] == "m-a"]
+    assert loads and all(s.name == "modelq_model_loads_total" for s in loads) and sum(s.value for s in loads) >= 1
+    assert {s.labels["worker"] for s in loads} == {r["worker"] for r in model_worker["app"].modelq.store.residency()
+                                                    if r["model"] == "m-a"}  # fmt: skip
+    assert "modelq_model_evictions" in families

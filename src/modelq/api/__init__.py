@@ -25,7 +25,7 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
         celery_app: an existing modelq Celery app (default: built from ``settings``,
             starting the embedded broker when it is the one configured).
     """
-    from modelq.api import embeddings, errors, health, images, jobs, models, timetable
+    from modelq.api import embeddings, errors, health, images, jobs, metrics, models, timetable
     from modelq.api.limits import BodySizeLimit
     from modelq.celery_app import create_celery_app
     from modelq.jobs.service import JobService
@@ -50,6 +50,7 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     errors.install_error_handlers(api)
     api.include_router(health.router)
+    api.include_router(metrics.router)
     api.include_router(jobs.router)
     api.include_router(models.router)
     api.include_router(embeddings.router)

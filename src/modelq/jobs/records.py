@@ -39,6 +39,7 @@ class Job(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_modelq_jobs_owner_idempotency"),
         Index("ix_modelq_jobs_status_queue_created", "status", "queue", "created_at"),
         Index("ix_modelq_jobs_owner_created", "owner", "created_at"),
+        Index("ix_modelq_jobs_finished", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

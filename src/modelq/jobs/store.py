@@ -328,6 +328,22 @@ class JobStore:
             rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
         return {status: int(count) for status, count in rows}
 
+    def task_status_counts(self) -> list[tuple[str, str, int]]:
+        """(task, status, jobs) for every pair present: what /metrics counts."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.task, jobs.c.status, func.count()).group_by(jobs.c.task, jobs.c.status)).all()
+        return [(task, status, int(count)) for task, status, count in rows]
+
+    def finished_between(self, after: datetime, until: datetime) -> list[dict[str, Any]]:
+        """Jobs that finished in ``(after, until]``, with their timestamps (for duration histograms)."""
+        query = select(jobs.c.task, jobs.c.status, jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at).where(
+            jobs.c.finished_at > after, jobs.c.finished_at <= until
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [{**row, **{k: _aware(row[k]) for k in ("created_at", "started_at", "finished_at") if row[k]}}
+                for row in rows]  # fmt: skip
+
     # Model residency figures ----------------------------------------------------------
 
     def report_residency(self, worker: str, pid: int, rows: list[dict[str, Any]]) -> None:
