@@ -100,6 +100,87 @@ def test_submit_wait_status_jobs(backend: Backend, tmp_path: Path) -> None:
     assert listing["total"] >= 1 and listing["jobs"][0]["status"] == "failed"
 
 
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_inspect_draws_tables_and_json(backend: Backend, tmp_path: Path) -> None:
+    # given a job running on the worker
+    job_id = backend.client.submit("sleep", {"seconds": 20, "steps": 40})["id"]
+    wait_for(lambda: backend.client.get(job_id)["status"] == "running", timeout=30, what="the sleep job to start")
+    try:
+        active = modelq("inspect", "active", "--timeout", "3", env=backend.env, cwd=tmp_path, timeout=60)
+        # then the table names the job, its task and its queue
+        assert active.returncode == 0, active.stderr
+        assert "sleep" in active.stdout and job_id[:8] in active.stdout and "default" in active.stdout
+        replies = json.loads(modelq("inspect", "active", "--json", "--timeout", "3", env=backend.env, cwd=tmp_path).stdout)
+        assert [job["id"] for jobs in replies.values() for job in jobs] == [job_id]
+        queues = modelq("inspect", "active-queues", "--timeout", "3", env=backend.env, cwd=tmp_path)
+        assert "contract-embedded@" in queues.stdout and "default" in queues.stdout
+        registered = modelq("inspect", "registered", "--timeout", "3", env=backend.env, cwd=tmp_path)
+        assert "echo" in registered.stdout and "tests.fail" in registered.stdout
+        stats = modelq("inspect", "stats", "--timeout", "3", env=backend.env, cwd=tmp_path)
+        assert "prefork" in stats.stdout and "concurrency" in stats.stdout
+    finally:
+        backend.client.cancel(job_id)
+
+
+def test_inspect_without_workers_says_so(tmp_path: Path, home: Path) -> None:
+    env = {"MODELQ_HOME": str(home)}
+    # no broker running at all: one line that says so
+    result = modelq("inspect", "ping", "--timeout", "0.5", env=env, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and "embedded broker" in lines[0] and "not running" in lines[0], result.stderr
+    # a broker but no worker
+    modelq("submit", "echo", env=env, cwd=tmp_path)  # starts the embedded broker, as any command that sends does
+    result = modelq("inspect", "ping", "--timeout", "0.5", env=env, cwd=tmp_path)
+    assert result.returncode != 0 and result.stderr.strip() == "no worker answered"
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+def test_monitor_serves_flower_behind_a_login(backend: Backend, tmp_path: Path) -> None:
+    port = free_port()
+    flower = subprocess.Popen([sys.executable, "-m", "modelq", "monitor", "--port", str(port), "--basic-auth", "ops:s3cret"],
+                              env=child_env(**backend.env), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def workers() -> dict | None:
+            try:
+                response = httpx.get(f"{base}/api/workers", params={"refresh": 1}, auth=("ops", "s3cret"), timeout=10)
+            except httpx.TransportError:
+                return None
+            return response.json() if response.status_code == 200 and response.json() else None
+
+        # then Flower's API sees the worker and the queue it consumes
+        replies = wait_for(workers, timeout=60, interval=0.3, what="Flower to list the workers")
+        name = next(n for n in replies if n.startswith("contract-embedded@"))
+        assert "default" in {q["name"] for q in replies[name]["active_queues"]}
+        # and the modelq jobs it runs, from task events
+        job_id = backend.client.submit("echo", {"seen": "by flower"})["id"]
+
+        def task_seen() -> dict | None:
+            tasks = httpx.get(f"{base}/api/tasks", auth=("ops", "s3cret"), timeout=10).json()
+            return tasks.get(job_id) if tasks.get(job_id, {}).get("state") == "SUCCESS" else None
+
+        assert wait_for(task_seen, timeout=60, interval=0.3, what="Flower to see the job")["name"] == "echo"
+        # and nobody without the login gets in
+        assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+    finally:
+        flower.terminate()
+        flower.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["monitor", "--address", "0.0.0.0"], "refusing to serve Flower on 0.0.0.0 without authentication"),
+        (["monitor"], "pass --basic-auth user:password, or --insecure"),
+        (["monitor", "--basic-auth", "nopassword"], "must be user:password"),
+    ],
+)
+def test_monitor_refuses_to_run_open(tmp_path: Path, args: list[str], message: str) -> None:
+    result = modelq(*args, env={"MODELQ_HOME": str(tmp_path / "home")}, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from modelq.errors import BrokerUnavailable, ConfigError, InvalidInput, JobTimeout, ModelqError, TaskNotFound
+from modelq.errors import (BrokerUnavailable, ConfigError, InsecureMonitor, InvalidInput, JobTimeout, ModelqError,
+                           TaskNotFound)
 
 # Exit codes, named (a script can tell a failed job from a bad command).
 RET_OK = 0
@@ -28,6 +29,7 @@ RET_ERROR = 10
 
 _EXIT_CODES: list[tuple[type[ModelqError], int]] = [
     (ConfigError, RET_CONFIG),
+    (InsecureMonitor, RET_USAGE),
     (BrokerUnavailable, RET_BROKER),
     (JobTimeout, RET_TIMEOUT),
     (InvalidInput, RET_USAGE),
@@ -353,7 +355,8 @@ def jobs(settings: Any, status: str | None, task: str | None, limit: int, as_jso
 def _stdout_console():  # noqa: ANN202
     from rich.console import Console
 
-    return Console()
+    # Piped into grep or a file: room for whole ids and names rather than 80 folded columns.
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 @cli.command()
@@ -410,9 +413,12 @@ def purge(settings: Any, queue_name: str, yes: bool) -> None:
 @handle_errors
 def inspect(settings: Any, what: str, timeout: float, as_json: bool) -> None:
     """Ask the running workers (the same as `celery -A modelq inspect`)."""
+    from modelq.broker import check_broker
     from modelq.celery_app import create_celery_app
+    from modelq.inspection import table_for
 
     app = create_celery_app(settings)
+    check_broker(app)
     if what == "models":
         _inspect_models(app, as_json)
         return
@@ -422,10 +428,23 @@ def inspect(settings: Any, what: str, timeout: float, as_json: bool) -> None:
         _echo_json(replies)
         return
     if not replies:
-        click.echo("no worker answered")
+        click.echo("no worker answered", err=True)
         sys.exit(RET_ERROR)
-    for worker_name, reply in sorted(replies.items()):
-        click.echo(f"{worker_name}: {json.dumps(reply, default=str)}")
+    _print_table(f"{what} ({len(replies)} worker(s))", *table_for(what, replies), empty=f"no {what} jobs")
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]], *, empty: str) -> None:
+    from rich.table import Table
+
+    if not rows:
+        click.echo(f"{title}: {empty}")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    _stdout_console().print(table)
 
 
 def _inspect_models(app: Any, as_json: bool) -> None:
@@ -449,6 +468,28 @@ def _inspect_models(app: Any, as_json: bool) -> None:
                           format_bytes(w["bytes"]), str(w["loads"]), str(w["evictions"]), str(w["hits"]),
                           f"{w['load_seconds']:.2f}")  # fmt: skip
     _stdout_console().print(table)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--address", default="127.0.0.1", show_default=True, help="address Flower listens on")
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--basic-auth", "basic_auth", multiple=True, metavar="USER:PASSWORD",
+              help="a login (repeatable); FLOWER_BASIC_AUTH works too")  # fmt: skip
+@click.option("--insecure", is_flag=True, help="serve without a login (loopback addresses only)")
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@pass_settings
+@handle_errors
+def monitor(settings: Any, address: str, port: int, basic_auth: tuple[str, ...], insecure: bool,
+            flower_args: tuple[str, ...]) -> None:  # fmt: skip
+    """Run Flower for this app (needs a login unless --insecure on loopback); Flower's own options go after --."""
+    from modelq.celery_app import create_celery_app
+    from modelq.monitor import flower_argv
+
+    argv = flower_argv(address=address, port=port, basic_auth=list(basic_auth), insecure=insecure,
+                       extra=list(flower_args))  # fmt: skip
+    app = create_celery_app(settings, start_broker=True)
+    click.echo(f"Flower for modelq: http://{address}:{port}" + ("" if basic_auth else " (no login)"), err=True)
+    sys.exit(app.start(argv) or 0)
 
 
 @cli.command()

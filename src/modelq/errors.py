@@ -33,6 +33,12 @@ class ConfigError(ModelqError):
         self.key = key
 
 
+class InsecureMonitor(ModelqError):
+    """Flower would be served without authentication where it should not be."""
+
+    http_status = 400
+
+
 class InvalidInput(ModelqError):
     """A request or job input is malformed or out of limits."""
 
