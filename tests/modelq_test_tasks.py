@@ -79,3 +79,11 @@ def batched(rows: list[list[float]], model: str = "m-a") -> list[dict]:
         return [{"sum": round(float(v), 3), "batch": len(items)} for v in out]
 
     return modelq.batch_call(("tests.batched", model), rows, forward)
+
+
+@modelq.task("tests.exec")
+def run_program(name: str, args: list, timeout: float | None = None, env: dict | None = None,
+                cwd: str | None = None) -> dict:  # fmt: skip
+    """Run a configured external program through modelq's one helper."""
+    result = modelq.run_exec(name, args, timeout=timeout, env=env, cwd=cwd)
+    return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}

@@ -11,6 +11,7 @@ from typing import Any
 
 from modelq.client import Client
 from modelq.config import Settings, load_settings
+from modelq.execs import ExecResult, ExternalProgramFailed, run_exec
 from modelq.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -33,6 +34,9 @@ __all__ = [
     "task",
     "progress",
     "current_job",
+    "run_exec",
+    "ExecResult",
+    "ExternalProgramFailed",
     # models
     "model",
     "get_model",

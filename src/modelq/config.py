@@ -38,6 +38,18 @@ class QueueConfig(BaseModel):
     prefetch_multiplier: int = Field(default=1, ge=1)
 
 
+class ExecConfig(BaseModel):
+    """An external program tasks may run (``execs:``); see :mod:`modelq.execs`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    #: Seconds before the program is stopped (None: the caller's, else no limit).
+    timeout: float | None = Field(default=None, gt=0)
+    #: Environment variables passed through from the worker, beyond the basic set.
+    env: list[str] = Field(default_factory=list)
+
+
 class ModelConfig(BaseModel):
     """A model declared in the config file (``models:``); see :mod:`modelq.models.registry`."""
 
@@ -116,6 +128,8 @@ class Settings(BaseSettings):
     queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
     #: Task name glob -> queue name; the first matching pattern wins.
     routes: dict[str, str] = Field(default_factory=dict)
+    #: External programs by name: ``{"wsclean": "/opt/bin/wsclean"}`` or ``{"wsclean": {"path": ..., "timeout": ...}}``.
+    execs: dict[str, ExecConfig] = Field(default_factory=dict)
     #: Python modules workers (and the API) import to register user tasks.
     imports: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -177,9 +191,21 @@ class Settings(BaseSettings):
     #: naming the job, which goes on; ``/results/{id}`` has it when it is done).
     image_sync_timeout: float = Field(default=300.0, gt=0)
 
+    #: ``enrich`` (``POST /v1/documents``): the largest PDF accepted, in bytes and in pages (a 422
+    #: naming the limit). Uploads are also bound by ``max_request_bytes``.
+    max_pdf_bytes: int = Field(default=50 * 1000 * 1000, ge=1024)
+    max_pdf_pages: int = Field(default=500, ge=1)
+
     #: ``local`` runs a job in the submitting process when no worker answers.
     fallback: Literal["off", "local"] = "off"
     fallback_timeout: float = Field(default=1.0, gt=0)
+
+    @field_validator("execs", mode="before")
+    @classmethod
+    def _exec_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: {"path": spec} if isinstance(spec, str) else spec for name, spec in value.items()}
+        return value
 
     @field_validator("imports", mode="before")
     @classmethod
