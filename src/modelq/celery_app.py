@@ -80,7 +80,7 @@ class JobTask(Task):
         runtime: Runtime = self.app.modelq
         store = runtime.store
         job_id = request.id
-        queue = (request.delivery_info or {}).get("routing_key") or "default"
+        queue = runtime.settings.logical_queue((request.delivery_info or {}).get("routing_key") or "default")
         runner = "local" if request.is_eager else "worker"
         attempt = store.mark_running(job_id, worker=request.hostname, task=self.name, queue=queue, input=kwargs, runner=runner)
         if attempt is None:
@@ -120,9 +120,10 @@ def redis_priority(priority: int) -> int:
 
 
 def _queues(settings: Settings) -> list[Queue]:
+    names = [settings.broker_queue(name) for name in settings.queues]
     return [
         Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments={"x-max-priority": MAX_PRIORITY})
-        for name in settings.queues
+        for name in names
     ]
 
 
@@ -183,9 +184,12 @@ def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Cele
         accept_content=accept,
         result_accept_content=accept,
         task_queues=_queues(settings),
-        task_default_queue="default",
-        task_default_exchange="default",
-        task_default_routing_key="default",
+        task_default_queue=settings.broker_queue("default"),
+        task_default_exchange=settings.broker_queue("default"),
+        task_default_routing_key=settings.broker_queue("default"),
+        # With a queue prefix, remote control and events stay among this prefix's workers too.
+        control_exchange=settings.broker_queue("celery"),
+        event_exchange=settings.broker_queue("celeryev"),
         task_routes=(_router(settings),),
         # A job is acknowledged after it ran, so a crashed worker's job runs again.
         task_acks_late=True,
@@ -219,6 +223,6 @@ def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Cele
 def _router(settings: Settings):  # noqa: ANN202
     def route(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **kw: Any) -> dict:
         spec = sdk.registered_tasks().get(name)
-        return {"queue": settings.queue_for(name, spec.queue if spec else None)}
+        return {"queue": settings.broker_queue(settings.queue_for(name, spec.queue if spec else None))}
 
     return route

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     serializer: Literal["json", "msgpack"] = "json"
 
     queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
+    #: Prepended to every broker queue and exchange name (``alice`` -> ``alice.gpu``), so several
+    #: users or teams share one broker without seeing each other's queues, workers or events.
+    queue_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$")
     #: Task name glob -> queue name; the first matching pattern wins.
     routes: dict[str, str] = Field(default_factory=dict)
     #: External programs by name: ``{"wsclean": "/opt/bin/wsclean"}`` or ``{"wsclean": {"path": ..., "timeout": ...}}``.
@@ -264,6 +267,15 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return not self.broker_url
+
+    def broker_queue(self, queue: str) -> str:
+        """The name a modelq queue has on the broker (with ``queue_prefix``)."""
+        return f"{self.queue_prefix}.{queue}" if self.queue_prefix else queue
+
+    def logical_queue(self, broker_queue: str) -> str:
+        """The modelq queue name for a broker queue name (without ``queue_prefix``)."""
+        prefix = f"{self.queue_prefix}." if self.queue_prefix else ""
+        return broker_queue[len(prefix):] if prefix and broker_queue.startswith(prefix) else broker_queue
 
     def queue_for(self, task_name: str, declared: str | None = None) -> str:
         """The queue a task goes to: a configured route, else its declared queue, else default."""

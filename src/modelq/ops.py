@@ -12,11 +12,12 @@ def queue_depths(app: Celery, queues: list[str]) -> dict[str, int | None]:
     (which sums every priority level of the queue).
     """
     depths: dict[str, int | None] = {}
+    on_broker = app.modelq.settings.broker_queue
     with app.connection_for_read() as conn:
         channel = conn.default_channel
         for name in queues:
             try:
-                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+                depths[name] = int(channel.queue_declare(queue=on_broker(name), passive=True).message_count)
             except Exception:  # the queue was never declared: nothing has been sent to it
                 depths[name] = 0
                 channel = conn.channel()  # AMQP closes a channel after a failed passive declare
@@ -31,7 +32,7 @@ def purge_queue(app: Celery, queue: str) -> tuple[int, int]:
     """
     with app.connection_for_write() as conn:
         try:
-            removed = int(conn.default_channel.queue_purge(queue) or 0)
+            removed = int(conn.default_channel.queue_purge(app.modelq.settings.broker_queue(queue)) or 0)
         except Exception:  # never declared: nothing to purge
             removed = 0
     cancelled = app.modelq.store.cancel_queued(queue, f"purged from queue {queue!r}")

@@ -66,8 +66,8 @@ def _start_affinity(consumer: Any) -> None:
     runtime = getattr(app, "modelq", None)
     if runtime is None or reporting.worker_name is None:
         return
-    consumed = {queue.name for queue in getattr(consumer.task_consumer, "queues", [])}
     settings = runtime.settings
+    consumed = {settings.logical_queue(queue.name) for queue in getattr(consumer.task_consumer, "queues", [])}
     model_tasks = [spec for spec in registered_tasks().values() if spec.models and spec.name in app.tasks]
     bases = sorted({settings.queue_for(spec.name, spec.queue) for spec in model_tasks} & consumed)
     if not bases:
@@ -177,7 +177,7 @@ def run_worker(
     if concurrency is None:
         concurrency = settings.worker_concurrency or next((k.concurrency for k in kinds if k.concurrency), None)
     prefetch = max(k.prefetch_multiplier for k in kinds)
-    argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "--loglevel", loglevel, "-E",
+    argv = ["worker", "-Q", ",".join(settings.broker_queue(q) for q in queues), "--pool", pool, "--loglevel", loglevel, "-E",
             "--prefetch-multiplier", str(prefetch), "--without-mingle", "--without-gossip"]  # fmt: skip
     if concurrency:
         argv += ["--concurrency", str(concurrency)]

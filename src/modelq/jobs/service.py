@@ -96,7 +96,7 @@ class JobService:
         return {**job, "created": True}
 
     def _publish(self, spec: TaskSpec, job_id: str, kwargs: dict, queue: str, priority: int | None) -> None:
-        options: dict[str, Any] = {"task_id": job_id, "queue": queue}
+        options: dict[str, Any] = {"task_id": job_id, "queue": self.settings.broker_queue(queue)}
         if priority is not None:
             redis = self.app.conf.broker_url.startswith(("redis", "rediss"))
             options["priority"] = redis_priority(priority) if redis else priority

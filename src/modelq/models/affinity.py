@@ -141,12 +141,12 @@ class AffinityController:
         self.apply(desired)
 
     def apply(self, desired: set[str]) -> None:
-        control = self.app.control
+        control, on_broker = self.app.control, self.settings.broker_queue
         for queue in sorted(desired - self.consumed):
-            control.add_consumer(queue, exchange=queue, routing_key=queue, destination=[self.hostname], reply=True,
-                                 timeout=2.0)  # fmt: skip
+            control.add_consumer(on_broker(queue), exchange=on_broker(queue), routing_key=on_broker(queue),
+                                 destination=[self.hostname], reply=True, timeout=2.0)  # fmt: skip
         for queue in sorted(self.consumed - desired):
-            control.cancel_consumer(queue, destination=[self.hostname], reply=True, timeout=2.0)
+            control.cancel_consumer(on_broker(queue), destination=[self.hostname], reply=True, timeout=2.0)
         if desired != self.consumed:
             if self.consumed and desired - self.consumed:
                 self.switches += 1
