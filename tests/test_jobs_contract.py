@@ -135,3 +135,20 @@ def _host() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def test_a_pickled_message_is_refused_and_never_runs(backend: Backend, tmp_path: Path) -> None:
+    import uuid
+
+    from modelq.ops import queue_depths
+
+    proof = tmp_path / "pickle-ran"
+    # given a message serialised with pickle, published straight to the worker's queue with kombu
+    # (pickle would run code on load: the worker must never even decode it)
+    backend.app.send_task("tests.count", kwargs={"path": str(proof)}, serializer="pickle", queue="default",
+                          task_id=str(uuid.uuid4()))  # fmt: skip
+    # then it is dropped from the queue without running
+    wait_for(lambda: queue_depths(backend.app, ["default"])["default"] == 0, timeout=30, what="the queue to drain")
+    after = backend.client.run("tests.count", {"path": str(tmp_path / "json-ran")}, timeout=60)
+    assert after == 1  # the worker is alive and runs the next (JSON) job
+    assert not proof.exists()
