@@ -168,3 +168,30 @@ def test_python_client_over_http(api_url: str) -> None:
         assert info.value.field == "input"
         same = client.submit("echo", {}, idempotency_key="http-key")
         assert client.submit("echo", {}, idempotency_key="http-key")["id"] == same["id"]
+
+
+def test_a_full_queue_answers_429_with_retry_after(backend: Backend, tmp_path) -> None:  # noqa: ANN001
+    from modelq.api import create_api
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+
+    waiting = backend.app.modelq.store.backlog("cpu").get("cpu", (0, None))[0]
+    queues = {name: cfg.model_dump() for name, cfg in backend.settings.queues.items()}
+    queues["cpu"]["max_queued"] = waiting + 2  # nobody consumes cpu here: jobs wait
+    settings = load_settings(home=backend.home, imports=["modelq_test_tasks"], queues=queues, queue_full_retry_after=7)
+    app = create_celery_app(settings)
+    for url in serve(create_api(settings, celery_app=app)):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            submit = lambda n: http.post("/v1/jobs", json={"task": "tests.touch", "input": {"path": str(tmp_path / n)}})  # noqa: E731
+            accepted = [submit(str(n)) for n in range(2)]
+            assert [r.status_code for r in accepted] == [202, 202]
+            refused = submit("over")
+            # then the third waits its turn: 429, a Retry-After, and a message naming the queue and its limit
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "7"
+            assert refused.json()["error"] == "QueueFull" and "'cpu'" in refused.json()["message"]
+            assert f"limit (max_queued) is {waiting + 2}" in refused.json()["message"]
+            # and nothing of it was recorded; the other queues still take jobs
+            assert http.get("/v1/jobs", params={"task": "tests.touch", "status": "queued"}).json()["total"] == waiting + 2
+            assert http.post("/v1/jobs", json={"task": "echo", "input": {}}).status_code == 202
+            for response in accepted:
+                http.delete(f"/v1/jobs/{response.json()['id']}")

@@ -36,6 +36,8 @@ class QueueConfig(BaseModel):
     pool: PoolKind = "prefork"
     concurrency: int | None = Field(default=None, ge=1)
     prefetch_multiplier: int = Field(default=1, ge=1)
+    #: Waiting jobs this queue accepts (its model queues included); more answer 429 (None: no cap).
+    max_queued: int | None = Field(default=None, ge=1)
 
 
 class ExecConfig(BaseModel):
@@ -140,6 +142,8 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_page_size: int = Field(default=500, ge=1)
+    #: Seconds a client is told to wait (``Retry-After``) when a queue is at its ``max_queued``.
+    queue_full_retry_after: int = Field(default=5, ge=1)
 
     result_expires: int = Field(default=24 * 3600, ge=1)
     task_soft_time_limit: float | None = Field(default=None, gt=0)

@@ -39,6 +39,17 @@ class InsecureMonitor(ModelqError):
     http_status = 400
 
 
+class QueueFull(ModelqError):
+    """A queue holds as many waiting jobs as its cap allows; try again later."""
+
+    http_status = 429
+
+    def __init__(self, queue: str, queued: int, limit: int, retry_after: int) -> None:
+        super().__init__(f"queue {queue!r} has {queued} jobs waiting, its limit (max_queued) is {limit}; "
+                         f"retry in {retry_after}s", queue=queue, limit=limit, retry_after=retry_after)  # fmt: skip
+        self.retry_after = retry_after
+
+
 class InvalidInput(ModelqError):
     """A request or job input is malformed or out of limits."""
 

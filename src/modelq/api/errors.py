@@ -12,7 +12,9 @@ from modelq.errors import ModelqError
 def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ModelqError)
     async def _modelq_error(_: Request, exc: ModelqError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

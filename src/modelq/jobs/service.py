@@ -16,7 +16,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from modelq.celery_app import MAX_PRIORITY, redis_priority
-from modelq.errors import BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, TaskNotFound
+from modelq.errors import BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, QueueFull, TaskNotFound
 from modelq.jobs.records import JobStatus
 from modelq.models.affinity import model_queue
 from modelq.tasks import TaskSpec, registered_tasks
@@ -75,6 +75,7 @@ class JobService:
         if priority is not None and not 0 <= priority <= MAX_PRIORITY:
             raise InvalidInput(f"priority must be between 0 and {MAX_PRIORITY}, got {priority}", field="priority")
         queue = self.settings.queue_for(spec.name, spec.queue)
+        self._check_room(queue)
         model = spec.model_for(kwargs)
         if model is not None:
             # A queue per model lets workers keep serving the model they hold (affinity).
@@ -94,6 +95,17 @@ class JobService:
             self.store.mark_failed(job["id"], f"could not publish to the broker: {exc}")
             raise BrokerUnavailable(f"could not publish job to queue {queue!r}: {exc}") from exc
         return {**job, "created": True}
+
+    def _check_room(self, queue: str) -> None:
+        """Refuse a job (429) when its queue already holds ``max_queued`` waiting jobs."""
+        config = self.settings.queues.get(queue)
+        limit = config.max_queued if config is not None else None
+        if limit is None:
+            return
+        queued = sum(count for name, (count, _) in self.store.backlog(queue).items()
+                     if name == queue or name.startswith(model_queue(queue, "")))  # fmt: skip
+        if queued >= limit:
+            raise QueueFull(queue, queued, limit, self.settings.queue_full_retry_after)
 
     def _publish(self, spec: TaskSpec, job_id: str, kwargs: dict, queue: str, priority: int | None) -> None:
         options: dict[str, Any] = {"task_id": job_id, "queue": self.settings.broker_queue(queue)}
