@@ -87,3 +87,28 @@ def run_program(name: str, args: list, timeout: float | None = None, env: dict |
     """Run a configured external program through modelq's one helper."""
     result = modelq.run_exec(name, args, timeout=timeout, env=env, cwd=cwd)
     return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+
+
+@modelq.task("tests.die_once")
+def die_once(path: str) -> int:
+    """Kill this worker process the first time (as an OOM kill would), succeed the next."""
+    import os
+    import signal
+
+    marker = Path(path)
+    runs = len(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text("x" * runs)
+    if runs == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return runs
+
+
+@modelq.task("tests.die_always")
+def die_always(path: str) -> None:
+    """Kill this worker process every time (a job that can never finish)."""
+    import os
+    import signal
+
+    with open(path, "a") as handle:
+        handle.write("x")
+    os.kill(os.getpid(), signal.SIGKILL)

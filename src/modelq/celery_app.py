@@ -86,6 +86,10 @@ class JobTask(Task):
         if attempt is None:
             log.info("job %s was cancelled before it started; skipping", job_id)
             raise Ignore()
+        deliveries = attempt - (request.retries or 0)  # a retry is a new message; a crash redelivers the same one
+        if deliveries > runtime.settings.max_deliveries:
+            self._dead_letter(job_id, kwargs, deliveries)
+            raise Ignore()
         ctx = sdk.JobContext(id=job_id, task=self.name, attempt=attempt, store=store, artifacts=runtime.artifacts,
                              settings=runtime.settings, residency_source=lambda: runtime.residency)  # fmt: skip
         token = sdk._current.set(ctx)
@@ -112,6 +116,16 @@ class JobTask(Task):
                 runtime.residency.release(name)
         store.mark_succeeded(job_id, result)
         return result
+
+    def _dead_letter(self, job_id: str, kwargs: dict, deliveries: int) -> None:
+        """Fail a job that ended its worker on every delivery, and park it in the dead-letter queue."""
+        from modelq.ops import publish_dead_letter
+
+        reason = (f"stopped: delivered {deliveries} times (max_deliveries is {self.app.modelq.settings.max_deliveries}); "
+                  "each run ended its worker process (a crash or out-of-memory kill?)")  # fmt: skip
+        log.error("job %s %s", job_id, reason)
+        self.app.modelq.store.mark_failed(job_id, reason)
+        publish_dead_letter(self.app, {"id": job_id, "task": self.name, "input": kwargs, "reason": reason})
 
 
 def redis_priority(priority: int) -> int:

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     task_soft_time_limit: float | None = Field(default=None, gt=0)
     task_time_limit: float | None = Field(default=None, gt=0)
     task_max_retries: int = Field(default=3, ge=0)
+    #: Times one message may start a job; a job that ends its worker every time (a segfault,
+    #: an out-of-memory kill) is then failed and moved to the dead-letter queue.
+    max_deliveries: int = Field(default=3, ge=1)
+    #: Queue (without ``queue_prefix``) that holds jobs stopped after ``max_deliveries``.
+    dead_letter_queue: str = "dead"
     retry_backoff_max: int = Field(default=600, ge=1)
     visibility_timeout: int = Field(default=3600, ge=1)
 

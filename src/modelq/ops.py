@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from kombu import Exchange, Queue
 
 
 def queue_depths(app: Celery, queues: list[str]) -> dict[str, int | None]:
@@ -22,6 +25,35 @@ def queue_depths(app: Celery, queues: list[str]) -> dict[str, int | None]:
                 depths[name] = 0
                 channel = conn.channel()  # AMQP closes a channel after a failed passive declare
     return depths
+
+
+def _dead_letter_queue(app: Celery) -> Queue:
+    name = app.modelq.settings.broker_queue(app.modelq.settings.dead_letter_queue)
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+def publish_dead_letter(app: Celery, letter: dict[str, Any]) -> None:
+    """Park a job that can never finish: its id, task, input and why (JSON, never run by a worker)."""
+    queue = _dead_letter_queue(app)
+    with app.producer_or_acquire() as producer:
+        producer.publish(letter, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue],
+                         serializer="json", retry=True)  # fmt: skip
+
+
+def dead_letters(app: Celery, limit: int = 1000) -> list[dict[str, Any]]:
+    """The letters in the dead-letter queue, oldest first, left in place."""
+    queue = _dead_letter_queue(app)
+    letters: list[dict[str, Any]] = []
+    with app.connection_for_read() as conn:
+        bound = queue(conn.default_channel)
+        bound.declare()
+        messages = []
+        while len(messages) < limit and (message := bound.get(no_ack=False, accept=["json"])) is not None:
+            messages.append(message)
+            letters.append(message.payload)
+        for message in messages:
+            message.requeue()
+    return letters
 
 
 def purge_queue(app: Celery, queue: str) -> tuple[int, int]:

@@ -1,0 +1,35 @@
+"""A worker process killed mid-job: the job runs again; a job that always kills its worker stops, dead-lettered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import Backend
+
+pytestmark = pytest.mark.parametrize("backend", ["embedded", "redis", "rabbitmq"], indirect=True)
+
+
+def test_a_job_whose_worker_process_dies_runs_again(backend: Backend, tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    done = backend.client.wait(backend.client.submit("tests.die_once", {"path": str(marker)})["id"], timeout=120)
+    assert done["status"] == "succeeded" and done["result"] == 2
+    assert done["attempts"] == 2 and len(marker.read_text()) == 2
+
+
+def test_a_job_that_always_kills_its_worker_stops_and_is_dead_lettered(backend: Backend, tmp_path: Path) -> None:
+    from modelq.ops import dead_letters
+
+    marker = tmp_path / "runs"
+    job = backend.client.submit("tests.die_always", {"path": str(marker)})
+    done = backend.client.wait(job["id"], timeout=180)
+    limit = backend.settings.max_deliveries
+    # then it ran exactly `max_deliveries` times, and its record says why it stopped
+    assert done["status"] == "failed" and len(marker.read_text()) == limit
+    assert f"delivered {limit + 1} times" in done["error"] and "ended its worker" in done["error"]
+    # and it waits in the dead-letter queue, with what is needed to run it again
+    letters = {letter["id"]: letter for letter in dead_letters(backend.app)}
+    assert letters[job["id"]]["task"] == "tests.die_always" and letters[job["id"]]["input"] == {"path": str(marker)}
+    # and the worker goes on with other jobs
+    assert backend.client.run("echo", {"after": "crash"}, timeout=60) == {"after": "crash"}
