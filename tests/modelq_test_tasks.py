@@ -112,3 +112,14 @@ def die_always(path: str) -> None:
     with open(path, "a") as handle:
         handle.write("x")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@modelq.task("tests.slow_count")
+def slow_count(path: str, seconds: float) -> int:
+    """Count a start in a file, run for a while, return how many starts there were."""
+    import time
+
+    with open(path, "a") as handle:
+        handle.write("x")
+    time.sleep(seconds)
+    return len(Path(path).read_text())

@@ -188,6 +188,10 @@ def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Cele
             # kombu's BRPOP waits 1 s by default, and a queue added by add_consumer (model
             # affinity) is only read after the current wait ends.
             polling_interval=0.2,
+            # Look for messages of dead workers every quarter of the visibility timeout (kombu's
+            # default is every 100 s); live workers renew theirs (modelq.lease).
+            unacked_restore_interval=max(1, min(10, settings.visibility_timeout // 4)),
+            unacked_restore_throttle=1,
         )
     accept = sorted({settings.serializer, "json"})
     app.conf.update(

@@ -54,6 +54,18 @@ def _start_models_in_main_process(sender: Any = None, **_: Any) -> None:
     if not _state["prefork"]:  # solo and threads pools run jobs in this process
         _start_models()
     _start_affinity(sender)
+    _start_leases()
+
+
+def _start_leases() -> None:
+    """On Redis, keep renewing the messages this worker holds, so a long job is never redelivered."""
+    from modelq.lease import LeaseRenewer
+
+    app = _state["app"]
+    runtime = getattr(app, "modelq", None)
+    if runtime is None or not str(app.conf.broker_url).startswith(("redis", "rediss")):
+        return
+    LeaseRenewer(app, runtime.settings.visibility_timeout).start()
 
 
 def _start_affinity(consumer: Any) -> None:

@@ -1,0 +1,74 @@
+"""Leases on Redis: a job that outlives the visibility timeout is never handed to a second worker.
+
+kombu's Redis transport keeps each unacknowledged message in ``unacked_index`` with
+the time it was delivered; any worker puts a message back on its queue once that time
+is older than the visibility timeout, because its worker may be gone. A long job's
+worker is not gone, so a thread in each worker renews the time of every message it
+holds (running or reserved) at a third of the timeout. A worker that really died stops
+renewing, and its jobs come back one visibility timeout later.
+
+RabbitMQ needs none of this: it redelivers only when the consumer's connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: kombu's default key (the Redis transport's ``unacked_index_key`` option).
+UNACKED_INDEX = "unacked_index"
+
+
+def held_delivery_tags() -> list[str]:
+    """Delivery tags of the messages this worker holds: running and reserved jobs."""
+    from celery.worker import state
+
+    tags = []
+    for request in [*state.active_requests, *state.reserved_requests]:
+        tag = (getattr(request, "delivery_info", None) or {}).get("delivery_tag") or getattr(
+            getattr(request, "message", None), "delivery_tag", None
+        )
+        if tag:
+            tags.append(str(tag))
+    return tags
+
+
+def renew(client: Any, tags: list[str], now: float | None = None) -> int:
+    """Move the delivery time of ``tags`` to now (only tags still unacknowledged: ZADD XX)."""
+    if not tags:
+        return 0
+    now = time.time() if now is None else now
+    return int(client.zadd(UNACKED_INDEX, {tag: now for tag in tags}, xx=True, ch=True) or 0)
+
+
+class LeaseRenewer:
+    """A daemon thread that renews this worker's messages every ``visibility_timeout / 3`` seconds."""
+
+    def __init__(self, app: Any, visibility_timeout: float) -> None:
+        self.app = app
+        self.interval = max(visibility_timeout / 3.0, 0.5)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        conn = None
+        while not self._stop.wait(self.interval):
+            try:
+                if conn is None:
+                    conn = self.app.connection_for_write()
+                    conn.ensure_connection(max_retries=1)
+                renew(conn.default_channel.client, held_delivery_tags())
+            except Exception:  # the broker blinked: reconnect next round
+                log.debug("lease renewal failed", exc_info=True)
+                if conn is not None:
+                    conn.release()
+                conn = None
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="modelq-lease", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
