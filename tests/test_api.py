@@ -195,3 +195,21 @@ def test_a_full_queue_answers_429_with_retry_after(backend: Backend, tmp_path) -
             assert http.post("/v1/jobs", json={"task": "echo", "input": {}}).status_code == 202
             for response in accepted:
                 http.delete(f"/v1/jobs/{response.json()['id']}")
+
+
+def test_pdf_uploads_have_their_own_body_limit(backend: Backend) -> None:
+    from modelq.api import create_api
+    from modelq.config import load_settings
+
+    settings = load_settings(home=backend.home, imports=["modelq_test_tasks"], max_request_bytes=4096,
+                             max_pdf_bytes=64 * 1024)  # fmt: skip
+    for url in serve(create_api(settings, celery_app=backend.app)):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            # a 20 KB upload is over the general limit but well within the PDF one: it reaches the route
+            small = http.post("/v1/documents", files={"file": ("a.pdf", b"%PDF-1.4\n" + b"0" * 20_000, "application/pdf")})
+            assert small.status_code != 413, small.text
+            # the same bytes as a JSON body elsewhere are refused
+            assert http.post("/v1/jobs", content=b"{" + b" " * 20_000 + b"}").status_code == 413
+            # past the PDF limit and its framing room: 413 naming the setting to raise
+            big = http.post("/v1/documents", files={"file": ("b.pdf", b"%PDF-1.4\n" + b"0" * (2 * 1024 * 1024), "application/pdf")})
+            assert big.status_code == 413 and "MODELQ_MAX_PDF_BYTES" in big.json()["message"]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import start_worker, stop_process, wait_for_worker
+from conftest import child_env, free_port, start_worker, stop_process, wait_for, wait_for_worker
 from test_api import serve
 
 TEXTS = ["The cat sits on the mat.", "A dog plays in the park.", "Quarterly revenue grew by ten percent."]
@@ -131,3 +134,43 @@ def test_embed_jobs_keep_their_own_results_when_batched(served: dict) -> None:
     again = client.run("embed", {"input": ["sentence number 3"]}, timeout=120)
     assert _cosine(again["embeddings"][0], results[3]["embeddings"][0]) > 0.9999
     assert json.dumps(results[0]) != json.dumps(results[1])
+
+
+def test_openai_client_against_modelq_up(tmp_path: Path) -> None:
+    import openai
+
+    # given `modelq up` with nothing configured (its own home, a free port, no network)
+    port = free_port()
+    env = child_env(MODELQ_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "modelq", "up", "--port", str(port)], env=env, cwd=tmp_path,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, timeout=60, interval=0.1, what="modelq up to answer /healthz")
+        # when the official openai client asks it for embeddings of the bundled model
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", timeout=180, max_retries=0)
+        texts = ["A cat sleeps on the sofa.", "A kitten is napping on the couch.", "The stock market fell today."]
+        response = client.embeddings.create(model="minilm", input=texts)
+        # then it gets one 384-dimension vector per text, and similar texts are closer than unrelated ones
+        vectors = [item.embedding for item in response.data]
+        assert [item.index for item in response.data] == [0, 1, 2] and response.model == "minilm"
+        assert all(len(v) == 384 for v in vectors)
+        similar, unrelated = _cosine(vectors[0], vectors[1]), _cosine(vectors[0], vectors[2])
+        assert similar > unrelated + 0.2 and similar > _cosine(vectors[1], vectors[2]) + 0.2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-4000:]

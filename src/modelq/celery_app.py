@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: modelq priorities run 0 (lowest) to 9 (highest), as in AMQP.
 MAX_PRIORITY = 9
-BUILTIN_MODULES = ("modelq.workloads.echo", "modelq.workloads.embed", "modelq.workloads.rerank", "modelq.workloads.timetable", "modelq.workloads.llm", "modelq.workloads.text2img")
+BUILTIN_MODULES = ("modelq.workloads.echo", "modelq.workloads.embed", "modelq.workloads.rerank", "modelq.workloads.timetable", "modelq.workloads.llm", "modelq.workloads.text2img", "modelq.workloads.enrich")
 
 
 class Runtime:

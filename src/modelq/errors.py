@@ -168,6 +168,28 @@ class MemoryBudgetExceeded(ModelqError):
         )  # fmt: skip
 
 
+class InvalidDocument(InvalidInput):
+    """An uploaded document cannot be used: encrypted, damaged, empty, or over a limit.
+
+    Permanent: the same bytes fail the same way, so a job that raises it is never retried.
+    ``reason`` is one of ``encrypted``, ``damaged``, ``empty``, ``no_text``, ``too_large``.
+    """
+
+    def __init__(self, message: str, reason: str = "damaged", field: str | None = "file", **details: Any) -> None:
+        super().__init__(message, field=field, reason=reason, **details)
+        self.reason = reason
+
+
+class DocumentNotReady(ModelqError):
+    """A document was asked for something (a search) before its ``enrich`` job succeeded."""
+
+    http_status = 409
+
+    def __init__(self, document_id: str, status: str, detail: str) -> None:
+        super().__init__(f"document {document_id!r} cannot be searched ({status}): {detail}", document_id=document_id,
+                         status=status)  # fmt: skip
+
+
 def format_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -25,7 +25,7 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
         celery_app: an existing modelq Celery app (default: built from ``settings``,
             starting the embedded broker when it is the one configured).
     """
-    from modelq.api import embeddings, errors, health, images, jobs, metrics, models, timetable
+    from modelq.api import cluster, documents, embeddings, errors, health, images, jobs, metrics, models, timetable, ui
     from modelq.api.limits import BodySizeLimit
     from modelq.celery_app import create_celery_app
     from modelq.jobs.service import JobService
@@ -47,7 +47,9 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
         lifespan=lifespan,
     )
     api.state.settings = settings
-    api.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # A PDF upload may be larger than other requests: its own limit, plus room for the multipart framing.
+    pdf_limit = (max(settings.max_request_bytes, settings.max_pdf_bytes + 1024 * 1024), "MODELQ_MAX_PDF_BYTES")
+    api.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, per_path={"/v1/documents": pdf_limit})
     errors.install_error_handlers(api)
     api.include_router(health.router)
     api.include_router(metrics.router)
@@ -56,4 +58,7 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
     api.include_router(embeddings.router)
     api.include_router(timetable.router)
     api.include_router(images.router)
+    api.include_router(documents.router)
+    api.include_router(cluster.router)
+    api.include_router(ui.router)
     return api

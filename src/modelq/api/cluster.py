@@ -1,0 +1,262 @@
+"""The cluster at a glance, and every job's changes as one stream.
+
+* ``GET /v1/cluster``: the workers that answer (Celery's own ``inspect``: ping, stats, active,
+  active queues), each with the models its processes hold and their memory; the queues with
+  their depth in the broker and their queued jobs in the job store; the models; job counts.
+* ``GET /v1/cluster/events``: the same report as Server-Sent Events (a ``cluster`` event every
+  few seconds), for a page that stays up to date.
+* ``GET /v1/events``: Server-Sent Events, a ``job`` event (the job record without its input
+  and result) each time any job is created or changes status, progress or queue position.
+
+Celery's control calls and the database block, so they run in the thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import or_, select
+
+from modelq.api.models import model_listing
+from modelq.api.schemas import JobOut
+from modelq.errors import BrokerUnavailable, ModelqError
+from modelq.jobs.records import Job, JobStatus, record_dict
+from modelq.ops import queue_depths
+
+router = APIRouter(tags=["cluster"])
+
+#: How long workers have to answer a ping; the other inspect calls return once they all have.
+PING_TIMEOUT_SECONDS = 0.5
+INSPECT_TIMEOUT_SECONDS = 1.0
+#: Reports younger than this are shared by every client asking.
+REPORT_CACHE_SECONDS = 1.0
+CLUSTER_EVENT_SECONDS = 2.0
+JOB_POLL_SECONDS = 0.5
+HEARTBEAT_SECONDS = 15.0
+#: Finished jobs are looked for this far behind the last poll (clocks of other processes, slow commits).
+FINISHED_LOOKBACK = timedelta(seconds=5)
+MAX_ACTIVE_JOBS = 2000
+
+_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+_jobs = Job.__table__
+#: Every column but the (possibly large) input and result.
+_LIGHT_COLUMNS = [column for column in _jobs.c if column.name not in ("input", "result")]
+_report_lock = threading.Lock()
+_report_cache: dict[int, tuple[float, dict[str, Any]]] = {}
+
+
+# The cluster report ----------------------------------------------------------------------
+
+
+def _inspect(app: Any) -> dict[str, dict[str, Any]]:
+    """What each answering worker says about itself, keyed by worker name."""
+    names = sorted(name for reply in (app.control.ping(timeout=PING_TIMEOUT_SECONDS) or []) for name in reply)
+    if not names:
+        return {}
+    # With a limit of every worker that answered the ping, each call returns as soon as they all have.
+    inspector = app.control.inspect(destination=names, timeout=INSPECT_TIMEOUT_SECONDS, limit=len(names))
+    stats = inspector.stats() or {}
+    active = inspector.active() or {}
+    queues = inspector.active_queues() or {}
+    return {name: {"stats": stats.get(name) or {}, "active": active.get(name) or [], "queues": queues.get(name) or []}
+            for name in names}  # fmt: skip
+
+
+def _pool_name(implementation: str | None) -> str | None:
+    """``celery.concurrency.thread:TaskPool`` -> ``threads``, as ``--pool`` spells it."""
+    if not implementation:
+        return None
+    module = implementation.split(":", 1)[0].rsplit(".", 1)[-1]
+    return {"thread": "threads", "eventlet": "eventlet"}.get(module, module)
+
+
+def _worker_row(name: str, seen: dict[str, Any] | None, models: list[dict[str, Any]], settings: Any) -> dict[str, Any]:
+    stats = (seen or {}).get("stats") or {}
+    # Workers name the queues they consume as the broker knows them (with MODELQ_QUEUE_PREFIX).
+    logical = settings.logical_queue
+    pool = stats.get("pool") or {}
+    resident = [m for m in models if m["resident"]]
+    return {
+        "name": name,
+        "online": seen is not None,
+        "pid": stats.get("pid"),
+        "pool": _pool_name(pool.get("implementation")),
+        "concurrency": pool.get("max-concurrency"),
+        "processes": pool.get("processes") or [],
+        "processed": sum((stats.get("total") or {}).values()),
+        "uptime": stats.get("uptime"),
+        "rss_bytes": (stats.get("rusage") or {}).get("maxrss", 0) * 1024 or None,  # maxrss is in KiB on Linux
+        "active": [
+            {"id": t.get("id"), "task": t.get("name"), "started": t.get("time_start"), "pid": t.get("worker_pid")}
+            for t in (seen or {}).get("active", [])
+        ],
+        "queues": sorted(logical(q["name"]) for q in (seen or {}).get("queues", []) if q.get("name")),
+        "models": models,
+        "resident_bytes": sum(m["bytes"] or 0 for m in resident),
+    }
+
+
+def cluster_report(app: Any) -> dict[str, Any]:
+    """Workers, queues, models and job counts, as ``GET /v1/cluster`` answers them."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    runtime = app.modelq
+    try:
+        seen = _inspect(app)
+    except Exception as exc:  # the control calls go through the broker
+        raise BrokerUnavailable(f"cannot reach the broker to ask the workers: {exc}") from exc
+    models = model_listing(app)["data"]
+    per_worker: dict[str, list[dict[str, Any]]] = {}
+    for model in models:
+        for row in model["workers"]:
+            held = {key: value for key, value in row.items() if key != "worker"}
+            per_worker.setdefault(row["worker"], []).append({"model": model["id"], **held})
+    workers = [_worker_row(name, seen.get(name), per_worker.get(name, []), runtime.settings)
+               for name in sorted({*seen, *per_worker})]  # fmt: skip
+
+    backlog = runtime.store.backlog("")
+    consumers: dict[str, list[str]] = {}
+    for worker in workers:
+        for queue in worker["queues"]:
+            consumers.setdefault(queue, []).append(worker["name"])
+    names = list(dict.fromkeys([*runtime.settings.queues, *sorted(consumers), *sorted(backlog)]))
+    try:
+        depths = queue_depths(app, names)
+    except Exception as exc:
+        raise BrokerUnavailable(f"cannot reach the broker to read queue depths: {exc}") from exc
+    queues = [{"name": name, "depth": depths.get(name), "queued_jobs": backlog.get(name, (0, None))[0],
+               "consumers": consumers.get(name, [])} for name in names]  # fmt: skip
+    return {
+        "broker": maybe_sanitize_url(app.conf.broker_url),
+        "workers": workers,
+        "queues": queues,
+        "models": models,
+        "jobs": runtime.store.counts(),
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def cached_cluster_report(app: Any) -> dict[str, Any]:
+    """The report, shared by every client asking within :data:`REPORT_CACHE_SECONDS`."""
+    with _report_lock:
+        at, report = _report_cache.get(id(app), (0.0, None))
+        if report is None or time.monotonic() - at > REPORT_CACHE_SECONDS:
+            report = cluster_report(app)
+            _report_cache[id(app)] = (time.monotonic(), report)
+        return report
+
+
+def _problem(exc: Exception) -> dict[str, Any]:
+    """An error as the API's error body."""
+    return exc.to_dict() if isinstance(exc, ModelqError) else {"error": type(exc).__name__, "message": str(exc)}
+
+
+def _app(request: Request) -> Any:
+    return request.app.state.jobs.app
+
+
+@router.get("/v1/cluster")
+def get_cluster(request: Request) -> dict[str, Any]:
+    """Workers (with their resident models and memory), queues and their depths, models, job counts."""
+    return cached_cluster_report(_app(request))
+
+
+@router.get("/v1/cluster/events")
+async def cluster_events(request: Request) -> StreamingResponse:
+    """Server-Sent Events: a `cluster` event with the report every few seconds."""
+    app = _app(request)
+
+    async def stream() -> AsyncIterator[str]:
+        while not await request.is_disconnected():
+            try:
+                report = await run_in_threadpool(cached_cluster_report, app)
+                yield f"event: cluster\ndata: {json.dumps(report, default=str)}\n\n"
+            except Exception as exc:  # a broker that went away: say so, and keep trying
+                yield f"event: problem\ndata: {json.dumps(_problem(exc))}\n\n"
+            await asyncio.sleep(CLUSTER_EVENT_SECONDS)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+# Every job's changes ---------------------------------------------------------------------
+
+
+def _light_record(row: Any) -> dict[str, Any]:
+    return JobOut(**record_dict({**row, "input": None, "result": None})).model_dump(mode="json")
+
+
+def changed_jobs(store: Any, since: datetime, owner: str | None) -> list[dict[str, Any]]:
+    """Jobs that may have changed: every queued or running job (with its queue position),
+    and those created or finished since ``since``; oldest first."""
+    with store.engine.connect() as conn:
+        active = conn.execute(
+            select(*_LIGHT_COLUMNS)
+            .where(_jobs.c.status.in_(_ACTIVE))
+            .order_by(_jobs.c.created_at)
+            .limit(MAX_ACTIVE_JOBS)
+        ).mappings().all()
+        recent = conn.execute(
+            select(*_LIGHT_COLUMNS)
+            .where(_jobs.c.status.notin_(_ACTIVE), or_(_jobs.c.finished_at >= since, _jobs.c.created_at >= since))
+            .order_by(_jobs.c.created_at)
+        ).mappings().all()
+    positions: dict[str, int] = {}
+    ahead: dict[str, int] = {}
+    for row in active:  # oldest first: a queued job's position counts the queued jobs before it in its queue
+        if row["status"] == JobStatus.QUEUED.value:
+            ahead[row["queue"]] = ahead.get(row["queue"], 0) + 1
+            positions[row["id"]] = ahead[row["queue"]]
+    out = []
+    for row in [*active, *recent]:
+        if owner is not None and row["owner"] != owner:
+            continue
+        record = _light_record(row)
+        record["queue_position"] = positions.get(row["id"])
+        out.append(record)
+    return out
+
+
+def _state(job: dict[str, Any]) -> tuple:
+    return (job["status"], job["progress"]["fraction"], job["progress"]["message"], job["queue_position"],
+            job["worker"], job["attempts"])  # fmt: skip
+
+
+@router.get("/v1/events")
+async def all_job_events(request: Request) -> StreamingResponse:
+    """Server-Sent Events: a `job` event (the record without input and result) whenever any job
+    is created or changes; first one for each queued, running or just finished job."""
+    store = request.app.state.jobs.store
+    owner = getattr(request.state, "owner", None)
+
+    async def stream() -> AsyncIterator[str]:
+        last: dict[str, tuple] = {}
+        since = datetime.now(timezone.utc) - FINISHED_LOOKBACK
+        idle = 0.0
+        yield ": connected\n\n"
+        while not await request.is_disconnected():
+            polled_at = datetime.now(timezone.utc)
+            jobs = await run_in_threadpool(changed_jobs, store, since, owner)
+            since = polled_at - FINISHED_LOOKBACK
+            current = {}
+            for job in jobs:
+                state = current[job["id"]] = _state(job)
+                if last.get(job["id"]) != state:
+                    idle = 0.0
+                    yield f"event: job\ndata: {json.dumps(job)}\n\n"
+            last = current  # jobs out of the window are finished and stay as they were
+            await asyncio.sleep(JOB_POLL_SECONDS)
+            idle += JOB_POLL_SECONDS
+            if idle >= HEARTBEAT_SECONDS:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
