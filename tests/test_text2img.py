@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from conftest import start_worker, stop_process, wait_for, wait_for_worker
 from test_api import serve
-from text2img_helpers import make_tiny_sd
+from text2img_helpers import TINY_CAPS, TINY_MODEL, make_tiny_sd, tiny_image_stack
 
-MODEL = "tiny-sd"
+MODEL = TINY_MODEL
 PROMPT = "a red cat"
-#: The worker's and the API's caps in this file (small, so the 422s are cheap to reach).
-CAPS = {"image_max_side": 256, "image_max_steps": 300, "image_max_count": 4}
+CAPS = TINY_CAPS
 #: The usual sampler names every deployment of deployment 5's client offers.
 SCHEDULER_NAMES = ["Euler", "Euler a", "DPM++ 2M", "DPM2", "DPM2 a", "LMS", "Heun", "DDPM", "DDIM", "DPM", "DEIS",
                    "UniPC", "PNDM"]  # fmt: skip
@@ -27,17 +25,9 @@ SCHEDULER_NAMES = ["Euler", "Euler a", "DPM++ 2M", "DPM2", "DPM2 a", "LMS", "Heu
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from modelq.api import create_api
     from modelq.broker import EmbeddedRedis
-    from modelq.celery_app import create_celery_app
-    from modelq.config import load_settings
 
     root = tmp_path_factory.mktemp("text2img")
-    models = {MODEL: {"loader": "diffusers", "source": str(root / MODEL), "device": "cpu",
-                      "options": {"pipeline": "StableDiffusionPipeline"}}}  # fmt: skip
-    env = {"MODELQ_HOME": str(root / "home"), "MODELQ_MODELS": json.dumps(models), "HF_HUB_OFFLINE": "1",
-           **{f"MODELQ_{key.upper()}": str(value) for key, value in CAPS.items()}}  # fmt: skip
-    settings = load_settings(home=root / "home", models=models, imports=["modelq_test_tasks"], **CAPS)
-    app = create_celery_app(settings, start_broker=True)
-    app.modelq.store  # noqa: B018 - migrate before the worker starts
+    _, env, settings, app = tiny_image_stack(root)
     # the gpu queue's pool: threads in one process sharing one copy of the pipeline
     worker = start_worker(env, "gpu", "t2i@%h", "--pool", "threads", "-c", "2")
     try:

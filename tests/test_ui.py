@@ -20,13 +20,13 @@ import httpx
 import pytest
 from conftest import start_worker, stop_process, wait_for_worker
 from test_api import serve
-from text2img_helpers import make_tiny_sd
+from text2img_helpers import TINY_CAPS, TINY_MODEL, make_tiny_sd, tiny_image_stack
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
-MODEL = "tiny-sd"
-CAPS = {"image_max_side": 256, "image_max_steps": 300, "image_max_count": 4}
+MODEL = TINY_MODEL
+CAPS = TINY_CAPS
 TEXTS = ["The cat sits on the mat.", "A dog plays in the park.", "Quarterly revenue grew by ten percent."]
 #: Long enough for a model's first load on a busy 2-core machine.
 RESULT_TIMEOUT_MS = 120_000
@@ -46,17 +46,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     (images, embeddings, documents) and a prefork worker for default and cpu (timetables)."""
     from modelq.api import create_api
     from modelq.broker import EmbeddedRedis
-    from modelq.celery_app import create_celery_app
-    from modelq.config import load_settings
 
     root = tmp_path_factory.mktemp("ui")
-    models = {MODEL: {"loader": "diffusers", "source": str(root / MODEL), "device": "cpu",
-                      "options": {"pipeline": "StableDiffusionPipeline"}}}  # fmt: skip
-    env = {"MODELQ_HOME": str(root / "home"), "MODELQ_MODELS": json.dumps(models), "HF_HUB_OFFLINE": "1",
-           **{f"MODELQ_{key.upper()}": str(value) for key, value in CAPS.items()}}  # fmt: skip
-    settings = load_settings(home=root / "home", models=models, imports=["modelq_test_tasks"], **CAPS)
-    app = create_celery_app(settings, start_broker=True)
-    app.modelq.store  # noqa: B018 - migrate before the workers start
+    _, env, settings, app = tiny_image_stack(root)
     workers = [start_worker(env, "gpu", "uigpu@%h", "--pool", "threads", "-c", "4"),
                start_worker(env, "default,cpu", "uicpu@%h")]  # fmt: skip
     try:

@@ -66,3 +66,28 @@ def make_tiny_sd(path: Path) -> Path:
     )  # fmt: skip
     pipeline.save_pretrained(path)
     return path
+
+
+#: The name the tiny pipeline is declared under, and the caps the image tests run with
+#: (small, so the 422s are cheap to reach).
+TINY_MODEL = "tiny-sd"
+TINY_CAPS = {"image_max_side": 256, "image_max_steps": 300, "image_max_count": 4}
+
+
+def tiny_image_stack(root: Path) -> tuple[dict, dict[str, str], object, object]:
+    """Settings, a worker environment and a Celery app declaring the tiny pipeline at ``root/tiny-sd``.
+
+    Returns (models, env, settings, app); the embedded broker under ``root/home`` is started
+    and the job store migrated. Build the pipeline with :func:`make_tiny_sd` while workers start.
+    """
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+
+    models = {TINY_MODEL: {"loader": "diffusers", "source": str(root / TINY_MODEL), "device": "cpu",
+                           "options": {"pipeline": "StableDiffusionPipeline"}}}  # fmt: skip
+    env = {"MODELQ_HOME": str(root / "home"), "MODELQ_MODELS": json.dumps(models), "HF_HUB_OFFLINE": "1",
+           **{f"MODELQ_{key.upper()}": str(value) for key, value in TINY_CAPS.items()}}  # fmt: skip
+    settings = load_settings(home=root / "home", models=models, imports=["modelq_test_tasks"], **TINY_CAPS)
+    app = create_celery_app(settings, start_broker=True)
+    app.modelq.store  # noqa: B018 - migrate before the workers start
+    return models, env, settings, app
