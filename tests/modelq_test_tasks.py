@@ -123,3 +123,9 @@ def slow_count(path: str, seconds: float) -> int:
         handle.write("x")
     time.sleep(seconds)
     return len(Path(path).read_text())
+
+
+@modelq.task("tests.touch_slowly", queue="cpu")
+def touch_slowly(path: str, seconds: float) -> int:
+    """Like tests.slow_count, on the cpu queue (where the crash tests run their solo workers)."""
+    return slow_count(path, seconds)

@@ -33,3 +33,41 @@ def test_a_job_that_always_kills_its_worker_stops_and_is_dead_lettered(backend: 
     assert letters[job["id"]]["task"] == "tests.die_always" and letters[job["id"]]["input"] == {"path": str(marker)}
     # and the worker goes on with other jobs
     assert backend.client.run("echo", {"after": "crash"}, timeout=60) == {"after": "crash"}
+
+
+@pytest.fixture
+def two_solo_workers(backend: Backend):  # noqa: ANN201
+    """Two more solo-pool workers (the GPU queue's pool) on the backend's broker, with a short visibility timeout."""
+    from conftest import start_worker, stop_process, wait_for_worker
+
+    env = {**backend.env, "MODELQ_VISIBILITY_TIMEOUT": "3"}
+    workers = {name: start_worker(env, "cpu", f"{name}@%h", "--pool", "solo") for name in ("solo-a", "solo-b")}
+    try:
+        for name in workers:
+            wait_for_worker(backend.app, f"{name}@")
+        yield workers
+    finally:
+        for proc in workers.values():
+            stop_process(proc)
+
+
+def test_a_killed_solo_worker_s_job_is_finished_by_another(backend: Backend, two_solo_workers: dict,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    import os
+    import signal
+
+    from conftest import wait_for
+
+    starts = tmp_path / "starts"
+    # given a job running on one of two solo workers
+    job = backend.client.submit("tests.touch_slowly", {"path": str(starts), "seconds": 4})
+    running = wait_for(lambda: (j := backend.client.get(job["id"]))["status"] == "running" and j["worker"] and j,
+                       timeout=60, what="the job to start")  # fmt: skip
+    victim = running["worker"].split("@")[0]
+    # when that whole worker is killed
+    os.kill(two_solo_workers[victim].pid, signal.SIGKILL)
+    two_solo_workers[victim].wait(timeout=30)
+    # then the other one finishes the job, on its second attempt
+    done = backend.client.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    assert not done["worker"].startswith(victim) and starts.read_text() == "xx"
