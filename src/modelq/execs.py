@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelq.errors import ConfigError, InvalidInput, ModelqError
+from modelq.errors import ConfigError, InvalidInput, JobCancelled, ModelqError
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def run_exec(
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             start_new_session=True)  # fmt: skip
     stopped: str | None = None
+    cancelled = False
     try:
         while True:
             try:
@@ -137,8 +138,8 @@ def run_exec(
             except subprocess.TimeoutExpired:
                 if limit is not None and time.monotonic() - started > limit:
                     stopped = f"ran past its {limit:g}s timeout and was stopped"
-                elif job is not None and job.store.status_of(job.id) == "cancelled":
-                    stopped = "was stopped: the job was cancelled"
+                elif job is not None and job.cancelled():
+                    cancelled, stopped = True, "was stopped: the job was cancelled"
                 if stopped:
                     _stop(proc)
                     stdout, stderr = proc.communicate()
@@ -149,8 +150,8 @@ def run_exec(
     result = ExecResult(name=name, argv=argv, returncode=proc.returncode, stdout=stdout, stderr=stderr,
                         seconds=time.monotonic() - started)  # fmt: skip
     _save_log(job, result)
-    if stopped and job is not None and "cancelled" in stopped:
-        job.check_cancelled()
+    if cancelled:
+        raise JobCancelled(job.id)  # type: ignore[union-attr]
     if stopped:
         raise ExternalProgramFailed(f"{name} {stopped}; last stderr: {stderr_tail(stderr) or '(empty)'}",
                                     name=name, returncode=None)  # fmt: skip

@@ -199,9 +199,13 @@ class JobContext:
             # The record is no longer running: it was cancelled (or finished elsewhere).
             raise JobCancelled(self.id)
 
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled (read from the job store)."""
+        return self.store.status_of(self.id) == "cancelled"
+
     def check_cancelled(self) -> None:
         """Raise :class:`JobCancelled` when the job was cancelled."""
-        if self.store.status_of(self.id) == "cancelled":
+        if self.cancelled():
             raise JobCancelled(self.id)
 
     def save_artifact(self, name: str, data: bytes, content_type: str | None = None) -> dict[str, Any]:
