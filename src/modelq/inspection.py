@@ -31,6 +31,14 @@ def _args(request: dict[str, Any]) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def pool_name(implementation: str | None) -> str | None:
+    """``celery.concurrency.thread:TaskPool`` -> ``threads``, as ``--pool`` spells it."""
+    if not implementation:
+        return None
+    module = implementation.split(":", 1)[0].rsplit(".", 1)[-1]
+    return {"thread": "threads"}.get(module, module)
+
+
 def _ping(replies: dict[str, Any]) -> Table:
     return ["worker", "reply"], [[w, r.get("ok", json.dumps(r)) if isinstance(r, dict) else str(r)]
                                  for w, r in sorted(replies.items())]  # fmt: skip
@@ -69,7 +77,7 @@ def _stats(replies: dict[str, Any]) -> Table:
         concurrency = pool.get("max-concurrency", len(processes) if isinstance(processes, list) else "")
         done = sum((stats.get("total") or {}).values())
         rss_kb = (stats.get("rusage") or {}).get("maxrss")
-        rows.append([worker, str(stats.get("pid", "")), str(pool.get("implementation", "")).split(":")[0].rsplit(".", 1)[-1],
+        rows.append([worker, str(stats.get("pid", "")), pool_name(pool.get("implementation")) or "",
                      str(concurrency), str(done), f"{stats.get('uptime', 0)}s",
                      f"{int(rss_kb) // 1024} MB" if rss_kb else "",
                      str((stats.get("broker") or {}).get("transport", ""))])  # fmt: skip

@@ -24,12 +24,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy import or_, select
 
 from modelq.api.models import model_listing
 from modelq.api.schemas import JobOut
 from modelq.errors import BrokerUnavailable, ModelqError
-from modelq.jobs.records import Job, JobStatus, record_dict
+from modelq.inspection import pool_name
+from modelq.jobs.records import record_dict
 from modelq.ops import queue_depths
 
 router = APIRouter(tags=["cluster"])
@@ -71,14 +71,6 @@ def _inspect(app: Any) -> dict[str, dict[str, Any]]:
             for name in names}  # fmt: skip
 
 
-def _pool_name(implementation: str | None) -> str | None:
-    """``celery.concurrency.thread:TaskPool`` -> ``threads``, as ``--pool`` spells it."""
-    if not implementation:
-        return None
-    module = implementation.split(":", 1)[0].rsplit(".", 1)[-1]
-    return {"thread": "threads", "eventlet": "eventlet"}.get(module, module)
-
-
 def _worker_row(name: str, seen: dict[str, Any] | None, models: list[dict[str, Any]], settings: Any) -> dict[str, Any]:
     stats = (seen or {}).get("stats") or {}
     # Workers name the queues they consume as the broker knows them (with MODELQ_QUEUE_PREFIX).
@@ -89,7 +81,7 @@ def _worker_row(name: str, seen: dict[str, Any] | None, models: list[dict[str, A
         "name": name,
         "online": seen is not None,
         "pid": stats.get("pid"),
-        "pool": _pool_name(pool.get("implementation")),
+        "pool": pool_name(pool.get("implementation")),
         "concurrency": pool.get("max-concurrency"),
         "processes": pool.get("processes") or [],
         "processed": sum((stats.get("total") or {}).values()),
