@@ -119,3 +119,24 @@ def test_cancel_queued_only_touches_that_queue(store: JobStore) -> None:
     assert store.cancel_queued("cpu", "purged") == 1
     assert store.get(a["id"])["status"] == "cancelled" and store.get(a["id"])["error"] == "purged"
     assert store.get(b["id"])["status"] == "queued"
+
+
+def test_changed_since_lists_unfinished_jobs_with_positions_and_recent_ones(store: JobStore) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    first, second = _new(store, owner="alice"), _new(store, owner="bob")
+    running = _new(store, owner="alice")
+    store.mark_running(running["id"], worker="w@h", task="echo", queue="default", input={}, runner="worker")
+    done = _new(store, owner="alice")
+    store.mark_running(done["id"], worker="w@h", task="echo", queue="default", input={}, runner="worker")
+    store.mark_succeeded(done["id"], {"ok": True})
+    since = datetime.now(timezone.utc) - timedelta(minutes=1)
+    rows = {row["id"]: row for row in store.changed_since(since, None, limit=100)}
+    # queued jobs carry their place in the queue; large columns are left out
+    assert rows[first["id"]]["queue_position"] == 1 and rows[second["id"]]["queue_position"] == 2
+    assert rows[running["id"]]["queue_position"] is None and rows[done["id"]]["status"] == "succeeded"
+    assert "input" not in rows[first["id"]] and "result" not in rows[done["id"]]
+    # one owner sees only their own; a window after the finish leaves the finished job out
+    assert {row["id"] for row in store.changed_since(since, "alice", limit=100)} == {first["id"], running["id"], done["id"]}
+    later = datetime.now(timezone.utc) + timedelta(minutes=1)
+    assert done["id"] not in {row["id"] for row in store.changed_since(later, None, limit=100)}

@@ -46,10 +46,6 @@ HEARTBEAT_SECONDS = 15.0
 FINISHED_LOOKBACK = timedelta(seconds=5)
 MAX_ACTIVE_JOBS = 2000
 
-_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-_jobs = Job.__table__
-#: Every column but the (possibly large) input and result.
-_LIGHT_COLUMNS = [column for column in _jobs.c if column.name not in ("input", "result")]
 _report_lock = threading.Lock()
 _report_cache: dict[int, tuple[float, dict[str, Any]]] = {}
 
@@ -187,34 +183,9 @@ def _light_record(row: Any) -> dict[str, Any]:
 
 
 def changed_jobs(store: Any, since: datetime, owner: str | None) -> list[dict[str, Any]]:
-    """Jobs that may have changed: every queued or running job (with its queue position),
-    and those created or finished since ``since``; oldest first."""
-    with store.engine.connect() as conn:
-        active = conn.execute(
-            select(*_LIGHT_COLUMNS)
-            .where(_jobs.c.status.in_(_ACTIVE))
-            .order_by(_jobs.c.created_at)
-            .limit(MAX_ACTIVE_JOBS)
-        ).mappings().all()
-        recent = conn.execute(
-            select(*_LIGHT_COLUMNS)
-            .where(_jobs.c.status.notin_(_ACTIVE), or_(_jobs.c.finished_at >= since, _jobs.c.created_at >= since))
-            .order_by(_jobs.c.created_at)
-        ).mappings().all()
-    positions: dict[str, int] = {}
-    ahead: dict[str, int] = {}
-    for row in active:  # oldest first: a queued job's position counts the queued jobs before it in its queue
-        if row["status"] == JobStatus.QUEUED.value:
-            ahead[row["queue"]] = ahead.get(row["queue"], 0) + 1
-            positions[row["id"]] = ahead[row["queue"]]
-    out = []
-    for row in [*active, *recent]:
-        if owner is not None and row["owner"] != owner:
-            continue
-        record = _light_record(row)
-        record["queue_position"] = positions.get(row["id"])
-        out.append(record)
-    return out
+    """Jobs that may have changed since ``since`` (see :meth:`JobStore.changed_since`), as clients see them."""
+    return [{**_light_record(row), "queue_position": row["queue_position"]}
+            for row in store.changed_since(since, owner, limit=MAX_ACTIVE_JOBS)]  # fmt: skip
 
 
 def _state(job: dict[str, Any]) -> tuple:

@@ -290,6 +290,32 @@ class JobStore:
             ).mappings().first()
             return record_dict(row) if row is not None else None
 
+    def changed_since(self, since: datetime, owner: str | None, *, limit: int) -> list[dict[str, Any]]:
+        """Jobs that may have changed: every queued or running job (at most ``limit``, oldest
+        first, each with its ``queue_position``), then those created or finished since ``since``.
+
+        Rows carry every column but the (possibly large) input and result; ``owner`` None means
+        everyone's.
+        """
+        light = [column for column in jobs.c if column.name not in ("input", "result")]
+        with self.engine.connect() as conn:
+            active = conn.execute(
+                select(*light).where(_unfinished).order_by(jobs.c.created_at).limit(limit)
+            ).mappings().all()
+            recent = conn.execute(
+                select(*light)
+                .where(~_unfinished, or_(jobs.c.finished_at >= since, jobs.c.created_at >= since))
+                .order_by(jobs.c.created_at)
+            ).mappings().all()
+        positions: dict[str, int] = {}
+        ahead: dict[str, int] = {}
+        for row in active:  # oldest first: a queued job's position counts the queued jobs before it in its queue
+            if row["status"] == JobStatus.QUEUED.value:
+                ahead[row["queue"]] = ahead.get(row["queue"], 0) + 1
+                positions[row["id"]] = ahead[row["queue"]]
+        return [{**row, "queue_position": positions.get(row["id"])}
+                for row in [*active, *recent] if owner is None or row["owner"] == owner]  # fmt: skip
+
     @staticmethod
     def _queue_position(conn: Connection, row: Any) -> int:
         ahead = conn.execute(
