@@ -20,7 +20,7 @@ from kombu.utils.json import dumps as json_dumps
 from kombu.utils.json import loads as json_loads
 
 from modelq import tasks as sdk
-from modelq.broker import broker_url, result_backend_url
+from modelq.broker import broker_url, is_redis_url, result_backend_url
 from modelq.config import Settings
 from modelq.errors import JobCancelled
 from modelq.jobs.artifacts import LocalArtifactStore
@@ -181,7 +181,7 @@ def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Cele
     backend = result_backend_url(settings)
     app = Celery("modelq", broker=broker, backend=backend, set_as_current=False)
     transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
-    if broker.startswith(("redis", "rediss")):
+    if is_redis_url(broker):
         transport_options.update(
             priority_steps=list(range(MAX_PRIORITY + 1)),
             queue_order_strategy="priority",

@@ -59,11 +59,12 @@ def _start_models_in_main_process(sender: Any = None, **_: Any) -> None:
 
 def _start_leases() -> None:
     """On Redis, keep renewing the messages this worker holds, so a long job is never redelivered."""
+    from modelq.broker import is_redis_url
     from modelq.lease import LeaseRenewer
 
     app = _state["app"]
     runtime = getattr(app, "modelq", None)
-    if runtime is None or not str(app.conf.broker_url).startswith(("redis", "rediss")):
+    if runtime is None or not is_redis_url(app.conf.broker_url):
         return
     LeaseRenewer(app, runtime.settings.visibility_timeout).start()
 

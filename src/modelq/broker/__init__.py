@@ -6,7 +6,7 @@ from modelq.broker.embedded import EmbeddedRedis
 from modelq.config import Settings
 from modelq.errors import BrokerUnavailable
 
-__all__ = ["EmbeddedRedis", "broker_url", "result_backend_url", "check_broker"]
+__all__ = ["EmbeddedRedis", "broker_url", "result_backend_url", "check_broker", "is_redis_url"]
 
 
 def broker_url(settings: Settings, *, start: bool = False) -> str:
@@ -22,6 +22,12 @@ def broker_url(settings: Settings, *, start: bool = False) -> str:
     if start:
         embedded.ensure_running()
     return embedded.url
+
+
+def is_redis_url(url: str | None) -> bool:
+    """Whether a broker URL uses kombu's Redis transport (``redis://``, ``rediss://``, the embedded
+    ``redis+socket://``): priorities, visibility timeout and leases work differently there."""
+    return str(url or "").startswith("redis")
 
 
 def result_backend_url(settings: Settings) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
+from modelq.broker import is_redis_url
 from modelq.celery_app import MAX_PRIORITY, redis_priority
 from modelq.errors import BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, QueueFull, TaskNotFound
 from modelq.jobs.records import JobStatus
@@ -110,8 +111,7 @@ class JobService:
     def _publish(self, spec: TaskSpec, job_id: str, kwargs: dict, queue: str, priority: int | None) -> None:
         options: dict[str, Any] = {"task_id": job_id, "queue": self.settings.broker_queue(queue)}
         if priority is not None:
-            redis = self.app.conf.broker_url.startswith(("redis", "rediss"))
-            options["priority"] = redis_priority(priority) if redis else priority
+            options["priority"] = redis_priority(priority) if is_redis_url(self.app.conf.broker_url) else priority
         self.app.send_task(spec.name, kwargs=kwargs, retry=True, retry_policy={"max_retries": 2}, **options)
 
     def _run_locally(self, spec: TaskSpec, job_id: str, kwargs: dict) -> None:
