@@ -22,4 +22,5 @@ RUN pip install ".[${EXTRAS}]"
 
 USER modelq
 EXPOSE 8000 5555
+# On 0.0.0.0 the API needs MODELQ_API_KEYS (`modelq keys new NAME`); without keys it refuses to start.
 CMD ["modelq", "api"]

@@ -52,6 +52,7 @@ def test_up_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
     # when Ctrl-C is pressed, everything stops: the API, the workers and the broker it started
     assert proc.returncode == 0, err
     assert f"modelq is up: http://127.0.0.1:{port}" in out
+    assert "no API keys configured, so the API listens on 127.0.0.1 (loopback) only" in out
     assert "modelq stopped." in out
     from modelq.broker import EmbeddedRedis
 

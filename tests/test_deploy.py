@@ -27,6 +27,8 @@ def test_compose_has_the_cluster_roles() -> None:
     # Flower only with a login
     flower = services["flower"]["command"]
     assert flower[:2] == ["modelq", "monitor"] and any(arg == "--basic-auth" for arg in flower)
+    # the API listens beyond loopback, so it needs keys
+    assert "MODELQ_API_KEYS" in services["api"]["environment"]
     # every modelq role shares the broker, the result backend and the database
     for name in ("api", "worker-gpu", "worker-io", "worker-cpu", "flower"):
         env = services[name]["environment"]
@@ -60,5 +62,5 @@ def test_docker_compose_config_validates() -> None:
         pytest.skip("neither the docker compose plugin nor docker-compose is installed")
     result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
                             text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin", "FLOWER_USER": "ops",
-                                                      "FLOWER_PASSWORD": "x"})  # fmt: skip
+                                                      "FLOWER_PASSWORD": "x", "MODELQ_API_KEYS": "{}"})  # fmt: skip
     assert result.returncode == 0, result.stderr

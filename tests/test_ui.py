@@ -57,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         wait_for_worker(app, "uicpu@")
         for url in serve(create_api(settings, celery_app=app)):
             with httpx.Client(base_url=url, timeout=120) as http:
-                yield {"url": url, "http": http, "root": root}
+                yield {"url": url, "http": http, "root": root, "settings": settings, "app": app}
     finally:
         for worker in workers:
             stop_process(worker)
@@ -323,3 +323,42 @@ def test_root_redirects_to_the_ui_and_the_app_needs_nothing_external(served: dic
             assert not re.search(r"https?://", path.read_text()), f"{path.name} refers to an external URL"
     assert http.get("/ui/samples/small.ctt").text.startswith("Name: small")
     assert http.get("/ui/samples/nope.ctt").status_code == 404
+
+
+def test_an_api_with_keys_asks_for_one_then_shows_only_that_owners_jobs(browser, served: dict) -> None:  # noqa: ANN001
+    from modelq.access import hash_key
+    from modelq.api import create_api
+
+    alice, bob = "mq_ui-alice-0123456789abcdefghijklmnopqrstuvwxyz01", "mq_ui-bob-0123456789abcdefghijklmnopqrstuvwxyz0123"
+    keyed = served["settings"].model_copy(update={"api_keys": {"alice": [hash_key(alice)], "bob": [hash_key(bob)]}})
+    for url in serve(create_api(keyed, celery_app=served["app"])):
+        # given a job of bob's
+        bobs = httpx.post(f"{url}/v1/jobs", json={"task": "echo", "input": {"who": "bob"}},
+                          headers={"Authorization": f"Bearer {bob}"}, timeout=30).json()  # fmt: skip
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            # when alice opens the UI, it asks for a key, and she gives hers
+            page.goto("/ui/#/jobs")
+            expect(page.locator("#key-dialog")).to_be_visible()
+            expect(page.locator("#key-reason")).to_contain_text("needs a key")
+            page.fill("#key-input", alice)
+            page.click("#key-form button[type=submit]")
+            # then the page works with it: a job she submits is followed live to its end
+            expect(page.locator("#key-dialog")).to_be_hidden()
+            expect(page.locator("#submit-task option[value=sleep]")).to_be_attached()
+            page.select_option("#submit-task", "sleep")
+            page.fill("#submit-input", json.dumps({"seconds": 0.5, "steps": 2}))
+            page.click("#submit-job")
+            mine = page.locator("#detail-card")
+            expect(mine).to_be_visible()
+            row = page.locator(f'#job-rows tr[data-id="{mine.get_attribute("data-id")}"]')
+            expect(row).to_contain_text("succeeded", timeout=60_000)
+            expect(page.locator("#live")).to_have_class(re.compile(r"\bon\b"))
+            # and bob's job is not hers to see
+            expect(page.locator(f'#job-rows tr[data-id="{bobs["id"]}"]')).to_have_count(0)
+        finally:
+            context.close()
+        assert not errors, f"JavaScript errors on the page: {errors}"

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from modelq.errors import (BrokerUnavailable, ConfigError, InsecureMonitor, InvalidInput, JobTimeout, ModelqError,
-                           TaskNotFound)
+from modelq.errors import (BrokerUnavailable, ConfigError, InsecureApi, InsecureMonitor, InvalidInput, JobTimeout,
+                           ModelqError, TaskNotFound, Unauthorized)
 
 # Exit codes, named (a script can tell a failed job from a bad command).
 RET_OK = 0
@@ -25,11 +25,14 @@ RET_USAGE = 2
 RET_BROKER = 3
 RET_TIMEOUT = 4
 RET_CONFIG = 5
+RET_AUTH = 6
 RET_ERROR = 10
 
 _EXIT_CODES: list[tuple[type[ModelqError], int]] = [
     (ConfigError, RET_CONFIG),
     (InsecureMonitor, RET_USAGE),
+    (InsecureApi, RET_USAGE),
+    (Unauthorized, RET_AUTH),
     (BrokerUnavailable, RET_BROKER),
     (JobTimeout, RET_TIMEOUT),
     (InvalidInput, RET_USAGE),
@@ -135,10 +138,13 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
     """Everything on one machine: the embedded broker, workers and the API."""
     import uvicorn
 
+    from modelq.access import KeyRing, check_api_address
     from modelq.api import create_api
     from modelq.broker import EmbeddedRedis
     from modelq.celery_app import create_celery_app
 
+    host = host or settings.api_host
+    access = check_api_address(host, KeyRing(settings.api_keys))  # before anything starts
     started_broker = False
     embedded = EmbeddedRedis(settings.home_dir) if settings.uses_embedded_broker else None
     if embedded is not None:
@@ -157,12 +163,12 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
         workers.append(subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent))
     app = create_celery_app(settings)
     api = create_api(settings, celery_app=app)
-    host = host or settings.api_host
     port = port if port is not None else settings.api_port
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     click.echo(f"modelq is up: http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     click.echo(f"  broker: {app.conf.broker_url}{' (embedded)' if embedded else ''}")
     click.echo(f"  job store: {settings.job_database_url}")
+    click.echo(f"  {access}")
     groups = _worker_groups(settings, queue_names)
     click.echo("  workers: " + "; ".join(f"{settings.queues[g[0]].pool} pool for {', '.join(g)}" for g in groups.values()))
     click.echo("Press Ctrl-C to stop.")
@@ -217,9 +223,64 @@ def api(settings: Any, host: str | None, port: int | None) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from modelq.access import KeyRing, check_api_address
     from modelq.api import create_api
 
-    uvicorn.run(create_api(settings), host=host or settings.api_host, port=port or settings.api_port, log_level="info")
+    host = host or settings.api_host
+    click.echo(f"modelq api: {check_api_address(host, KeyRing(settings.api_keys))}")
+    uvicorn.run(create_api(settings), host=host, port=port or settings.api_port, log_level="info")
+
+
+# Access --------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """API keys: each has an owner, who alone sees its jobs; the configuration keeps only hashes."""
+
+
+@keys.command("new")
+@click.argument("owner")
+@click.option("--json", "as_json", is_flag=True, help="print {owner, key, hash} as one JSON object")
+@handle_errors
+def keys_new(owner: str, as_json: bool) -> None:
+    """Make a key for OWNER: prints the key (shown once, stored nowhere) and the hash to configure."""
+    from modelq.access import OWNER_PATTERN, hash_key, new_key
+
+    if not OWNER_PATTERN.match(owner):
+        raise InvalidInput(f"owner {owner!r} must be 1-200 letters, digits, '.', '_', '@' or '-'", field="owner")
+    key = new_key()
+    digest = hash_key(key)
+    if as_json:
+        _echo_json({"owner": owner, "key": key, "hash": digest})
+        return
+    click.echo(f"key for {owner} (give it to them; it is shown only now): {key}")
+    click.echo("configure its hash, in modelq.yml:")
+    click.echo(f"  api_keys:\n    {owner}: [\"{digest}\"]")
+    click.echo(f"or in the environment: MODELQ_API_KEYS='{json.dumps({owner: [digest]})}'")
+
+
+@keys.command("hash")
+@handle_errors
+def keys_hash() -> None:
+    """Print the hash of a key read from standard input (to configure a key you already hold)."""
+    from modelq.access import hash_key
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise InvalidInput("no key on standard input: echo \"$KEY\" | modelq keys hash", field="key")
+    click.echo(hash_key(key))
+
+
+@keys.command("list")
+@pass_settings
+@handle_errors
+def keys_list(settings: Any) -> None:
+    """The owners that have keys in the configuration in force, and how many each."""
+    if not settings.api_keys:
+        click.echo("no API keys configured: the API listens on loopback only")
+    for owner, digests in sorted(settings.api_keys.items()):
+        click.echo(f"{owner}\t{len(digests)} key(s)")
 
 
 # Jobs ----------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ settings the workers use (no API server needed).
 
 from __future__ import annotations
 
+import os
+
 import time
 from typing import Any
 
@@ -26,13 +28,14 @@ class Client:
 
     Args:
         url: base URL of a modelq API, e.g. ``http://127.0.0.1:8000``.
-        api_key: sent as ``Authorization: Bearer <key>`` when set.
+        api_key: sent as ``Authorization: Bearer <key>`` (default: ``MODELQ_API_KEY`` when set).
         timeout: HTTP timeout in seconds for one request.
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 60.0) -> None:
         import httpx
 
+        api_key = api_key or os.environ.get("MODELQ_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)

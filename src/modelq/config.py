@@ -140,6 +140,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    #: API keys by owner, as hashes (``{"alice": ["sha256:..."]}``; ``modelq keys new alice`` makes
+    #: one). Each key's jobs are its owner's alone. With none, the API listens on loopback only.
+    api_keys: dict[str, list[str]] = Field(default_factory=dict)
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_page_size: int = Field(default=500, ge=1)
     #: Seconds a client is told to wait (``Retry-After``) when a queue is at its ``max_queued``.
@@ -217,6 +220,27 @@ class Settings(BaseSettings):
     def _exec_shorthand(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {name: {"path": spec} if isinstance(spec, str) else spec for name, spec in value.items()}
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _one_key_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {owner: [digests] if isinstance(digests, str) else digests for owner, digests in value.items()}
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_are_hashes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from modelq.access import HASH_PATTERN, OWNER_PATTERN
+
+        for owner, digests in value.items():
+            if not OWNER_PATTERN.match(owner):
+                raise ValueError(f"owner {owner!r} must be 1-200 letters, digits, '.', '_', '@' or '-'")
+            for digest in digests:
+                if not HASH_PATTERN.match(digest):
+                    raise ValueError(f"the keys of {owner!r} must be hashes ('sha256:' and 64 hex digits, as "
+                                     "`modelq keys new` prints), never the keys themselves")  # fmt: skip
         return value
 
     @field_validator("imports", mode="before")

@@ -39,6 +39,18 @@ class InsecureMonitor(ModelqError):
     http_status = 400
 
 
+class InsecureApi(ModelqError):
+    """The API would be served beyond this machine with no API key configured."""
+
+    http_status = 400
+
+
+class Unauthorized(ModelqError):
+    """A request came without a valid API key."""
+
+    http_status = 401
+
+
 class QueueFull(ModelqError):
     """A queue holds as many waiting jobs as its cap allows; try again later."""
 

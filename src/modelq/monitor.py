@@ -7,24 +7,10 @@ asked for with ``--insecure``.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 
+from modelq.access import is_loopback
 from modelq.errors import InsecureMonitor
-
-
-def is_loopback(address: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and names that resolve only to them (``localhost``)."""
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(address, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def has_auth(basic_auth: list[str], extra: list[str]) -> bool:

@@ -26,6 +26,8 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
             starting the embedded broker when it is the one configured).
     """
     from modelq.api import cluster, documents, embeddings, errors, health, images, jobs, metrics, models, timetable, ui
+    from modelq.access import KeyRing
+    from modelq.api.auth import ApiKeyAuth
     from modelq.api.limits import BodySizeLimit
     from modelq.celery_app import create_celery_app
     from modelq.jobs.service import JobService
@@ -50,6 +52,9 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
     # A PDF upload may be larger than other requests: its own limit, plus room for the multipart framing.
     pdf_limit = (max(settings.max_request_bytes, settings.max_pdf_bytes + 1024 * 1024), "MODELQ_MAX_PDF_BYTES")
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, per_path={"/v1/documents": pdf_limit})
+    keys = KeyRing(settings.api_keys)
+    if keys:  # outermost: a request without a key is answered before its body is read
+        api.add_middleware(ApiKeyAuth, keys=keys)
     errors.install_error_handlers(api)
     api.include_router(health.router)
     api.include_router(metrics.router)

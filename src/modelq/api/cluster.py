@@ -143,6 +143,18 @@ def cached_cluster_report(app: Any) -> dict[str, Any]:
         return report
 
 
+def for_owner(report: dict[str, Any], store: Any, owner: str | None) -> dict[str, Any]:
+    """The report as ``owner`` may see it: the ids of other owners' running jobs are blanked out."""
+    if owner is None:
+        return report
+    workers = []
+    for worker in report["workers"]:
+        active = [task if task.get("id") and store.get(task["id"], owner, with_position=False) else {**task, "id": None}
+                  for task in worker["active"]]  # fmt: skip
+        workers.append({**worker, "active": active})
+    return {**report, "workers": workers}
+
+
 def _problem(exc: Exception) -> dict[str, Any]:
     """An error as the API's error body."""
     return exc.to_dict() if isinstance(exc, ModelqError) else {"error": type(exc).__name__, "message": str(exc)}
@@ -152,21 +164,28 @@ def _app(request: Request) -> Any:
     return request.app.state.jobs.app
 
 
+def _owner(request: Request) -> str | None:
+    return getattr(request.state, "owner", None)
+
+
 @router.get("/v1/cluster")
 def get_cluster(request: Request) -> dict[str, Any]:
     """Workers (with their resident models and memory), queues and their depths, models, job counts."""
-    return cached_cluster_report(_app(request))
+    return for_owner(cached_cluster_report(_app(request)), request.app.state.jobs.store, _owner(request))
 
 
 @router.get("/v1/cluster/events")
 async def cluster_events(request: Request) -> StreamingResponse:
     """Server-Sent Events: a `cluster` event with the report every few seconds."""
-    app = _app(request)
+    app, store, owner = _app(request), request.app.state.jobs.store, _owner(request)
+
+    def report_for_owner() -> dict[str, Any]:
+        return for_owner(cached_cluster_report(app), store, owner)
 
     async def stream() -> AsyncIterator[str]:
         while not await request.is_disconnected():
             try:
-                report = await run_in_threadpool(cached_cluster_report, app)
+                report = await run_in_threadpool(report_for_owner)
                 yield f"event: cluster\ndata: {json.dumps(report, default=str)}\n\n"
             except Exception as exc:  # a broker that went away: say so, and keep trying
                 yield f"event: problem\ndata: {json.dumps(_problem(exc))}\n\n"
@@ -198,7 +217,7 @@ async def all_job_events(request: Request) -> StreamingResponse:
     """Server-Sent Events: a `job` event (the record without input and result) whenever any job
     is created or changes; first one for each queued, running or just finished job."""
     store = request.app.state.jobs.store
-    owner = getattr(request.state, "owner", None)
+    owner = _owner(request)
 
     async def stream() -> AsyncIterator[str]:
         last: dict[str, tuple] = {}

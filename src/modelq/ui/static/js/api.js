@@ -43,8 +43,56 @@ export async function api(path, { method, json, form, signal } = {}) {
   const text = await response.text();
   let body = text;
   try { body = text ? JSON.parse(text) : null; } catch { /* not JSON: keep the text */ }
-  if (!response.ok) throw new ApiError(response.status, body || response.statusText);
+  if (!response.ok) {
+    const error = new ApiError(response.status, body || response.statusText);
+    if (response.status === 401) askForKey(error.message);
+    throw error;
+  }
   return body;
+}
+
+// The API key (when the API has keys configured) -------------------------------------------------
+
+/**
+ * The UI keeps the key in a cookie (`modelq_api_key`, SameSite=Strict) rather than a header:
+ * EventSource streams and <img> artifacts cannot send headers, and every request carries a cookie.
+ */
+export const KEY_COOKIE = "modelq_api_key";
+
+export function hasKey() {
+  return document.cookie.split(";").some((part) => part.trim().startsWith(`${KEY_COOKIE}=`));
+}
+
+function setKey(key) {
+  const value = key ? encodeURIComponent(key) : "";
+  const expiry = key ? "max-age=31536000" : "max-age=0";
+  document.cookie = `${KEY_COOKIE}=${value}; path=/; SameSite=Strict; ${expiry}`;
+}
+
+/** Show the key dialog; `reason` is what the API said. Saving the key reloads the page with it. */
+export function askForKey(reason) {
+  const dialog = document.getElementById("key-dialog");
+  if (!dialog || dialog.open) return;
+  document.getElementById("key-reason").textContent = hasKey() ? `The API refused the key: ${reason}` : `This modelq API needs a key: ${reason}`;
+  document.getElementById("key-button").hidden = false;
+  dialog.showModal();
+}
+
+/** Wire the header button and the dialog (once, at start). */
+export function setUpKeyDialog() {
+  const dialog = document.getElementById("key-dialog");
+  const form = document.getElementById("key-form");
+  const button = document.getElementById("key-button");
+  if (hasKey()) button.hidden = false;
+  button.addEventListener("click", () => { if (!dialog.open) dialog.showModal(); });
+  form.addEventListener("submit", () => {
+    setKey(form.key.value.trim());
+    location.reload();
+  });
+  document.getElementById("key-forget").addEventListener("click", () => {
+    setKey(null);
+    location.reload();
+  });
 }
 
 export const FINISHED = new Set(["succeeded", "failed", "cancelled"]);

@@ -1,6 +1,6 @@
 // The single-page app: a page per hash route (#/images, #/jobs, ...), each a module with mount(root).
 
-import { connect } from "./api.js";
+import { api, connect, setUpKeyDialog } from "./api.js";
 import { status, fill } from "./ui.js";
 
 const PAGES = {
@@ -39,5 +39,7 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
-connect();
+setUpKeyDialog();
+// An API with keys answers 401 here first, and the key dialog opens before any stream is refused.
+api("/v1/jobs?limit=1").then(() => connect(), (err) => { if (err.status !== 401) connect(); });
 route();
