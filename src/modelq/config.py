@@ -196,12 +196,20 @@ class Settings(BaseSettings):
     #: backend) when there is one, else the job store's database.
     llm_rate_limit_store: Literal["auto", "redis", "database"] = "auto"
 
+    #: ``embed`` (``POST /v1/embeddings``) and ``rerank``: texts per request, characters per text
+    #: (the query and each document too), documents per rerank; more is a 422 naming the field.
+    embed_max_texts: int = Field(default=2048, ge=1)
+    embed_max_chars: int = Field(default=100_000, ge=1)
+    rerank_max_documents: int = Field(default=1000, ge=1)
+
     #: ``text2img``: the model a request that names none uses, and the caps checked at submit
     #: time (a 422 naming the field): image side in pixels, denoising steps, images per request.
     image_default_model: str = "stable-diffusion"
     image_max_side: int = Field(default=2048, ge=8)
     image_max_steps: int = Field(default=150, ge=1)
     image_max_count: int = Field(default=8, ge=1)
+    #: Characters in a prompt (and a negative prompt).
+    image_max_prompt_chars: int = Field(default=20_000, ge=1)
     #: Seconds ``POST /generate`` and ``POST /v1/images/generations`` wait for the images (then 504
     #: naming the job, which goes on; ``/results/{id}`` has it when it is done).
     image_sync_timeout: float = Field(default=300.0, gt=0)

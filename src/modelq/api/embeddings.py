@@ -82,7 +82,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> dict[st
     """OpenAI-compatible embeddings (works with the official `openai` client)."""
     if isinstance(body.input, list) and body.input and not isinstance(body.input[0], str):
         raise InvalidInput("input must be text: token arrays are not supported", field="input")
-    texts = embedding.check_texts(body.input)
+    texts = embedding.check_texts(body.input, request.app.state.settings)
     result = await run_in_threadpool(run_job, request, "embed", {"input": texts, "model": body.model})
     vectors = result["embeddings"]
     if body.dimensions is not None:
@@ -103,6 +103,6 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> dict[st
 @router.post("/v1/rerank")
 async def create_rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
     """Rerank documents for a query (Cohere/Jina shape): `{results: [{index, relevance_score}]}`."""
-    reranking._documents(body.documents)  # 422 before a job is made
+    reranking.check_request(body.query, body.documents, body.top_n, request.app.state.settings)  # 422 before a job
     data = body.model_dump()
     return await run_in_threadpool(run_job, request, "rerank", data)

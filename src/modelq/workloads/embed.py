@@ -14,12 +14,9 @@ from typing import Any
 from modelq.errors import InvalidInput, MissingDependency
 from modelq.models.batching import batch_call
 from modelq.models.registry import ModelSpec, declare, declare_by_source
-from modelq.tasks import current_job, task
+from modelq.tasks import current_job, current_settings, task
 
 DEFAULT_MODEL = "minilm"
-#: Caps that keep one request from monopolising a worker (issue 9 makes them settings).
-MAX_TEXTS = 2048
-MAX_CHARS = 100_000
 
 
 def bundled_minilm_path() -> str:
@@ -50,18 +47,37 @@ def encoder(model: str) -> Any:
     return get_model(model)
 
 
-def check_texts(texts: Any, field: str = "input") -> list[str]:
+def check_texts(texts: Any, settings: Any, field: str = "input") -> list[str]:
+    """``texts`` as a list of strings within ``embed_max_texts`` and ``embed_max_chars``.
+
+    Raises:
+        InvalidInput: not text, or over a limit (the message names the field, the limit and its setting).
+    """
     if isinstance(texts, str):
         texts = [texts]
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise InvalidInput(f"{field} must be a string or a non-empty list of strings", field=field)
-    if len(texts) > MAX_TEXTS:
-        raise InvalidInput(f"{field} has {len(texts)} texts; the limit is {MAX_TEXTS}", field=field, limit=MAX_TEXTS)
-    longest = max(len(t) for t in texts)
-    if longest > MAX_CHARS:
-        raise InvalidInput(f"{field} has a text of {longest} characters; the limit is {MAX_CHARS}", field=field,
-                           limit=MAX_CHARS)  # fmt: skip
+    check_count(field, len(texts), settings.embed_max_texts, "texts", "MODELQ_EMBED_MAX_TEXTS")
+    check_chars(field, texts, settings.embed_max_chars)
     return texts
+
+
+def check_count(field: str, count: int, limit: int, what: str, setting: str) -> None:
+    if count > limit:
+        raise InvalidInput(f"{field} has {count} {what}; the limit is {limit} ({setting})", field=field, limit=limit)
+
+
+def check_chars(field: str, texts: list[str], limit: int) -> None:
+    """Every text within ``limit`` characters (``MODELQ_EMBED_MAX_CHARS``); the message says which one is not."""
+    for index, text in enumerate(texts):
+        if len(text) > limit:
+            where = f"{field}[{index}]" if len(texts) > 1 else field
+            raise InvalidInput(f"{where} has {len(text)} characters; the limit is {limit} (MODELQ_EMBED_MAX_CHARS)",
+                               field=field, limit=limit)  # fmt: skip
+
+
+def _validate(data: dict[str, Any], settings: Any) -> None:
+    check_texts(data.get("input"), settings or current_settings())
 
 
 def encode(texts: list[str], model: str = DEFAULT_MODEL, *, normalize: bool = True) -> list[list[float]]:
@@ -83,10 +99,10 @@ def count_tokens(texts: list[str], model: str) -> int:
     return sum(len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"])
 
 
-@task("embed", queue="gpu", models=[DEFAULT_MODEL], model_arg="model")
+@task("embed", queue="gpu", models=[DEFAULT_MODEL], model_arg="model", validate=_validate)
 def embed(input: str | list[str], model: str = DEFAULT_MODEL, normalize: bool = True) -> dict[str, Any]:
     """Sentence embeddings for one text or many; small requests are batched together."""
-    texts = check_texts(input)
+    texts = check_texts(input, current_settings())
     vectors = encode(texts, model, normalize=normalize)
     current_job().progress(1.0, f"{len(texts)} text(s) embedded")
     return {

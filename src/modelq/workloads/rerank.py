@@ -13,12 +13,33 @@ from typing import Any
 from modelq.errors import InvalidInput
 from modelq.models.batching import batch_call
 from modelq.models.registry import declare_by_source
-from modelq.tasks import task
+from modelq.tasks import current_settings, task
 from modelq.workloads import embed as embedding
 
 #: The model name used when a request names none; configure ``models: {rerank: ...}`` to set it.
 DEFAULT_RERANKER = "rerank"
-MAX_DOCUMENTS = 1000
+
+
+def check_request(query: Any, documents: Any, top_n: Any, settings: Any) -> list[str]:
+    """Check a rerank request against the limits in ``settings``; returns the documents' texts.
+
+    Raises:
+        InvalidInput: naming the field (and the limit with its setting, for one over a limit).
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query must be a non-empty string", field="query")
+    embedding.check_chars("query", [query], settings.embed_max_chars)
+    texts = _documents(documents)
+    embedding.check_count("documents", len(texts), settings.rerank_max_documents, "documents",
+                          "MODELQ_RERANK_MAX_DOCUMENTS")  # fmt: skip
+    embedding.check_chars("documents", texts, settings.embed_max_chars)
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise InvalidInput("top_n must be an integer of at least 1", field="top_n")
+    return texts
+
+
+def _validate(data: dict[str, Any], settings: Any) -> None:
+    check_request(data.get("query"), data.get("documents"), data.get("top_n"), settings or current_settings())
 
 
 def _documents(documents: Any) -> list[str]:
@@ -32,9 +53,6 @@ def _documents(documents: Any) -> list[str]:
             texts.append(doc)
         else:
             raise InvalidInput(f"documents[{i}] must be a string or an object with a 'text' string", field="documents")
-    if len(texts) > MAX_DOCUMENTS:
-        raise InvalidInput(f"documents has {len(texts)} items; the limit is {MAX_DOCUMENTS}", field="documents",
-                           limit=MAX_DOCUMENTS)  # fmt: skip
     return texts
 
 
@@ -54,15 +72,11 @@ def _cross_encoder_available(model: str | None) -> str | None:
     return None
 
 
-@task("rerank", queue="gpu", models=[embedding.DEFAULT_MODEL], model_arg="model")
+@task("rerank", queue="gpu", models=[embedding.DEFAULT_MODEL], model_arg="model", validate=_validate)
 def rerank(query: str, documents: list[Any], model: str | None = None, top_n: int | None = None,
            return_documents: bool = False) -> dict[str, Any]:  # fmt: skip
     """Relevance scores of documents for a query, sorted best first."""
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidInput("query must be a non-empty string", field="query")
-    texts = _documents(documents)
-    if top_n is not None and top_n < 1:
-        raise InvalidInput("top_n must be at least 1", field="top_n")
+    texts = check_request(query, documents, top_n, current_settings())
     cross = _cross_encoder_available(model)
     if cross is not None:
         from modelq.models import get_model

@@ -44,7 +44,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 DEFAULT_STEPS = 30
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE = 50.0
-MAX_PROMPT_CHARS = 20_000
 
 
 def _normalise(name: str) -> str:
@@ -95,13 +94,14 @@ def _int(value: Any, field: str, low: int, high: int, setting: str | None = None
     return value
 
 
-def _text(value: Any, field: str, *, required: bool) -> str | None:
+def _text(value: Any, field: str, limit: int, *, required: bool) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or (required and not value.strip()):
         raise InvalidInput(f"{field} must be a non-empty string", field=field)
-    if len(value) > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"{field} is {len(value)} characters; the limit is {MAX_PROMPT_CHARS}", field=field)
+    if len(value) > limit:
+        raise InvalidInput(f"{field} is {len(value)} characters; the limit is {limit} (MODELQ_IMAGE_MAX_PROMPT_CHARS)",
+                           field=field, limit=limit)  # fmt: skip
     return value
 
 
@@ -124,12 +124,13 @@ def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str
     def name(key: str) -> str:
         return names.get(key, key)
 
-    out: dict[str, Any] = {"prompt": _text(data.get("prompt"), name("prompt"), required=True)}
+    chars = settings.image_max_prompt_chars
+    out: dict[str, Any] = {"prompt": _text(data.get("prompt"), name("prompt"), chars, required=True)}
     model = data.get("model") or settings.image_default_model
     if not isinstance(model, str) or len(model) > 1000:
         raise InvalidInput(f"{name('model')} must be a model name, path or hub id", field=name("model"))
     out["model"] = model
-    out["negative_prompt"] = _text(data.get("negative_prompt"), name("negative_prompt"), required=False)
+    out["negative_prompt"] = _text(data.get("negative_prompt"), name("negative_prompt"), chars, required=False)
     for key in ("width", "height"):
         value = data.get(key)
         if value is not None:
