@@ -107,6 +107,7 @@ def two_stores(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     else:
         url = request.getfixturevalue("postgres_url")
     stores = [JobStore(url) for _ in range(2)]
+    stores[0].migrate()  # the buckets table is the job store's (revision 0004)
     try:
         buckets = [DatabaseBuckets(store.engine) for store in stores]
         with stores[0].engine.begin() as conn:

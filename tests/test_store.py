@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import uuid
 
+from sqlalchemy import text
+
 from modelq.jobs.store import JobStore
 
 
@@ -140,3 +142,18 @@ def test_changed_since_lists_unfinished_jobs_with_positions_and_recent_ones(stor
     assert {row["id"] for row in store.changed_since(since, "alice", limit=100)} == {first["id"], running["id"], done["id"]}
     later = datetime.now(timezone.utc) + timedelta(minutes=1)
     assert done["id"] not in {row["id"] for row in store.changed_since(later, None, limit=100)}
+
+
+def test_a_database_whose_llm_buckets_table_came_before_its_migration_upgrades(store: JobStore) -> None:
+    from modelq.workloads.llm.ratelimit import DatabaseBuckets, Limits
+
+    # given a store at revision 0003 that already has the buckets table (made by the llm workload itself then)
+    store.migrate()
+    with store.transaction() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    # when it is migrated, revision 0004 keeps the table, and the buckets work
+    store.migrate()
+    with store.transaction() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+    limits = Limits(request_rate=1.0, request_capacity=1.0, token_rate=0.0, token_capacity=0.0)
+    assert DatabaseBuckets(store.engine).take("upgrade-test", limits, 1.0, 0.0) == 0.0

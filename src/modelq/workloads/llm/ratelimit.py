@@ -167,7 +167,10 @@ _ELAPSED = "(CASE WHEN :now > ts THEN :now - ts ELSE 0 END)"
 
 
 class DatabaseBuckets:
-    """Buckets as rows of one table; every take is a single conditional UPDATE (atomic on SQLite and PostgreSQL)."""
+    """Buckets as rows of one table; every take is a single conditional UPDATE (atomic on SQLite and PostgreSQL).
+
+    The table is the job store's (Alembic revision 0004): ``engine`` is a migrated store's engine.
+    """
 
     def __init__(self, engine: Engine) -> None:
         from sqlalchemy import text
@@ -183,21 +186,6 @@ class DatabaseBuckets:
         self._insert_sql = text(f"INSERT INTO {_TABLE} (bucket, req, tok, ts) VALUES (:key, :req, :tok, :now)")
         self._settle_sql = text(f"UPDATE {_TABLE} SET tok = tok - :delta WHERE bucket = :key")
         self._known: set[str] = set()
-        self._create_table()
-
-    def _create_table(self) -> None:
-        from sqlalchemy import text
-        from sqlalchemy.exc import DBAPIError
-
-        ddl = (f"CREATE TABLE IF NOT EXISTS {_TABLE} "
-               "(bucket VARCHAR(200) PRIMARY KEY, req FLOAT NOT NULL, tok FLOAT NOT NULL, ts FLOAT NOT NULL)")
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(text(ddl))
-        except DBAPIError:
-            # Two workers created it at the same instant (PostgreSQL reports the loser); it exists now.
-            with self.engine.connect() as conn:
-                conn.execute(text(f"SELECT 1 FROM {_TABLE} LIMIT 1"))
 
     def _ensure_row(self, key: str, limits: Limits) -> None:
         if key in self._known:
