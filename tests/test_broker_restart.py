@@ -1,14 +1,27 @@
-"""The embedded broker killed and restarted mid-stream: no accepted job is lost, workers consume again."""
+"""Brokers restarted mid-stream: workers consume again.
+
+The embedded broker is killed and comes back from its append-only file: no accepted job is lost.
+The system Redis (which keeps nothing on disk) and RabbitMQ are restarted as an operator would:
+the same worker processes reconnect and a canary job finishes within a minute.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import start_worker, stop_process, wait_for, wait_for_worker
+from conftest import AMQP_HOST, REDIS_URL, _backend_env, start_worker, stop_process, wait_for, wait_for_worker
+
+log = logging.getLogger(__name__)
 
 
 def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp_path: Path) -> None:
@@ -43,4 +56,186 @@ def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp
         assert [d["status"] for d in done] == ["succeeded"] * len(accepted)
         assert all(d["result"] == 1 for d in done)
     finally:
+        stop_process(worker)
+
+
+# The system Redis and RabbitMQ -----------------------------------------------------------
+#
+# These restart servers other suites on this machine use: run them under the shared lock,
+#   flock /tmp/modelq-system-services.lock .venv/bin/python -m pytest tests/test_broker_restart.py
+# Each test puts its server back in `finally`, started exactly as scripts/services starts it.
+# The timings they measure are logged: add `-o log_cli=true --log-cli-level=INFO` to see them.
+
+#: Exactly how scripts/services starts the system Redis (no persistence: a restart empties it).
+REDIS_SERVER = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
+                "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]  # fmt: skip
+#: The canary's deadline, counted from the moment the restarted broker answers again.
+CANARY_DEADLINE = 60.0
+#: A submission while the broker is down must fail, not hang, well within this.
+OUTAGE_SUBMIT_DEADLINE = 30.0
+
+needs_system_redis = pytest.mark.skipif(
+    REDIS_URL != "redis://127.0.0.1:6379" or shutil.which("redis-server") is None,
+    reason="restarts the local system Redis on 127.0.0.1:6379",
+)
+needs_system_rabbitmq = pytest.mark.skipif(
+    AMQP_HOST != "127.0.0.1:5672" or shutil.which("rabbitmqctl") is None,
+    reason="restarts the local RabbitMQ node on 127.0.0.1:5672",
+)
+
+
+def _quiet(cmd: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run a service command with no terminal and no inherited pipes: a daemon it starts outlives the test."""
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout, start_new_session=True)  # fmt: skip
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _redis_answers() -> bool:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _start_system_redis() -> None:
+    if not _redis_answers():
+        _quiet(REDIS_SERVER)
+        wait_for(_redis_answers, timeout=30, interval=0.1, what="the system Redis to answer PING")
+
+
+def _rabbitmq(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _start_rabbitmq() -> None:
+    """Bring the node back however it was left: stopped entirely, or its app stopped."""
+    if subprocess.run(["rabbitmq-diagnostics", "-q", "check_running"], capture_output=True, timeout=60).returncode == 0:
+        return
+    if subprocess.run(["rabbitmq-diagnostics", "-q", "ping"], capture_output=True, timeout=60).returncode == 0:
+        _rabbitmq("start_app")
+    else:
+        _quiet(["rabbitmq-server", "-detached"], timeout=120)
+    # -detached returns before the node registers, and await_startup fails at once on a node it
+    # cannot reach yet: ask again until the node is there and has booted.
+    wait_for(lambda: _rabbitmq("await_startup", "--timeout", "120").returncode == 0, timeout=180, interval=0.5,
+             what="RabbitMQ to start again")  # fmt: skip
+
+
+def _system_broker_app(name: str, home: Path):  # noqa: ANN202 - (env, app)
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+
+    env = _backend_env(name, home, tag="restart")
+    broker, results = env["MODELQ_BROKER_URL"], env.get("MODELQ_RESULT_BACKEND")
+    settings = load_settings(home=home, broker_url=broker, result_backend=results, imports=["modelq_test_tasks"])
+    app = create_celery_app(settings)
+    app.modelq.store  # noqa: B018 - migrate before the worker starts
+    return env, app
+
+
+def _submit_during_outage(client) -> None:  # noqa: ANN001 - modelq.Client
+    """Submit while the broker is down: refused with BrokerUnavailable, quickly."""
+    from modelq.errors import BrokerUnavailable
+
+    began = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="could not publish"):
+        client.submit("echo", {"during": "outage"})
+    took = time.monotonic() - began
+    log.info("a submission during the outage was refused after %.2fs", took)
+    assert took < OUTAGE_SUBMIT_DEADLINE, f"a submission during the outage took {took:.1f}s to fail"
+
+
+def _canary(client, worker: subprocess.Popen, hostname: str, stopped_at: float) -> dict:  # noqa: ANN001
+    """Submit a canary the moment the broker is back; the same worker process must finish it in time."""
+    back = time.monotonic()
+    canary = client.submit("echo", {"canary": "after restart"})
+    done = client.wait(canary["id"], timeout=CANARY_DEADLINE)
+    now = time.monotonic()
+    log.info("broker down for %.2fs; canary finished %.2fs after it answered again", back - stopped_at, now - back)
+    assert done["status"] == "succeeded" and done["result"] == {"canary": "after restart"}
+    assert done["worker"].startswith(hostname) and worker.poll() is None, "the worker exited instead of reconnecting"
+    return done
+
+
+@needs_system_redis
+def test_a_worker_consumes_again_after_the_system_redis_restarts(tmp_path: Path) -> None:
+    """The system Redis shut down and started again, twice (with CI's command): it keeps nothing,
+    so what was queued is gone, but the same worker process reconnects and runs new jobs."""
+    from modelq.client import Client
+
+    env, app = _system_broker_app("redis", tmp_path / "home")
+    hostname = f"restart-redis-{uuid.uuid4().hex[:6]}@"
+    worker = start_worker(env, "default", f"{hostname}%h")
+    try:
+        wait_for_worker(app, hostname)
+        client = Client.in_process(app=app)
+        # given a worker that runs jobs from the system Redis
+        assert client.run("echo", {"before": "restart"}, timeout=60) == {"before": "restart"}
+        # Twice: workers of some Celery/kombu releases came back after the first restart only (celery#8030).
+        for _ in range(2):
+            # when Redis shuts down, a submission is refused quickly rather than left hanging
+            stopped_at = time.monotonic()
+            _quiet(["redis-cli", "-p", "6379", "shutdown", "nosave"])
+            wait_for(lambda: not _redis_answers(), timeout=30, what="the system Redis to stop")
+            _submit_during_outage(client)
+            # and it starts again
+            _start_system_redis()
+            # then a canary submitted at once is run by the same worker process within the deadline
+            _canary(client, worker, hostname, stopped_at)
+    finally:
+        _start_system_redis()
+        stop_process(worker)
+
+
+@needs_system_rabbitmq
+def test_a_worker_consumes_again_after_rabbitmq_restarts(tmp_path: Path) -> None:
+    """A full RabbitMQ restart: `rabbitmqctl shutdown` (the node and its Erlang VM, waiting until
+    the process is gone) then `rabbitmq-server -detached` and `rabbitmqctl await_startup`.
+    The vhost, its permissions and a job queued before the restart survive on disk; the same
+    worker process reconnects."""
+    from modelq.client import Client
+
+    env, app = _system_broker_app("rabbitmq", tmp_path / "home")
+    vhost = env["MODELQ_BROKER_URL"].rsplit("/", 1)[1]
+    hostname = f"restart-amqp-{uuid.uuid4().hex[:6]}@"
+    worker = start_worker(env, "default", f"{hostname}%h")
+    try:
+        wait_for_worker(app, hostname)
+        client = Client.in_process(app=app)
+        # given a worker that runs jobs from its own vhost, and a job waiting on a queue it does not read yet
+        assert client.run("echo", {"before": "restart"}, timeout=60) == {"before": "restart"}
+        waiting = client.submit("tests.touch", {"path": str(tmp_path / "touched")})
+        # when the whole node stops, a submission is refused quickly rather than left hanging
+        stopped_at = time.monotonic()
+        stopped = _rabbitmq("shutdown")
+        assert stopped.returncode == 0, stopped.stderr
+        wait_for(lambda: not _port_open(5672), timeout=30, what="RabbitMQ to close its port")
+        _submit_during_outage(client)
+        # and it starts again, with the vhost and guest's permissions on it
+        _start_rabbitmq()
+        permissions = _rabbitmq("list_permissions", "-p", vhost, "--silent").stdout.split()
+        assert permissions[:4] == ["guest", ".*", ".*", ".*"], permissions
+        # then a canary submitted at once is run by the same worker process within the deadline
+        done = _canary(client, worker, hostname, stopped_at)
+        # and the waiting job outlived the restart (a durable queue, a persistent message): it runs once read
+        cpu = app.modelq.settings.broker_queue("cpu")
+        app.control.add_consumer(cpu, exchange=cpu, routing_key=cpu, destination=[done["worker"]], reply=True,
+                                 timeout=5)  # fmt: skip
+        survived = client.wait(waiting["id"], timeout=60)
+        assert survived["status"] == "succeeded" and survived["worker"] == done["worker"]
+    finally:
+        _start_rabbitmq()
         stop_process(worker)
