@@ -86,9 +86,11 @@ def test_embeddings_bad_input_and_unknown_model(served: dict) -> None:
     with httpx.Client(base_url=served["url"], timeout=120) as http:
         assert http.post("/v1/embeddings", json={"input": []}).status_code == 422
         tokens = http.post("/v1/embeddings", json={"input": [[1, 2, 3]]})
-        assert tokens.status_code == 422 and "token arrays" in tokens.json()["message"]
+        # errors come in OpenAI's shape on its routes: {"error": {"message", "type", "param", "code"}}
+        assert tokens.status_code == 422 and "token arrays" in tokens.json()["error"]["message"]
+        assert tokens.json()["error"]["param"] == "input" and tokens.json()["error"]["type"] == "invalid_request_error"
         missing = http.post("/v1/embeddings", json={"input": "hi", "model": "/no/such/model"})
-        assert missing.status_code == 404 and "/no/such/model" in missing.json()["message"]
+        assert missing.status_code == 404 and "/no/such/model" in missing.json()["error"]["message"]
         # the worker survives: the next request is served
         assert http.post("/v1/embeddings", json={"input": "still here"}).status_code == 200
 

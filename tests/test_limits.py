@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelq.api.openai_errors import OPENAI_PATHS
 from pdf_helpers import make_pdf
 from test_api import serve
 
@@ -81,9 +82,24 @@ def test_a_request_over_a_limit_is_422_naming_the_field_and_the_limit(
     response = http.post(path, **request_args)
     assert response.status_code == 422, response.text
     body = response.json()
+    if path in OPENAI_PATHS:  # OpenAI's routes answer OpenAI's error shape, with modelq's fields inside
+        body = {**body["error"], "field": body["error"]["param"]}
     assert body["field"] == field and body["limit"] == limit, body
     assert str(limit) in body["message"] and setting in body["message"], body["message"]
     assert http.get("/v1/jobs").json()["total"] == before  # nothing was queued
+
+
+def test_the_openai_client_reads_the_limit_from_its_own_error_shape(http: httpx.Client) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{str(http.base_url).rstrip('/')}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.embeddings.create(model="minilm", input=["a", "b", "c"])
+    assert caught.value.code == "InvalidInput" and caught.value.param == "input"
+    assert caught.value.body["limit"] == 2 and "MODELQ_EMBED_MAX_TEXTS" in caught.value.body["message"]
+    with pytest.raises(openai.APIStatusError) as too_big:
+        client.embeddings.create(model="minilm", input="x" * 9000)
+    assert too_big.value.status_code == 413 and too_big.value.body["limit"] == 8192
 
 
 def test_a_body_over_max_request_bytes_is_413_naming_the_limit(http: httpx.Client) -> None:

@@ -29,6 +29,7 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
     from modelq.access import KeyRing
     from modelq.api.auth import ApiKeyAuth
     from modelq.api.limits import BodySizeLimit
+    from modelq.api.openai_errors import OpenAIErrorShape
     from modelq.celery_app import create_celery_app
     from modelq.jobs.service import JobService
 
@@ -53,8 +54,9 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
     pdf_limit = (max(settings.max_request_bytes, settings.max_pdf_bytes + 1024 * 1024), "MODELQ_MAX_PDF_BYTES")
     api.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, per_path={"/v1/documents": pdf_limit})
     keys = KeyRing(settings.api_keys)
-    if keys:  # outermost: a request without a key is answered before its body is read
+    if keys:  # a request without a key is answered before its body is read
         api.add_middleware(ApiKeyAuth, keys=keys)
+    api.add_middleware(OpenAIErrorShape)  # outermost: it reshapes the answers of the two above too
     errors.install_error_handlers(api)
     api.include_router(health.router)
     api.include_router(metrics.router)
