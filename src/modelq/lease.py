@@ -19,22 +19,24 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: kombu's default key (the Redis transport's ``unacked_index_key`` option).
+#: kombu's default keys (the Redis transport's ``unacked_index_key`` and ``unacked_key`` options).
 UNACKED_INDEX = "unacked_index"
+UNACKED = "unacked"
 
 
 def held_delivery_tags() -> list[str]:
     """Delivery tags of the messages this worker holds: running and reserved jobs."""
     from celery.worker import state
 
-    tags = []
-    for request in [*state.active_requests, *state.reserved_requests]:
-        tag = (getattr(request, "delivery_info", None) or {}).get("delivery_tag") or getattr(
-            getattr(request, "message", None), "delivery_tag", None
-        )
-        if tag:
-            tags.append(str(tag))
-    return tags
+    return [tag for request in [*state.active_requests, *state.reserved_requests] if (tag := delivery_tag(request))]
+
+
+def delivery_tag(request: Any) -> str | None:
+    """The delivery tag of a worker's request (a Celery ``Request``), if it has one."""
+    tag = (getattr(request, "delivery_info", None) or {}).get("delivery_tag") or getattr(
+        getattr(request, "message", None), "delivery_tag", None
+    )
+    return str(tag) if tag else None
 
 
 def renew(client: Any, tags: list[str], now: float | None = None) -> int:
@@ -43,6 +45,28 @@ def renew(client: Any, tags: list[str], now: float | None = None) -> int:
         return 0
     now = time.time() if now is None else now
     return int(client.zadd(UNACKED_INDEX, {tag: now for tag in tags}, xx=True, ch=True) or 0)
+
+
+def settle(client: Any, tag: str) -> None:
+    """Forget one unacknowledged message, as kombu's ack does (ZREM and HDEL), on any connection."""
+    client.pipeline().zrem(UNACKED_INDEX, tag).hdel(UNACKED, tag).execute()
+
+
+def settle_elsewhere(app: Any, tag: str) -> bool:
+    """Acknowledge ``tag`` on a fresh connection (its own connection was lost). Returns whether it did.
+
+    When it cannot, the message stays unacknowledged, unrenewed, and comes back one visibility
+    timeout later; its job's record is finished by then, so that delivery does not run it again.
+    """
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            settle(conn.default_channel.client, tag)
+        return True
+    except Exception:  # the broker is still away
+        log.warning("could not acknowledge message %s after a lost connection; it comes back after the "
+                    "visibility timeout and is skipped then", tag, exc_info=True)  # fmt: skip
+        return False
 
 
 class LeaseRenewer:

@@ -42,6 +42,63 @@ def cuda_initialised() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
+@signals.worker_init.connect
+def _survive_connection_loss(sender: Any = None, **_: Any) -> None:
+    """On Redis, keep the worker and its running jobs' messages through a lost broker connection.
+
+    kombu puts a channel's unacknowledged messages back on their queues when the channel closes,
+    and acknowledges on the channel a message came on. After a lost connection both go wrong:
+    the jobs behind those messages may still be running here, so putting them back would let
+    another worker run them at the same time; and kombu tries either on a channel whose transport
+    Celery has already detached, raises ``AttributeError`` and the worker exits instead of
+    reconnecting. So the lost channel's messages stay where they are (the lease keeps renewing
+    those of running jobs, see :mod:`modelq.lease`), and a running job's message is acknowledged
+    on a fresh connection when the job ends. A message of a job that ends with a requeue (its pool
+    process died) is left to come back one visibility timeout later.
+    """
+    from modelq.broker import is_redis_url
+
+    app = getattr(sender, "app", None)
+    if app is None or not is_redis_url(app.conf.broker_url):
+        return
+    from celery.utils.imports import symbol_by_name
+    from celery.worker.state import active_requests, reserved_requests
+
+    base = symbol_by_name(sender.consumer_cls)
+
+    class Consumer(base):  # type: ignore[misc, valid-type]
+        def on_connection_error_after_connected(self, exc: Exception) -> None:
+            transport = getattr(self.connection, "_transport", None)
+            for channel in list(getattr(transport, "channels", None) or []):
+                channel.do_restore = False
+            # Reserved too: a prefork pool may have a job that has not reported its start yet.
+            for request in {*active_requests, *reserved_requests}:
+                if request.task.acks_late and not request.acknowledged:
+                    _acknowledge_elsewhere(self.app, request)
+            super().on_connection_error_after_connected(exc)
+
+    sender.consumer_cls = Consumer
+
+
+def _acknowledge_elsewhere(app: Celery, request: Any) -> None:
+    """Send a running job's acknowledgement over a fresh connection (its own was lost)."""
+    from modelq.lease import delivery_tag, settle_elsewhere
+
+    tag = delivery_tag(request)
+    if tag is None:
+        return
+
+    def on_ack(*_: Any, **__: Any) -> None:
+        settle_elsewhere(app, tag)
+
+    def on_reject(_logger: Any = None, _errors: Any = None, requeue: bool = False) -> None:
+        if not requeue:
+            settle_elsewhere(app, tag)
+
+    request._on_ack = on_ack
+    request.on_reject = on_reject
+
+
 @signals.worker_process_init.connect
 def _start_models_in_child(**_: Any) -> None:
     # A prefork child: the job store re-creates its engine per process (it checks the

@@ -189,6 +189,12 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])
 
 
+def process(pid: int) -> tuple[int, int] | None:
+    """(pid, start time) of a live process, to tell it from a later one with its pid; None when gone."""
+    info = _stat(pid)
+    return None if info is None else (pid, info[1])
+
+
 def descendants(pid: int) -> list[tuple[int, int]]:
     """(pid, start time) of every live descendant of ``pid``."""
     parents: dict[int, list[tuple[int, int]]] = {}

@@ -1,0 +1,448 @@
+"""Scenario ``chaos`` (target R1): submit jobs while killing workers and the broker; count what is lost.
+
+One embedded Redis under a fresh temporary home, two ``modelq worker --pool prefork -c 2``
+processes on the ``default`` queue, and this process submitting ``bench.chaos_work`` jobs (0.5 s
+of "work" each, :mod:`modelq.bench.chaos_tasks`) through the in-process client at a steady pace.
+At fixed points of the stream, each once every worker answers a ping again, it
+
+* **kills a pool process** running a job (SIGKILL; the worker's parent replaces it);
+* **starts a long job** (45 s) that is still running when the broker comes back, so its lease
+  has to survive the outage;
+* **kills the broker** (SIGKILL to redis-server), goes on submitting (submissions are refused
+  while it is down, and sent again later), then restarts it from its append-only file
+  (``EmbeddedRedis.ensure_running()``) after ``OUTAGE_SECONDS`` or the first refusal, whichever
+  ends later;
+* **kills a whole worker** (SIGKILL to its process group) while all its pool processes run
+  jobs, then starts it again.
+
+Workers run with a visibility timeout of 6 s, so a dead worker's jobs come back within seconds.
+Then it waits, up to a deadline, for every accepted job to finish, stops the workers (warm
+shutdown: running bodies end) and reads the job store and the task's log.
+
+Figures:
+
+* ``submitted``: submissions accepted (a job record and a published message); ``refused``:
+  submissions refused with ``BrokerUnavailable`` while the broker was down (each is sent again
+  later); ``refused_after_seconds``: the longest a refusal took.
+* ``succeeded``, ``failed``: accepted jobs whose record ended so (``failed`` includes cancelled).
+* ``lost``: accepted jobs whose record is gone or still unfinished at the deadline
+  (``lost_jobs`` lists them with their status).
+* ``duplicated_concurrently``: accepted jobs with two runs of their body that overlapped in
+  time. A run is the interval from its "start" line to its "end" line in the task's log. A run
+  with no "end" was killed by this scenario: its end is the moment its process was known to be
+  dead (taken after the SIGKILL and the wait for the process), so a redelivery that starts after
+  the kill does not overlap it. A run with no end that no kill explains counts as running until
+  the end of time (``unexplained_open_runs``), so it cannot hide an overlap.
+* ``ran_more_than_once`` (body started twice or more, e.g. once killed, once to completion) and
+  ``completed_more_than_once`` (body ran to its end twice) are reported beside, as are
+  ``max_attempts`` (the highest ``attempts`` of a record), ``worker_kills`` (pool processes and
+  whole workers), ``worker_exits`` (workers that ended without being killed: a bug),
+  ``broker_restarts``, ``broker_down_seconds`` and ``wall_seconds``.
+
+Targets: ``lost == 0`` and ``duplicated_concurrently == 0``. Figures are reported, never asserted here.
+
+A whole worker is killed while all its processes are busy on purpose: an idle or half-idle
+worker may have a message that Redis has already handed over (``BRPOP``) but kombu has not yet
+recorded as unacknowledged, and killing it then loses that job (a window of kombu's Redis
+transport, not of modelq's, that no lease can cover).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelq.bench import BenchError
+from modelq.bench.chaos_tasks import TASK, concurrent_jobs, read_log, running, runs
+from modelq.bench.report import Panel, Report, verdict
+from modelq.bench.support import (
+    Child,
+    child_env,
+    descendants,
+    hermetic_settings,
+    kill_leftovers,
+    process,
+    release_results,
+    still_running,
+    wait_until,
+)
+
+TARGET = {"lost": 0, "duplicated_concurrently": 0}
+WORKERS = 2
+CONCURRENCY = 2
+VISIBILITY_TIMEOUT = 6
+JOB_SECONDS = 0.5
+LONG_JOB_SECONDS = 45.0
+#: Seconds between two submissions (a little under what the workers can run).
+PACE = 0.15
+#: Seconds the broker stays down at least; submissions go on (and are refused) meanwhile.
+OUTAGE_SECONDS = 1.5
+SETTLE_TIMEOUT = 90.0
+BUSY_TIMEOUT = 20.0
+
+#: What happens where in the stream: (jobs accepted before it, event).
+QUICK_PLAN = [(10, "kill_child"), (20, "long_job"), (25, "kill_broker"), (40, "kill_worker")]
+FULL_PLAN = [(20, "kill_child"), (40, "kill_worker"), (60, "long_job"), (65, "kill_broker"), (90, "kill_child"),
+             (110, "kill_worker"), (130, "long_job"), (135, "kill_broker"), (160, "kill_child"),
+             (180, "kill_worker")]  # fmt: skip
+
+
+def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None] = lambda _m: None) -> Report:
+    """Measure; returns the report (see the module docstring)."""
+    n_jobs = 60 if quick else 200
+    plan = QUICK_PLAN if quick else FULL_PLAN
+    with ExitStack() as stack:
+        home = Path(tempfile.mkdtemp(prefix="modelq-bench-chaos-"))
+        stack.callback(shutil.rmtree, home, ignore_errors=True)
+        chaos = Chaos(stack, home, say, max_deliveries=len(plan) + 2)
+        started = time.monotonic()
+        chaos.submit(n_jobs, plan)
+        say(f"{len(chaos.accepted)} jobs accepted ({chaos.refused} submissions refused); waiting for them")
+        records = chaos.wait_all(timeout=LONG_JOB_SECONDS + (90.0 if quick else 240.0))
+        wall = time.monotonic() - started
+        say("stopping the workers (warm shutdown) and reading the log")
+        chaos.stop_workers()
+        figures = analyse(chaos.accepted, records, runs(read_log(chaos.log), chaos.kills))
+
+    def count(*names: str) -> int:
+        return sum(1 for e in chaos.events if e["event"] in names)
+
+    figures.update(
+        jobs=n_jobs,
+        refused=chaos.refused,
+        refused_after_seconds=round(max(chaos.refusals, default=0.0), 2),
+        worker_kills=count("kill_child", "kill_worker"),
+        broker_restarts=count("restart_broker"),
+        broker_down_seconds=round(max(chaos.down_seconds, default=0.0), 2),
+        worker_exits=count("worker_exited"),
+        wall_seconds=round(wall, 2),
+        events=chaos.events,
+    )
+    return _report(figures)
+
+
+@dataclass
+class Chaos:
+    """The broker, the workers, the client, and what was done to them."""
+
+    stack: ExitStack
+    home: Path
+    say: Callable[[str], None]
+    max_deliveries: int
+    accepted: list[str] = field(default_factory=list)
+    long_jobs: list[str] = field(default_factory=list)
+    refused: int = 0
+    #: Seconds each refused submission took to be refused, and each broker outage lasted.
+    refusals: list[float] = field(default_factory=list)
+    down_seconds: list[float] = field(default_factory=list)
+    #: (pid, time.time() when it was known dead) for every process this scenario killed.
+    kills: list[tuple[int, float]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from modelq.broker import EmbeddedRedis
+        from modelq.celery_app import create_celery_app
+        from modelq.client import Client
+
+        self.log = self.home / "runs.jsonl"
+        self.t0 = time.time()
+        self.say(f"starting the embedded Redis under {self.home}")
+        self.broker = EmbeddedRedis(self.home)
+        self.broker.ensure_running()
+        self.stack.callback(self.broker.stop)
+        self.env = child_env(
+            self.home,
+            MODELQ_IMPORTS="modelq.bench.chaos_tasks",
+            MODELQ_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
+            # No job can reach this through the scenario's kills alone: a job that fails is a finding.
+            MODELQ_MAX_DELIVERIES=str(self.max_deliveries),
+        )
+        settings = hermetic_settings(self.home, {k: v for k, v in self.env.items() if k.startswith("MODELQ_")})
+        self.app = create_celery_app(settings)
+        self.stack.callback(release_results, self.app)
+        self.store = self.app.modelq.store  # migrated before the workers start
+        self.client = Client.in_process(app=self.app)
+        self.workers: list[Child] = []
+        self.trees: list[list[tuple[int, int]]] = [[] for _ in range(WORKERS)]
+        self.stack.callback(self._kill_all)
+        self.say(f"starting {WORKERS} workers (prefork, {CONCURRENCY} processes each)")
+        self.workers = [self._spawn(i) for i in range(WORKERS)]
+        self._settle()
+
+    # Workers ---------------------------------------------------------------------------
+
+    def _name(self, i: int) -> str:
+        return f"chaos-{i}@modelq-bench"
+
+    def _spawn(self, i: int) -> Child:
+        return Child(
+            self._name(i),
+            [sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "prefork", "-c", str(CONCURRENCY),
+             "--loglevel", "WARNING", "--hostname", self._name(i)],
+            env=self.env, cwd=self.home, log=self.home / f"worker-{i}.log",
+        )  # fmt: skip
+
+    def _settle(self) -> None:
+        """Wait until every worker answers a ping (after a restart of it or of the broker)."""
+        for i in range(WORKERS):
+            name = self._name(i)
+
+            def answered(name: str = name) -> bool:
+                self._restart_exited_workers()
+                try:
+                    replies = self.app.control.ping(destination=[name], timeout=0.5) or []
+                except Exception:  # noqa: BLE001 - this process's connection may still be finding the restarted broker
+                    return False
+                return any(name in reply for reply in replies)
+
+            wait_until(answered, timeout=SETTLE_TIMEOUT, what=f"{name} to answer a ping", interval=0.1)
+            self.trees[i] += descendants(self.workers[i].pid)
+
+    def _restart_exited_workers(self) -> None:
+        """A worker that exited without being killed is a finding: note it, and start it again."""
+        for i, worker in enumerate(self.workers):
+            if not worker.alive():
+                self._event("worker_exited", worker=self._name(i), code=worker.proc.returncode, log=worker.log_tail(300))
+                self.workers[i] = self._spawn(i)
+
+    def _busy(self, i: int) -> list[str]:
+        """Jobs whose body runs in worker ``i`` now."""
+        now = running(read_log(self.log))
+        return [now[pid] for pid, _ in descendants(self.workers[i].pid) if pid in now]
+
+    def stop_workers(self) -> None:
+        for i, worker in enumerate(self.workers):
+            self.trees[i] += descendants(worker.pid)
+            worker.stop(signal.SIGTERM, timeout=30)
+            kill_leftovers(self.trees[i])
+
+    def _kill_all(self) -> None:
+        for i, worker in enumerate(self.workers):
+            self.trees[i] += descendants(worker.pid)
+            worker.kill()
+            kill_leftovers(self.trees[i])
+
+    # Submitting, with chaos --------------------------------------------------------------
+
+    def submit(self, n_jobs: int, plan: list[tuple[int, str]]) -> None:
+        """Submit ``n_jobs``, one every ``PACE`` seconds, doing each event of ``plan`` on its turn."""
+        todo = list(plan)
+        outage_until: float | None = None
+        say_every = max(1, n_jobs // 5)
+        while len(self.accepted) < n_jobs + len(self.long_jobs) or outage_until is not None:
+            if outage_until is not None and time.monotonic() >= outage_until:
+                self._broker_up()
+                outage_until = None
+            if outage_until is None:
+                self._restart_exited_workers()
+            while todo and todo[0][0] <= len(self.accepted) - len(self.long_jobs) and outage_until is None:
+                _, event = todo.pop(0)
+                self._settle()
+                if event == "kill_broker":
+                    self._broker_down()
+                    outage_until = time.monotonic() + OUTAGE_SECONDS
+                else:
+                    getattr(self, f"_{event}")(sum(1 for e in self.events if e["event"] == event))
+            if len(self.accepted) - len(self.long_jobs) < n_jobs and self._submit(JOB_SECONDS) is not None:
+                if len(self.accepted) % say_every == 0:
+                    self.say(f"{len(self.accepted)} jobs accepted")
+            time.sleep(PACE)
+
+    def _submit(self, seconds: float) -> str | None:
+        """Submit one job; its id, or None when the broker refused it (counted, not accepted)."""
+        from modelq.errors import BrokerUnavailable
+
+        asked = time.monotonic()
+        try:
+            job = self.client.submit(TASK, {"log": str(self.log), "seconds": seconds})
+        except BrokerUnavailable:
+            self.refused += 1
+            self.refusals.append(time.monotonic() - asked)
+            return None
+        self.accepted.append(job["id"])
+        return job["id"]
+
+    def _event(self, event: str, **detail: Any) -> None:
+        self.events.append({"event": event, "at": round(time.time() - self.t0, 2), **detail})
+        self.say(f"{event}: {detail}")
+
+    def _long_job(self, nth: int) -> None:
+        """Submit a job that outlasts the next broker outage, and wait for it to start."""
+        job_id = wait_until(lambda: self._submit(LONG_JOB_SECONDS), timeout=SETTLE_TIMEOUT, what="a long job accepted")
+        self.long_jobs.append(job_id)
+        wait_until(lambda: job_id in running(read_log(self.log)).values(), timeout=SETTLE_TIMEOUT,
+                   what=f"long job {job_id} to start")  # fmt: skip
+        self._event("long_job", job=job_id, seconds=LONG_JOB_SECONDS)
+
+    def _kill_child(self, nth: int) -> None:
+        """SIGKILL a pool process that is running a short job (its worker starts another one)."""
+
+        def victim() -> tuple[int, int, int] | None:
+            now = running(read_log(self.log))
+            for i, worker in enumerate(self.workers):
+                for pid, started in descendants(worker.pid):
+                    if pid in now and now[pid] not in self.long_jobs:
+                        return i, pid, started
+            return None
+
+        i, pid, started = wait_until(victim, timeout=BUSY_TIMEOUT, what="a pool process running a job")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not still_running([(pid, started)]), timeout=10, what=f"pool process {pid} to die")
+        self.kills.append((pid, time.time()))
+        self._event("kill_child", worker=self._name(i), pid=pid)
+
+    def _kill_worker(self, nth: int) -> None:
+        """SIGKILL a whole worker (its process group) while all its processes run short jobs; start it again."""
+
+        def full(i: int) -> bool:
+            busy = self._busy(i)
+            return len(busy) == CONCURRENCY and not set(busy) & set(self.long_jobs)
+
+        order = [(nth + k) % WORKERS for k in range(WORKERS)]
+        try:
+            i = wait_until(lambda: [j for j in order if full(j)], timeout=BUSY_TIMEOUT,
+                           what="a worker with every process busy")[0]  # fmt: skip
+        except BenchError:
+            i = order[0]  # reported: at_capacity is False
+        worker = self.workers[i]
+        tree = [(worker.pid, 0), *descendants(worker.pid)]
+        busy = self._busy(i)
+        worker.kill()
+        kill_leftovers(tree[1:])
+        wait_until(lambda: not still_running(tree[1:]), timeout=10, what=f"{self._name(i)} to die")
+        dead_at = time.time()
+        self.kills += [(pid, dead_at) for pid, _ in tree]
+        self._event("kill_worker", worker=self._name(i), processes=len(tree), running_jobs=len(busy),
+                    at_capacity=len(busy) == CONCURRENCY)  # fmt: skip
+        self.workers[i] = self._spawn(i)
+
+    def _broker_down(self) -> None:
+        """SIGKILL redis-server while a worker has a job running and a process free.
+
+        A free process means its worker is waiting on the broker for the next message, the
+        moment a lost connection is hardest on a worker.
+        """
+        try:
+            i = wait_until(lambda: [j for j in range(WORKERS) if 0 < len(self._busy(j)) < CONCURRENCY],
+                           timeout=BUSY_TIMEOUT, what="a worker with a job running and a process free")[0]  # fmt: skip
+        except BenchError:
+            i = None  # reported: waiting_worker is None
+        pid = self.broker.pid()
+        server = process(pid) if pid is not None else None
+        if server is None:
+            raise BenchError(f"the embedded broker under {self.home} is not running")
+        os.kill(pid, signal.SIGKILL)
+        # Not ``broker.ping()``: against a dead server, redis-py retries for seconds before it says no.
+        wait_until(lambda: not still_running([server]), timeout=10, what="the broker to die")
+        self.down_since = time.monotonic()
+        self._event("kill_broker", pid=pid, running_jobs=sum(len(self._busy(j)) for j in range(WORKERS)),
+                    waiting_worker=None if i is None else self._name(i))  # fmt: skip
+
+    def _broker_up(self) -> None:
+        self.broker.ensure_running()
+        self.down_seconds.append(time.monotonic() - self.down_since)
+        self._event("restart_broker", pid=self.broker.pid(), down_seconds=round(self.down_seconds[-1], 2))
+
+    # Waiting -----------------------------------------------------------------------------
+
+    def wait_all(self, timeout: float) -> dict[str, dict[str, Any] | None]:
+        """Poll the job store until every accepted job has finished (or ``timeout``); their records."""
+        records: dict[str, dict[str, Any] | None] = {}
+        unfinished = list(self.accepted)
+        deadline = time.monotonic() + timeout
+        while unfinished:
+            self._restart_exited_workers()
+            for job_id in unfinished:
+                records[job_id] = self.store.get(job_id, with_position=False)
+            unfinished = [j for j in unfinished if (records[j] or {}).get("status") in ("queued", "running")]
+            if not unfinished or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        if unfinished:
+            self.say(f"{len(unfinished)} jobs unfinished after {timeout:g}s")
+        return records
+
+
+def analyse(accepted: list[str], records: dict[str, dict[str, Any] | None], all_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The job figures (see the module docstring) from the records and the runs in the task's log."""
+    mine = set(accepted)
+    started: dict[str, int] = {}
+    completed: dict[str, int] = {}
+    for r in all_runs:
+        started[r["job"]] = started.get(r["job"], 0) + 1
+        completed[r["job"]] = completed.get(r["job"], 0) + (r["ended"] == "end")
+    status = {job: (records.get(job) or {}).get("status") for job in accepted}
+    finished = ("succeeded", "failed", "cancelled")
+    return {
+        "submitted": len(accepted),
+        "succeeded": sum(s == "succeeded" for s in status.values()),
+        "failed": sum(s in ("failed", "cancelled") for s in status.values()),
+        "lost": sum(s not in finished for s in status.values()),
+        "duplicated_concurrently": len(concurrent_jobs(all_runs) & mine),
+        "ran_more_than_once": sum(started.get(j, 0) > 1 for j in accepted),
+        "completed_more_than_once": sum(completed.get(j, 0) > 1 for j in accepted),
+        "succeeded_without_a_completed_run": sum(s == "succeeded" and not completed.get(j) for j, s in status.items()),
+        "max_attempts": max(((records.get(j) or {}).get("attempts") or 0 for j in accepted), default=0),
+        "runs": len(all_runs),
+        "killed_runs": sum(r["ended"] == "killed" for r in all_runs),
+        "unexplained_open_runs": sum(r["ended"] == "unexplained" for r in all_runs),
+        "lost_jobs": [{"id": j, "status": s, "attempts": (records.get(j) or {}).get("attempts")}
+                      for j, s in status.items() if s not in finished],  # fmt: skip
+    }
+
+
+def _report(figures: dict[str, Any]) -> Report:
+    meets = {"lost": figures["lost"] <= TARGET["lost"],
+             "duplicated_concurrently": figures["duplicated_concurrently"] <= TARGET["duplicated_concurrently"]}  # fmt: skip
+    figures.update(
+        scenario="chaos",
+        target=dict(TARGET),
+        meets_target=meets,
+        broker="embedded redis (unix socket), killed with SIGKILL and restarted from its append-only file",
+        pool=f"{WORKERS} prefork workers x {CONCURRENCY}",
+        visibility_timeout=VISIBILITY_TIMEOUT,
+        job_seconds=JOB_SECONDS,
+        long_job_seconds=LONG_JOB_SECONDS,
+    )
+    f = figures
+    rows = [
+        ["submitted (accepted)", str(f["submitted"]), "", ""],
+        ["succeeded", str(f["succeeded"]), f"= {f['submitted']}", verdict(f["succeeded"] == f["submitted"])],
+        ["failed", str(f["failed"]), "", ""],
+        ["lost", str(f["lost"]), "= 0", verdict(meets["lost"])],
+        ["duplicated concurrently", str(f["duplicated_concurrently"]), "= 0", verdict(meets["duplicated_concurrently"])],
+        ["ran more than once (one after the other)", str(f["ran_more_than_once"]), "", ""],
+        ["completed more than once", str(f["completed_more_than_once"]), "", ""],
+        ["max attempts", str(f["max_attempts"]), "", ""],
+        ["worker kills / exits by themselves", f"{f['worker_kills']} / {f['worker_exits']}", "", ""],
+        ["broker restarts (longest outage)", f"{f['broker_restarts']} ({f['broker_down_seconds']:.1f} s)", "", ""],
+        ["submissions refused (longest refusal)", f"{f['refused']} ({f['refused_after_seconds']:.1f} s)", "", ""],
+        ["wall", f"{f['wall_seconds']:.1f} s", "", ""],
+    ]  # fmt: skip
+    return Report(
+        scenario="chaos",
+        title="R1: jobs under worker kills and broker restarts (embedded Redis)",
+        figures=figures,
+        columns=["", "value", "target", "met"],
+        rows=rows,
+        panels=[
+            Panel("accepted jobs", "jobs", {"submitted": f["submitted"], "succeeded": f["succeeded"], "failed": f["failed"],
+                                            "lost": f["lost"], "run twice at once": f["duplicated_concurrently"]}),
+            Panel("chaos", "count", {"worker kills": f["worker_kills"], "broker restarts": f["broker_restarts"],
+                                     "refused": f["refused"], "runs killed": f["killed_runs"]}),
+        ],  # fmt: skip
+        notes=[
+            f"{WORKERS} prefork workers x {CONCURRENCY}, visibility timeout {VISIBILITY_TIMEOUT} s, jobs of {JOB_SECONDS} s "
+            f"and long jobs of {LONG_JOB_SECONDS:g} s across broker outages; a killed run ends when its process is known "
+            "dead, so a redelivery after the kill is not counted as concurrent.",
+        ],
+    )
