@@ -88,6 +88,45 @@ def test_malformed_json_is_422(http: httpx.Client) -> None:
     assert "JSON decode error" in response.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status", "error", "message"),
+    [
+        # JSON that Python parses but nothing downstream can carry: refused, not stored (or a 500)
+        ("POST", "/v1/jobs", b'{"task": "echo", "input": {"x": NaN}}', "application/json", 422, "InvalidInput",
+         "x is nan: JSON numbers are finite"),
+        ("POST", "/v1/jobs", b'{"task": "echo", "input": {"x": [Infinity]}}', "application/json", 422, "InvalidInput",
+         "x[0] is inf"),
+        ("POST", "/v1/jobs", b'{"task": "echo", "input": {"x": "\\ud800"}}', "application/json", 422, "InvalidInput",
+         "x is not valid Unicode (a lone surrogate"),
+        ("POST", "/v1/jobs", b'{"task": "\\ud800"}', "application/json", 422, "InvalidInput", "task: "),
+        # a JSON body sent as text: pydantic's error carries the raw bytes, which must not become a 500
+        ("POST", "/v1/jobs", b'{"task": "echo"}', "text/plain", 422, "InvalidInput", "body: "),
+        ("GET", "/v1/jobs?offset=9223372036854775808", None, None, 422, "InvalidInput", "query.offset"),
+        # FastAPI's and Starlette's own refusals come in the same shape as ours
+        ("POST", "/v1/documents", b"--x\r\n[None]--x--\r\n", "multipart/form-data; boundary=x", 400, "BadRequest",
+         "multipart"),
+        ("GET", "/nope", None, None, 404, "NotFound", "Not Found"),
+        ("DELETE", "/v1/tasks", None, None, 405, "MethodNotAllowed", "Method Not Allowed"),
+    ],
+)  # fmt: skip
+def test_odd_requests_get_a_4xx_in_the_error_shape(http: httpx.Client, method: str, path: str, body: bytes | None,
+                                                   content_type: str | None, status: int, error: str,
+                                                   message: str) -> None:  # fmt: skip
+    headers = {"content-type": content_type} if content_type else {}
+    response = http.request(method, path, content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error and message in response.json()["message"]
+
+
+def test_the_schema_documents_our_error_body(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    submit = spec["paths"]["/v1/jobs"]["post"]["responses"]
+    bodies = {status: submit[status]["content"]["application/json"]["schema"] for status in ("400", "404", "413", "422", "429")}
+    assert bodies == dict.fromkeys(bodies, error)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
 def test_body_over_the_limit_is_413(http: httpx.Client) -> None:
     big = {"task": "echo", "input": {"blob": "x" * 5000}}
     response = http.post("/v1/jobs", json=big)

@@ -193,10 +193,11 @@ def test_openai_client_images_generate(served: dict) -> None:
     assert [httpx.get(url).content for url in urls] == pngs  # same seed, same images
     with pytest.raises(openai.NotFoundError) as missing:
         client.images.generate(model="dall-e-3", prompt=PROMPT)
-    assert "unknown model 'dall-e-3'" in missing.value.response.json()["message"]
+    # errors come in OpenAI's shape, which the client reads: its message, param and code
+    assert "unknown model 'dall-e-3'" in missing.value.body["message"] and missing.value.code == "ModelNotFound"
     with pytest.raises(openai.UnprocessableEntityError) as too_big:
         client.images.generate(model=MODEL, prompt=PROMPT, size="1000x1000")
-    assert too_big.value.response.json()["field"] == "size"
+    assert too_big.value.param == "size" and too_big.value.body["limit"] == TINY_CAPS["image_max_side"]
 
 
 @pytest.mark.parametrize(
@@ -253,10 +254,12 @@ def test_unknown_models_answer_404_and_a_failed_load_fails_only_its_job(served: 
     wrong_class = _generate(http, pipeline="StableDiffusionXLPipeline")
     assert wrong_class.status_code == 422
     assert "pipeline 'StableDiffusionXLPipeline' cannot run model 'tiny-sd'" in wrong_class.json()["message"]
-    # a path is taken as a model, loaded by the worker; a missing one fails that job with a JSON error
+    # a path is taken as a model, loaded by the worker; a missing one fails that job, and the answer
+    # is the request's fault (not a 5xx), naming the field
     task_id = _async(http, modelid=str(served["root"] / "missing-model"), num_inference_steps=2)
     failed = wait_for(lambda: (r := http.get(f"/results/{task_id}", params={"wait": 5})).status_code != 202 and r,
                       timeout=60, what="the job to fail")  # fmt: skip
-    assert failed.status_code == 500 and failed.json()["error"] == "JobFailed"
+    assert failed.status_code == 422 and failed.json()["field"] == "modelid" and failed.json()["job_id"] == task_id
     assert "missing-model" in failed.json()["message"]
+    assert _generate(http, modelid=str(served["root"] / "missing-model")).status_code == 422
     assert _generate(http, generator=3).status_code == 200

@@ -26,7 +26,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from modelq.api.models import model_listing
-from modelq.api.schemas import JobOut
+from modelq.api.errors import responses as error_responses
+from modelq.api.schemas import JobOut, event_stream
 from modelq.errors import BrokerUnavailable, ModelqError
 from modelq.inspection import pool_name
 from modelq.jobs.records import record_dict
@@ -168,13 +169,15 @@ def _owner(request: Request) -> str | None:
     return getattr(request.state, "owner", None)
 
 
-@router.get("/v1/cluster")
+@router.get("/v1/cluster", responses=error_responses(503))
 def get_cluster(request: Request) -> dict[str, Any]:
     """Workers (with their resident models and memory), queues and their depths, models, job counts."""
     return for_owner(cached_cluster_report(_app(request)), request.app.state.jobs.store, _owner(request))
 
 
-@router.get("/v1/cluster/events")
+@router.get("/v1/cluster/events", response_class=StreamingResponse,
+            responses=event_stream("a `cluster` event with the report every few seconds (`problem` when it fails)",
+                                   ("cluster", "problem")))
 async def cluster_events(request: Request) -> StreamingResponse:
     """Server-Sent Events: a `cluster` event with the report every few seconds."""
     app, store, owner = _app(request), request.app.state.jobs.store, _owner(request)
@@ -212,7 +215,8 @@ def _state(job: dict[str, Any]) -> tuple:
             job["worker"], job["attempts"])  # fmt: skip
 
 
-@router.get("/v1/events")
+@router.get("/v1/events", response_class=StreamingResponse,
+            responses=event_stream("a `job` event whenever any job is created or changes", ("job",)))
 async def all_job_events(request: Request) -> StreamingResponse:
     """Server-Sent Events: a `job` event (the record without input and result) whenever any job
     is created or changes; first one for each queued, running or just finished job."""

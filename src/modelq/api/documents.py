@@ -18,9 +18,11 @@ from typing import Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from modelq.api.embeddings import run_job
-from modelq.api.schemas import JobOut
+from modelq.api.errors import responses as error_responses
+from modelq.api.schemas import JobOut, Progress
 from modelq.errors import DocumentNotReady, InvalidInput, JobNotFound, JobTimeout
 from modelq.jobs.records import JobStatus
 from modelq.workloads.enrich import EMBEDDINGS, TASK, submit_document
@@ -31,6 +33,22 @@ router = APIRouter(tags=["documents"])
 #: The longest ``GET /v1/documents/{id}?wait=`` holds the connection.
 MAX_WAIT_SECONDS = 30.0
 MAX_RESULTS = 100
+
+
+class DocumentOut(BaseModel):
+    """A document: its state, and once enriched its snippets and page images (see ``document_view``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str
+    filename: str | None = None
+    progress: Progress
+    queue_position: int | None = Field(default=None, description="while queued")
+    pages: int | None = Field(default=None, description="once enriched, as are snippets, images, embeddings and model")
+    model: str | None = None
+    snippets: list[dict[str, Any]] | None = None
+    error: str | None = Field(default=None, description="why its enrich job failed")
 
 
 def _owner(request: Request) -> str | None:
@@ -65,7 +83,7 @@ def document_view(job: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-@router.post("/v1/documents", status_code=202, response_model=JobOut)
+@router.post("/v1/documents", status_code=202, response_model=JobOut, responses=error_responses(429, 503))
 async def upload_document(
     request: Request,
     file: UploadFile = File(..., description="a PDF document"),
@@ -83,11 +101,13 @@ async def upload_document(
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=202)
 
 
-@router.get("/v1/documents/{document_id}")
+@router.get("/v1/documents/{document_id}", response_model=DocumentOut,
+            responses={202: {"model": DocumentOut, "description": "still being enriched"}, **error_responses(404)})
 async def get_document(
     document_id: str,
     request: Request,
-    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll: wait up to this many seconds"),
+    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False,
+                        description="long-poll: wait up to this many seconds"),  # fmt: skip
 ) -> JSONResponse:
     """A document: 202 with progress while it is enriched, 200 with its snippets and page images once done."""
     job = await run_in_threadpool(_document_job, request, document_id, wait)
@@ -95,7 +115,7 @@ async def get_document(
     return JSONResponse(document_view(job), status_code=200 if finished else 202)
 
 
-@router.get("/v1/documents/{document_id}/search")
+@router.get("/v1/documents/{document_id}/search", responses=error_responses(404, 409, 429, 500, 503, 504))
 async def search_document(
     document_id: str,
     request: Request,

@@ -15,11 +15,13 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelq.api.errors import responses as error_responses
+from modelq.api.schemas import JsonObject
 from modelq.errors import InvalidInput, JobFailed
 from modelq.workloads import embed as embedding
 from modelq.workloads import rerank as reranking
 
-router = APIRouter(tags=["embeddings"])
+router = APIRouter(tags=["embeddings"], responses=error_responses(404, 429, 500, 503, 504))
 
 #: The longest a synchronous endpoint waits for its job.
 SYNC_TIMEOUT_SECONDS = 300.0
@@ -29,7 +31,7 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input: str | list[str] | list[int] | list[list[int]]
-    model: str = embedding.DEFAULT_MODEL
+    model: str = Field(default=embedding.DEFAULT_MODEL, min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
@@ -39,7 +41,7 @@ class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     query: str = Field(min_length=1)
-    documents: list[str | dict[str, Any]] = Field(min_length=1)
+    documents: list[str | JsonObject] = Field(min_length=1)
     model: str | None = None
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool = False

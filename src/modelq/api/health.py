@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from modelq.broker import check_broker
 
 router = APIRouter(tags=["health"])
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, dict[str, Any]] = Field(description="broker, database, workers: each {ok, ...} or {ok: false, error}")
 
 
 @router.get("/healthz")
@@ -16,7 +24,8 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=ReadyOut,
+            responses={503: {"model": ReadyOut, "description": "not ready: a check failed (see `checks`)"}})
 async def readyz(request: Request) -> JSONResponse:
     """Ready when the broker and the database answer and at least one worker replies to a ping."""
     service = request.app.state.jobs

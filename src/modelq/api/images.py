@@ -26,6 +26,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelq.api.errors import responses as error_responses
+from modelq.api.schemas import Progress
 from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout, ModelNotFound
 from modelq.jobs.records import JobStatus
 from modelq.models.registry import ModelRegistry
@@ -40,6 +42,11 @@ MAX_WAIT_SECONDS = 30.0
 CELERY_STATES = {"queued": "PENDING", "running": "STARTED", "succeeded": "SUCCESS", "failed": "FAILURE",
                  "cancelled": "REVOKED"}  # fmt: skip
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+#: The image itself, for the routes that answer a PNG.
+PNG = {"description": "the image (its job's id in `X-Job-Id`, its seed in `X-Seed`)",
+       "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}  # fmt: skip
+#: What a request that waits for its images can meet, besides a malformed body.
+WAIT_ERRORS = error_responses(404, 409, 429, 500, 503, 504)
 
 
 class ImageGenerationRequest(BaseModel):
@@ -80,6 +87,15 @@ class GenRequest(BaseModel):
     modelid: str | None = Field(default=None, description="a declared model, a path or a hub id")
 
 
+class PendingImage(BaseModel):
+    """``GET /results/{id}`` while its job is queued or running."""
+
+    task: Literal["PENDING", "STARTED"] = Field(description="Celery's name for the state")
+    status: str
+    progress: Progress
+    queue_position: int | None = None
+
+
 #: How the seed-style request spells the task's fields (errors name the request's field).
 _GEN_FIELDS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "n": "num_images_per_prompt",
                "seed": "generator", "model": "modelid"}  # fmt: skip
@@ -108,14 +124,22 @@ def submit(request: Request, data: dict[str, Any], names: dict[str, str] | None 
     return service.submit(TASK, job_input, owner=_owner(request) or "")
 
 
-def _raise_for(job: dict[str, Any]) -> None:
-    """A finished job that has no images becomes the matching HTTP error."""
+def _raise_for(request: Request, job: dict[str, Any], model_field: str = "model") -> None:
+    """A finished job that has no images becomes the matching HTTP error.
+
+    ``model_field`` is how the request spells the model (``modelid`` in the seed-style routes).
+    """
     if job["status"] == JobStatus.CANCELLED.value:
         raise JobCancelled(job["id"])
     error = job.get("error") or job["status"]
     kind, _, message = error.partition(": ")
     if kind == "InvalidInput":  # refused by the worker's own check (its caps, its pipeline's arguments)
         raise InvalidInput(message, job_id=job["id"])
+    model = (job.get("input") or {}).get("model")
+    if kind == "ModelLoadError" and model not in ModelRegistry(request.app.state.jobs.settings).all():
+        # A path or hub id the request named that the worker cannot load is the request's fault, as an
+        # unknown name is; a declared model that fails to load stays a failed job (500).
+        raise InvalidInput(message, field=model_field, job_id=job["id"])
     raise JobFailed(job["id"], job["status"], error)
 
 
@@ -124,11 +148,11 @@ def _images(request: Request, job: dict[str, Any]) -> list[tuple[dict[str, Any],
     return [(image, service.artifact_path(job["id"], image["name"], _owner(request))) for image in job["result"]["images"]]
 
 
-def _wait(request: Request, job_id: str) -> dict[str, Any]:
+def _wait(request: Request, job_id: str, model_field: str = "model") -> dict[str, Any]:
     service = request.app.state.jobs
     done = service.wait(job_id, service.settings.image_sync_timeout, _owner(request))
     if done["status"] != JobStatus.SUCCEEDED.value:
-        _raise_for(done)
+        _raise_for(request, done, model_field)
     return done
 
 
@@ -136,7 +160,7 @@ def _png(path: Any, job: dict[str, Any], image: dict[str, Any]) -> FileResponse:
     return FileResponse(path, media_type="image/png", headers={"X-Job-Id": job["id"], "X-Seed": str(image["seed"])})
 
 
-@router.post("/v1/images/generations")
+@router.post("/v1/images/generations", responses=WAIT_ERRORS)
 async def create_images(body: ImageGenerationRequest, request: Request) -> dict[str, Any]:
     """OpenAI-compatible image generation: waits for the job; `url`s point at its artifacts on this API."""
     width = height = None
@@ -166,27 +190,30 @@ async def create_images(body: ImageGenerationRequest, request: Request) -> dict[
     }
 
 
-@router.post("/generate", responses={200: {"content": {"image/png": {}}}})
+@router.post("/generate", response_class=FileResponse, responses={200: PNG, **WAIT_ERRORS})
 async def generate(body: GenRequest, request: Request) -> FileResponse:
     """Generate and wait: answers the first image as `image/png` (the job id in `X-Job-Id`)."""
     job = await run_in_threadpool(submit, request, _gen_input(body), _GEN_FIELDS)
-    done = await run_in_threadpool(_wait, request, job["id"])
+    done = await run_in_threadpool(_wait, request, job["id"], _GEN_FIELDS["model"])
     image, path = (await run_in_threadpool(_images, request, done))[0]
     return _png(path, done, image)
 
 
-@router.post("/generate_async")
+@router.post("/generate_async", responses=error_responses(404, 429, 503))
 async def generate_async(body: GenRequest, request: Request) -> dict[str, str]:
     """Queue a generation: `{"taskid": ...}`; poll `GET /results/{taskid}`."""
     job = await run_in_threadpool(submit, request, _gen_input(body), _GEN_FIELDS)
     return {"taskid": job["id"]}
 
 
-@router.get("/results/{task_id}", responses={200: {"content": {"image/png": {}}}, 202: {"description": "still pending"}})
+@router.get("/results/{task_id}", response_class=FileResponse,
+            responses={200: PNG, 202: {"model": PendingImage, "description": "still queued or running"},
+                       **error_responses(404, 409, 500)})  # fmt: skip
 async def results(
     task_id: str,
     request: Request,
-    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll: wait up to this many seconds"),
+    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False,
+                        description="long-poll: wait up to this many seconds"),  # fmt: skip
     index: int = Query(0, ge=0, description="which image of the job (0 = the first)"),
 ) -> Any:
     """202 with `{"task": "PENDING"|"STARTED", ...}` while pending; 200 with the PNG when done; a JSON error if it failed."""
@@ -205,7 +232,7 @@ async def results(
                    "queue_position": job.get("queue_position")}  # fmt: skip
         return JSONResponse(pending, status_code=202)
     if job["status"] != JobStatus.SUCCEEDED.value:
-        _raise_for(job)
+        _raise_for(request, job, _GEN_FIELDS["model"])
     images = job["result"]["images"]
     if index >= len(images):
         raise ArtifactNotFound(task_id, f"image-{index}.png")

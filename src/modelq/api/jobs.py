@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from modelq.api.schemas import JobList, JobOut, JobRequest, TaskOut
+from modelq.api.errors import responses as error_responses
+from modelq.api.schemas import JobList, JobOut, JobRequest, TaskOut, event_stream
 from modelq.errors import JobTimeout
 from modelq.jobs.records import JobStatus
 from modelq.jobs.service import JobService
@@ -21,6 +22,8 @@ router = APIRouter(tags=["jobs"])
 MAX_WAIT_SECONDS = 30.0
 EVENT_POLL_SECONDS = 0.25
 EVENT_HEARTBEAT_SECONDS = 15.0
+#: The largest offset the job store's databases take (SQLite and PostgreSQL: a signed 64-bit integer).
+MAX_OFFSET = 2**63 - 1
 
 
 def _service(request: Request) -> JobService:
@@ -36,7 +39,9 @@ def _job_response(job: dict) -> JSONResponse:
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=200 if finished else 202)
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobOut, responses={200: {"model": JobOut}})
+@router.post("/v1/jobs", status_code=202, response_model=JobOut,
+             responses={200: {"model": JobOut, "description": "an idempotency key returned an earlier job"},
+                        **error_responses(404, 429, 503)})  # fmt: skip
 async def submit_job(body: JobRequest, request: Request) -> JSONResponse:
     """Submit a job; answers 202 with its id at once (200 when an idempotency key returned an earlier job)."""
     job = await run_in_threadpool(
@@ -57,7 +62,7 @@ async def list_jobs(
     task: str | None = None,
     queue: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> JobList:
     """Jobs, newest first, filtered by status, task or queue."""
     page = await run_in_threadpool(
@@ -66,11 +71,13 @@ async def list_jobs(
     return JobList(jobs=[JobOut(**job) for job in page.jobs], total=page.total, limit=limit, offset=offset)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobOut, responses={202: {"model": JobOut}})
+@router.get("/v1/jobs/{job_id}", response_model=JobOut,
+            responses={202: {"model": JobOut, "description": "queued or running"}, **error_responses(404)})
 async def get_job(
     job_id: str,
     request: Request,
-    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="long-poll: wait up to this many seconds for the job to finish"),
+    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False,
+                        description="long-poll: wait up to this many seconds for the job to finish"),  # fmt: skip
 ) -> JSONResponse:
     """A job: 202 while queued or running (with progress and queue position), 200 once finished."""
     service = _service(request)
@@ -82,14 +89,15 @@ async def get_job(
     return _job_response(await run_in_threadpool(service.get, job_id, _owner(request)))
 
 
-@router.delete("/v1/jobs/{job_id}", response_model=JobOut)
+@router.delete("/v1/jobs/{job_id}", response_model=JobOut, responses=error_responses(404))
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     """Cancel a job: a queued job never runs; a running job stops at its next progress point."""
     job = await run_in_threadpool(_service(request).cancel, job_id, _owner(request))
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=200)
 
 
-@router.get("/v1/jobs/{job_id}/events")
+@router.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
+            responses={**event_stream("a `job` event on each change, then `end`", ("job", "end")), **error_responses(404)})
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
     """Server-Sent Events: a `job` event on every change of status or progress, `end` when finished."""
     service = _service(request)
@@ -120,7 +128,10 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/v1/jobs/{job_id}/artifacts/{name}")
+@router.get("/v1/jobs/{job_id}/artifacts/{name}", response_class=FileResponse,
+            responses={200: {"description": "the file, as the media type its name implies",
+                             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                       **error_responses(404)})  # fmt: skip
 async def job_artifact(job_id: str, name: str, request: Request) -> Response:
     """A file the job produced (an image, a document)."""
     path = await run_in_threadpool(_service(request).artifact_path, job_id, name, _owner(request))

@@ -15,7 +15,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelq.api.schemas import JobOut
+from modelq.api.errors import responses as error_responses
+from modelq.api.schemas import JobOut, JsonObject
 from modelq.workloads.timetable.inputs import LIMITS, check_input
 
 router = APIRouter(tags=["timetable"])
@@ -29,7 +30,7 @@ class GenerateVariantsRequest(BaseModel):
     academic_year: str = Field(min_length=1, max_length=50, description="e.g. '2024-25'")
     quality_mode: Literal["fast", "balanced", "best"] = "balanced"
     ctt: str | None = Field(default=None, description="the instance as ITC-2007 .ctt text")
-    instance: dict[str, Any] | None = Field(default=None, description="the instance in its JSON form")
+    instance: JsonObject | None = Field(default=None, description="the instance in its JSON form")
     variants: int = Field(default=3, ge=1, le=LIMITS["variants"], description="how many distinct timetables to return")
     seed: int = Field(default=0, ge=0, description="the same seed gives the same variants")
     islands: int | None = Field(default=None, ge=1, le=LIMITS["islands"])
@@ -40,7 +41,9 @@ class GenerateVariantsRequest(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-@router.post("/api/generate_variants", status_code=202, response_model=JobOut, responses={200: {"model": JobOut}})
+@router.post("/api/generate_variants", status_code=202, response_model=JobOut,
+             responses={200: {"model": JobOut, "description": "an idempotency key returned an earlier job"},
+                        **error_responses(429, 503)})  # fmt: skip
 async def generate_variants(body: GenerateVariantsRequest, request: Request) -> JSONResponse:
     """Queue a timetable job; 422 names the field (for ``.ctt`` text, the line and what was expected)."""
     job_input: dict[str, Any] = {
