@@ -15,7 +15,11 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,8 +138,21 @@ def _start_rabbitmq() -> None:
              what="RabbitMQ to start again")  # fmt: skip
 
 
-def _system_broker_app(name: str, home: Path):  # noqa: ANN202 - (env, app)
+@dataclass
+class ProvenWorker:
+    env: dict[str, str]
+    app: Any
+    client: Any
+    worker: subprocess.Popen
+    hostname: str
+
+
+@contextmanager
+def _proven_worker(name: str, home: Path) -> Iterator[ProvenWorker]:
+    """A worker on `default` of the system broker `name` (as the contract tests reach it), shown to run
+    a job before the test goes on; stopped afterwards."""
     from modelq.celery_app import create_celery_app
+    from modelq.client import Client
     from modelq.config import load_settings
 
     env = _backend_env(name, home, tag="restart")
@@ -143,7 +160,15 @@ def _system_broker_app(name: str, home: Path):  # noqa: ANN202 - (env, app)
     settings = load_settings(home=home, broker_url=broker, result_backend=results, imports=["modelq_test_tasks"])
     app = create_celery_app(settings)
     app.modelq.store  # noqa: B018 - migrate before the worker starts
-    return env, app
+    hostname = f"restart-{name}-{uuid.uuid4().hex[:6]}@"
+    worker = start_worker(env, "default", f"{hostname}%h")
+    try:
+        wait_for_worker(app, hostname)
+        client = Client.in_process(app=app)
+        assert client.run("echo", {"before": "restart"}, timeout=60) == {"before": "restart"}
+        yield ProvenWorker(env=env, app=app, client=client, worker=worker, hostname=hostname)
+    finally:
+        stop_process(worker)
 
 
 def _submit_during_outage(client) -> None:  # noqa: ANN001 - modelq.Client
@@ -158,15 +183,16 @@ def _submit_during_outage(client) -> None:  # noqa: ANN001 - modelq.Client
     assert took < OUTAGE_SUBMIT_DEADLINE, f"a submission during the outage took {took:.1f}s to fail"
 
 
-def _canary(client, worker: subprocess.Popen, hostname: str, stopped_at: float) -> dict:  # noqa: ANN001
+def _canary(proven: ProvenWorker, stopped_at: float) -> dict:
     """Submit a canary the moment the broker is back; the same worker process must finish it in time."""
     back = time.monotonic()
-    canary = client.submit("echo", {"canary": "after restart"})
-    done = client.wait(canary["id"], timeout=CANARY_DEADLINE)
+    canary = proven.client.submit("echo", {"canary": "after restart"})
+    done = proven.client.wait(canary["id"], timeout=CANARY_DEADLINE)
     now = time.monotonic()
     log.info("broker down for %.2fs; canary finished %.2fs after it answered again", back - stopped_at, now - back)
     assert done["status"] == "succeeded" and done["result"] == {"canary": "after restart"}
-    assert done["worker"].startswith(hostname) and worker.poll() is None, "the worker exited instead of reconnecting"
+    reconnected = done["worker"].startswith(proven.hostname) and proven.worker.poll() is None
+    assert reconnected, "the worker exited instead of reconnecting"
     return done
 
 
@@ -174,30 +200,22 @@ def _canary(client, worker: subprocess.Popen, hostname: str, stopped_at: float) 
 def test_a_worker_consumes_again_after_the_system_redis_restarts(tmp_path: Path) -> None:
     """The system Redis shut down and started again, twice (with CI's command): it keeps nothing,
     so what was queued is gone, but the same worker process reconnects and runs new jobs."""
-    from modelq.client import Client
-
-    env, app = _system_broker_app("redis", tmp_path / "home")
-    hostname = f"restart-redis-{uuid.uuid4().hex[:6]}@"
-    worker = start_worker(env, "default", f"{hostname}%h")
-    try:
-        wait_for_worker(app, hostname)
-        client = Client.in_process(app=app)
-        # given a worker that runs jobs from the system Redis
-        assert client.run("echo", {"before": "restart"}, timeout=60) == {"before": "restart"}
-        # Twice: workers of some Celery/kombu releases came back after the first restart only (celery#8030).
-        for _ in range(2):
-            # when Redis shuts down, a submission is refused quickly rather than left hanging
-            stopped_at = time.monotonic()
-            _quiet(["redis-cli", "-p", "6379", "shutdown", "nosave"])
-            wait_for(lambda: not _redis_answers(), timeout=30, what="the system Redis to stop")
-            _submit_during_outage(client)
-            # and it starts again
+    # given a worker that runs jobs from the system Redis
+    with _proven_worker("redis", tmp_path / "home") as proven:
+        try:
+            # Twice: workers of some Celery/kombu releases came back after the first restart only (celery#8030).
+            for _ in range(2):
+                # when Redis shuts down, a submission is refused quickly rather than left hanging
+                stopped_at = time.monotonic()
+                _quiet(["redis-cli", "-p", "6379", "shutdown", "nosave"])
+                wait_for(lambda: not _redis_answers(), timeout=30, what="the system Redis to stop")
+                _submit_during_outage(proven.client)
+                # and it starts again
+                _start_system_redis()
+                # then a canary submitted at once is run by the same worker process within the deadline
+                _canary(proven, stopped_at)
+        finally:
             _start_system_redis()
-            # then a canary submitted at once is run by the same worker process within the deadline
-            _canary(client, worker, hostname, stopped_at)
-    finally:
-        _start_system_redis()
-        stop_process(worker)
 
 
 @needs_system_rabbitmq
@@ -206,36 +224,29 @@ def test_a_worker_consumes_again_after_rabbitmq_restarts(tmp_path: Path) -> None
     the process is gone) then `rabbitmq-server -detached` and `rabbitmqctl await_startup`.
     The vhost, its permissions and a job queued before the restart survive on disk; the same
     worker process reconnects."""
-    from modelq.client import Client
-
-    env, app = _system_broker_app("rabbitmq", tmp_path / "home")
-    vhost = env["MODELQ_BROKER_URL"].rsplit("/", 1)[1]
-    hostname = f"restart-amqp-{uuid.uuid4().hex[:6]}@"
-    worker = start_worker(env, "default", f"{hostname}%h")
-    try:
-        wait_for_worker(app, hostname)
-        client = Client.in_process(app=app)
-        # given a worker that runs jobs from its own vhost, and a job waiting on a queue it does not read yet
-        assert client.run("echo", {"before": "restart"}, timeout=60) == {"before": "restart"}
-        waiting = client.submit("tests.touch", {"path": str(tmp_path / "touched")})
-        # when the whole node stops, a submission is refused quickly rather than left hanging
-        stopped_at = time.monotonic()
-        stopped = _rabbitmq("shutdown")
-        assert stopped.returncode == 0, stopped.stderr
-        wait_for(lambda: not _port_open(5672), timeout=30, what="RabbitMQ to close its port")
-        _submit_during_outage(client)
-        # and it starts again, with the vhost and guest's permissions on it
-        _start_rabbitmq()
-        permissions = _rabbitmq("list_permissions", "-p", vhost, "--silent").stdout.split()
-        assert permissions[:4] == ["guest", ".*", ".*", ".*"], permissions
-        # then a canary submitted at once is run by the same worker process within the deadline
-        done = _canary(client, worker, hostname, stopped_at)
-        # and the waiting job outlived the restart (a durable queue, a persistent message): it runs once read
-        cpu = app.modelq.settings.broker_queue("cpu")
-        app.control.add_consumer(cpu, exchange=cpu, routing_key=cpu, destination=[done["worker"]], reply=True,
-                                 timeout=5)  # fmt: skip
-        survived = client.wait(waiting["id"], timeout=60)
-        assert survived["status"] == "succeeded" and survived["worker"] == done["worker"]
-    finally:
-        _start_rabbitmq()
-        stop_process(worker)
+    # given a worker that runs jobs from its own vhost, and a job waiting on a queue it does not read yet
+    with _proven_worker("rabbitmq", tmp_path / "home") as proven:
+        vhost = proven.env["MODELQ_BROKER_URL"].rsplit("/", 1)[1]
+        client, app = proven.client, proven.app
+        try:
+            waiting = client.submit("tests.touch", {"path": str(tmp_path / "touched")})
+            # when the whole node stops, a submission is refused quickly rather than left hanging
+            stopped_at = time.monotonic()
+            stopped = _rabbitmq("shutdown")
+            assert stopped.returncode == 0, stopped.stderr
+            wait_for(lambda: not _port_open(5672), timeout=30, what="RabbitMQ to close its port")
+            _submit_during_outage(client)
+            # and it starts again, with the vhost and guest's permissions on it
+            _start_rabbitmq()
+            permissions = _rabbitmq("list_permissions", "-p", vhost, "--silent").stdout.split()
+            assert permissions[:4] == ["guest", ".*", ".*", ".*"], permissions
+            # then a canary submitted at once is run by the same worker process within the deadline
+            done = _canary(proven, stopped_at)
+            # and the waiting job outlived the restart (a durable queue, a persistent message): it runs once read
+            cpu = app.modelq.settings.broker_queue("cpu")
+            app.control.add_consumer(cpu, exchange=cpu, routing_key=cpu, destination=[done["worker"]], reply=True,
+                                     timeout=5)  # fmt: skip
+            survived = client.wait(waiting["id"], timeout=60)
+            assert survived["status"] == "succeeded" and survived["worker"] == done["worker"]
+        finally:
+            _start_rabbitmq()

@@ -63,6 +63,11 @@ class ApiKeyAuth:
         await self.app(scope, receive, send)
 
 
+def owner_of(request: Any) -> str | None:
+    """The owner of the key a request came with; None when the API has no keys (nobody is an owner)."""
+    return getattr(request.state, "owner", None)
+
+
 def _is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith("/ui/")
 

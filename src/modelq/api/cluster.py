@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from modelq.api.auth import owner_of
 from modelq.api.models import model_listing
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JobOut, event_stream
@@ -165,14 +166,10 @@ def _app(request: Request) -> Any:
     return request.app.state.jobs.app
 
 
-def _owner(request: Request) -> str | None:
-    return getattr(request.state, "owner", None)
-
-
 @router.get("/v1/cluster", responses=error_responses(503))
 def get_cluster(request: Request) -> dict[str, Any]:
     """Workers (with their resident models and memory), queues and their depths, models, job counts."""
-    return for_owner(cached_cluster_report(_app(request)), request.app.state.jobs.store, _owner(request))
+    return for_owner(cached_cluster_report(_app(request)), request.app.state.jobs.store, owner_of(request))
 
 
 @router.get("/v1/cluster/events", response_class=StreamingResponse,
@@ -180,7 +177,7 @@ def get_cluster(request: Request) -> dict[str, Any]:
                                    ("cluster", "problem")))
 async def cluster_events(request: Request) -> StreamingResponse:
     """Server-Sent Events: a `cluster` event with the report every few seconds."""
-    app, store, owner = _app(request), request.app.state.jobs.store, _owner(request)
+    app, store, owner = _app(request), request.app.state.jobs.store, owner_of(request)
 
     def report_for_owner() -> dict[str, Any]:
         return for_owner(cached_cluster_report(app), store, owner)
@@ -221,7 +218,7 @@ async def all_job_events(request: Request) -> StreamingResponse:
     """Server-Sent Events: a `job` event (the record without input and result) whenever any job
     is created or changes; first one for each queued, running or just finished job."""
     store = request.app.state.jobs.store
-    owner = _owner(request)
+    owner = owner_of(request)
 
     async def stream() -> AsyncIterator[str]:
         last: dict[str, tuple] = {}

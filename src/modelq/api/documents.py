@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelq.api.auth import owner_of
 from modelq.api.embeddings import run_job
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JobOut, Progress
@@ -51,21 +52,17 @@ class DocumentOut(BaseModel):
     error: str | None = Field(default=None, description="why its enrich job failed")
 
 
-def _owner(request: Request) -> str | None:
-    return getattr(request.state, "owner", None)
-
-
 def _document_job(request: Request, document_id: str, wait: float = 0) -> dict[str, Any]:
     """The ``enrich`` job behind a document id (waiting up to ``wait`` s for it to finish)."""
     service = request.app.state.jobs
-    job = service.get(document_id, _owner(request))
+    job = service.get(document_id, owner_of(request))
     if job["task"] != TASK:
         raise JobNotFound(document_id)  # a job, but not a document
     if wait > 0 and not JobStatus(job["status"]).finished:
         try:
-            job = service.wait(document_id, wait, _owner(request))
+            job = service.wait(document_id, wait, owner_of(request))
         except JobTimeout:
-            job = service.get(document_id, _owner(request))
+            job = service.get(document_id, owner_of(request))
     return job
 
 
@@ -95,7 +92,7 @@ async def upload_document(
     """Upload a PDF: its `enrich` job starts at once; the document's id is the job's id."""
     data = await file.read()
     job = await run_in_threadpool(
-        submit_document, request.app.state.jobs, data, filename=file.filename, owner=_owner(request) or "",
+        submit_document, request.app.state.jobs, data, filename=file.filename, owner=owner_of(request) or "",
         model=model, snippet_chars=snippet_chars, overlap=overlap, render_scale=render_scale,
     )  # fmt: skip
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=202)
@@ -129,7 +126,7 @@ async def search_document(
     _require_enriched(job)
     result = job["result"]
     query = await run_in_threadpool(run_job, request, "embed", {"input": [q], "model": result["model"]})
-    path = await run_in_threadpool(request.app.state.jobs.artifact_path, document_id, EMBEDDINGS, _owner(request))
+    path = await run_in_threadpool(request.app.state.jobs.artifact_path, document_id, EMBEDDINGS, owner_of(request))
     hits = await run_in_threadpool(best_snippets, path, query["embeddings"][0], result["snippets"], k)
     return {"query": q, "model": result["model"], "results": hits}
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JsonObject
 from modelq.errors import InvalidInput, JobFailed
@@ -50,7 +51,7 @@ class RerankRequest(BaseModel):
 def run_job(request: Request, task: str, data: dict[str, Any]) -> dict[str, Any]:
     """Submit a job and wait for its result; a failed job becomes the matching HTTP error."""
     service = request.app.state.jobs
-    owner = getattr(request.state, "owner", None)
+    owner = owner_of(request)
     job = service.submit(task, data, owner=owner or "")
     done = service.wait(job["id"], SYNC_TIMEOUT_SECONDS, owner)
     if done["status"] == "succeeded":

@@ -26,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import Progress
 from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout, ModelNotFound
@@ -109,10 +110,6 @@ def _gen_input(body: GenRequest) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _owner(request: Request) -> str | None:
-    return getattr(request.state, "owner", None)
-
-
 def submit(request: Request, data: dict[str, Any], names: dict[str, str] | None = None) -> dict[str, Any]:
     """Check a request against the API's settings (caps, names, the model) and queue its job."""
     service = request.app.state.jobs
@@ -121,7 +118,7 @@ def submit(request: Request, data: dict[str, Any], names: dict[str, str] | None 
     if checked["model"] not in declared and not looks_like_source(checked["model"]):
         raise ModelNotFound(checked["model"], list(declared))
     job_input = {key: value for key, value in checked.items() if value is not None}
-    return service.submit(TASK, job_input, owner=_owner(request) or "")
+    return service.submit(TASK, job_input, owner=owner_of(request) or "")
 
 
 def _raise_for(request: Request, job: dict[str, Any], model_field: str = "model") -> None:
@@ -145,12 +142,12 @@ def _raise_for(request: Request, job: dict[str, Any], model_field: str = "model"
 
 def _images(request: Request, job: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
     service = request.app.state.jobs
-    return [(image, service.artifact_path(job["id"], image["name"], _owner(request))) for image in job["result"]["images"]]
+    return [(image, service.artifact_path(job["id"], image["name"], owner_of(request))) for image in job["result"]["images"]]
 
 
 def _wait(request: Request, job_id: str, model_field: str = "model") -> dict[str, Any]:
     service = request.app.state.jobs
-    done = service.wait(job_id, service.settings.image_sync_timeout, _owner(request))
+    done = service.wait(job_id, service.settings.image_sync_timeout, owner_of(request))
     if done["status"] != JobStatus.SUCCEEDED.value:
         _raise_for(request, done, model_field)
     return done
@@ -218,7 +215,7 @@ async def results(
 ) -> Any:
     """202 with `{"task": "PENDING"|"STARTED", ...}` while pending; 200 with the PNG when done; a JSON error if it failed."""
     service = request.app.state.jobs
-    owner = _owner(request)
+    owner = owner_of(request)
     job = await run_in_threadpool(service.get, task_id, owner)
     if job["task"] != TASK:
         raise InvalidInput(f"job {task_id!r} is a {job['task']!r} job, not {TASK}", field="task_id")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JobList, JobOut, JobRequest, TaskOut, event_stream
 from modelq.errors import JobTimeout
@@ -30,10 +31,6 @@ def _service(request: Request) -> JobService:
     return request.app.state.jobs
 
 
-def _owner(request: Request) -> str | None:
-    return getattr(request.state, "owner", None)
-
-
 def _job_response(job: dict) -> JSONResponse:
     finished = JobStatus(job["status"]).finished
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=200 if finished else 202)
@@ -50,7 +47,7 @@ async def submit_job(body: JobRequest, request: Request) -> JSONResponse:
         body.input,
         priority=body.priority,
         idempotency_key=body.idempotency_key,
-        owner=_owner(request) or "",
+        owner=owner_of(request) or "",
     )
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=202 if job.get("created") else 200)
 
@@ -66,7 +63,7 @@ async def list_jobs(
 ) -> JobList:
     """Jobs, newest first, filtered by status, task or queue."""
     page = await run_in_threadpool(
-        _service(request).list, owner=_owner(request), status=status, task=task, queue=queue, limit=limit, offset=offset
+        _service(request).list, owner=owner_of(request), status=status, task=task, queue=queue, limit=limit, offset=offset
     )
     return JobList(jobs=[JobOut(**job) for job in page.jobs], total=page.total, limit=limit, offset=offset)
 
@@ -83,16 +80,16 @@ async def get_job(
     service = _service(request)
     if wait > 0:
         try:
-            return _job_response(await run_in_threadpool(service.wait, job_id, wait, _owner(request)))
+            return _job_response(await run_in_threadpool(service.wait, job_id, wait, owner_of(request)))
         except JobTimeout:
             pass
-    return _job_response(await run_in_threadpool(service.get, job_id, _owner(request)))
+    return _job_response(await run_in_threadpool(service.get, job_id, owner_of(request)))
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobOut, responses=error_responses(404))
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     """Cancel a job: a queued job never runs; a running job stops at its next progress point."""
-    job = await run_in_threadpool(_service(request).cancel, job_id, _owner(request))
+    job = await run_in_threadpool(_service(request).cancel, job_id, owner_of(request))
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=200)
 
 
@@ -101,7 +98,7 @@ async def cancel_job(job_id: str, request: Request) -> JSONResponse:
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
     """Server-Sent Events: a `job` event on every change of status or progress, `end` when finished."""
     service = _service(request)
-    owner = _owner(request)
+    owner = owner_of(request)
     await run_in_threadpool(service.get, job_id, owner)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[str]:
@@ -134,7 +131,7 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                        **error_responses(404)})  # fmt: skip
 async def job_artifact(job_id: str, name: str, request: Request) -> Response:
     """A file the job produced (an image, a document)."""
-    path = await run_in_threadpool(_service(request).artifact_path, job_id, name, _owner(request))
+    path = await run_in_threadpool(_service(request).artifact_path, job_id, name, owner_of(request))
     return FileResponse(path)
 
 

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JobOut, JsonObject
 from modelq.workloads.timetable.inputs import LIMITS, check_input
@@ -58,7 +59,7 @@ async def generate_variants(body: GenerateVariantsRequest, request: Request) -> 
     service = request.app.state.jobs
     job = await run_in_threadpool(
         service.submit, "timetable", job_input, idempotency_key=body.idempotency_key,
-        owner=getattr(request.state, "owner", None) or "",
+        owner=owner_of(request) or "",
     )  # fmt: skip
     out = JobOut(**job).model_dump(mode="json")
     return JSONResponse(out, status_code=202 if job.get("created") else 200, headers={"Location": f"/v1/jobs/{job['id']}"})
