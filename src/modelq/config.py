@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     affinity_max_wait: float = Field(default=5.0, gt=0)
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=5.0, ge=0)
+    #: torch's intra-op threads per worker process (None: the cores this worker may use, shared
+    #: among its pool processes). Forward passes run one at a time per device, so more only
+    #: oversubscribes the cores.
+    torch_threads: int | None = Field(default=None, ge=1)
 
     #: OpenAI-compatible chat servers for the ``llm`` task, by name (see :class:`LLMEndpoint`).
     llm_endpoints: dict[str, LLMEndpoint] = Field(default_factory=dict)

@@ -20,7 +20,7 @@ def _runtime(sender: Any):  # noqa: ANN202
 
 
 # Which app and pool this worker process runs (set at worker_init, in the parent).
-_state: dict[str, Any] = {"app": None, "prefork": False}
+_state: dict[str, Any] = {"app": None, "prefork": False, "processes": 1}
 
 
 @signals.worker_init.connect
@@ -30,6 +30,7 @@ def _refuse_cuda_before_fork(sender: Any = None, **_: Any) -> None:
     name = pool_cls if isinstance(pool_cls, str) else getattr(pool_cls, "__module__", "")
     _state["app"] = app
     _state["prefork"] = "prefork" in str(name)
+    _state["processes"] = max(int(getattr(sender, "concurrency", 1) or 1), 1) if _state["prefork"] else 1
     if _state["prefork"] and cuda_initialised():
         raise SystemExit(
             "modelq: refusing to start a prefork worker: CUDA is already initialised in this process, "
@@ -151,11 +152,34 @@ def _start_affinity(consumer: Any) -> None:
     controller.start()
 
 
+def torch_threads(settings: Any, processes: int) -> int:
+    """torch's intra-op threads for one of ``processes`` pool processes.
+
+    ``torch_threads`` when set; else the user's own ``OMP_NUM_THREADS``, as torch itself would;
+    else a fair share of the cores this worker may use.
+    """
+    if settings.torch_threads:
+        return settings.torch_threads
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(cores // max(processes, 1), 1)
+
+
+def size_torch_threads(threads: int) -> None:
+    """Give torch ``threads`` intra-op threads in this process, now or when it is first imported."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
 def _start_models() -> None:
     app = _state["app"]
     runtime = getattr(app, "modelq", None)
     if runtime is None:
         return
+    size_torch_threads(torch_threads(runtime.settings, _state["processes"]))
     residency = runtime.residency
     for name, spec in residency.registry.all().items():
         if spec.preload:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from modelq.errors import InvalidInput, MissingDependency
-from modelq.models.batching import batch_call
+from modelq.models.batching import batch_call, exclusive
 from modelq.models.registry import ModelSpec, declare, declare_by_source
 from modelq.tasks import current_job, current_settings, task
 
@@ -82,32 +82,44 @@ def _validate(data: dict[str, Any], settings: Any) -> None:
 
 def encode(texts: list[str], model: str = DEFAULT_MODEL, *, normalize: bool = True) -> list[list[float]]:
     """Embed ``texts``, sharing forward passes with other requests running at the same time."""
+    return [vector for vector, _tokens in encode_counted(texts, model, normalize=normalize)]
+
+
+def encode_counted(texts: list[str], model: str = DEFAULT_MODEL, *, normalize: bool = True) -> list[tuple[list[float], int]]:
+    """Each text's vector and its token count (after truncation), from one batched forward pass.
+
+    The tokenizer and the weights are touched only inside the batch, under
+    :func:`~modelq.models.batching.exclusive`: the counts come from the very tokenization the
+    forward pass used. Normalising is per request, after the batch, so requests that differ only
+    in ``normalize`` still share a batch.
+    """
+    import numpy as np
+
     st = encoder(model)
 
-    def forward(items: list[str]) -> list[list[float]]:
-        vectors = st.encode(items, batch_size=max(len(items), 1), normalize_embeddings=normalize,
-                            convert_to_numpy=True, show_progress_bar=False)  # fmt: skip
-        return vectors.tolist()
+    def forward(items: list[str]) -> list[tuple[Any, int]]:
+        with exclusive(st):
+            outputs = st.encode(items, batch_size=max(len(items), 1), output_value=None, show_progress_bar=False)
+        return [(out["sentence_embedding"].float().cpu().numpy(), int(out["attention_mask"].sum())) for out in outputs]
 
-    return batch_call(("embed", model, normalize), texts, forward)
-
-
-def count_tokens(texts: list[str], model: str) -> int:
-    tokenizer = getattr(encoder(model), "tokenizer", None)
-    if tokenizer is None:
-        return sum(len(t.split()) for t in texts)
-    return sum(len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"])
+    results = []
+    for vector, tokens in batch_call(("embed", model), texts, forward):
+        if normalize:
+            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        results.append((vector.tolist(), tokens))
+    return results
 
 
 @task("embed", queue="gpu", models=[DEFAULT_MODEL], model_arg="model", validate=_validate)
 def embed(input: str | list[str], model: str = DEFAULT_MODEL, normalize: bool = True) -> dict[str, Any]:
     """Sentence embeddings for one text or many; small requests are batched together."""
     texts = check_texts(input, current_settings())
-    vectors = encode(texts, model, normalize=normalize)
+    encoded = encode_counted(texts, model, normalize=normalize)
+    vectors = [vector for vector, _tokens in encoded]
     current_job().progress(1.0, f"{len(texts)} text(s) embedded")
     return {
         "model": model,
         "dimensions": len(vectors[0]) if vectors else 0,
         "embeddings": vectors,
-        "usage": {"prompt_tokens": count_tokens(texts, model)},
+        "usage": {"prompt_tokens": sum(tokens for _vector, tokens in encoded)},
     }

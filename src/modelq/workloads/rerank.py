@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelq.errors import InvalidInput
-from modelq.models.batching import batch_call
+from modelq.models.batching import batch_call, exclusive
 from modelq.models.registry import declare_by_source
 from modelq.tasks import current_settings, task
 from modelq.workloads import embed as embedding
@@ -63,10 +63,7 @@ def _cross_encoder_available(model: str | None) -> str | None:
     if model:
         declare_by_source(model, "cross-encoder", device="auto")
         return model
-    from modelq.tasks import _current
-
-    ctx = _current.get()
-    configured = ctx.settings.models if ctx is not None and ctx.settings is not None else {}
+    configured = current_settings().models
     if DEFAULT_RERANKER in configured or DEFAULT_RERANKER in _DECLARED:
         return DEFAULT_RERANKER
     return None
@@ -82,8 +79,12 @@ def rerank(query: str, documents: list[Any], model: str | None = None, top_n: in
         from modelq.models import get_model
 
         scorer = get_model(cross)
-        scores = batch_call(("rerank", cross), [(query, t) for t in texts],
-                            lambda pairs: [float(s) for s in scorer.predict(pairs, show_progress_bar=False)])  # fmt: skip
+
+        def forward(pairs: list[tuple[str, str]]) -> list[float]:
+            with exclusive(scorer):  # its tokenizer and weights, one batch at a time
+                return [float(s) for s in scorer.predict(pairs, batch_size=max(len(pairs), 1), show_progress_bar=False)]
+
+        scores = batch_call(("rerank", cross), [(query, t) for t in texts], forward)
         used = cross
     else:
         vectors = embedding.encode([query, *texts], embedding.DEFAULT_MODEL, normalize=True)
