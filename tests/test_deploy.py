@@ -64,3 +64,21 @@ def test_docker_compose_config_validates() -> None:
                             text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin", "FLOWER_USER": "ops",
                                                       "FLOWER_PASSWORD": "x", "MODELQ_API_KEYS": "{}"})  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_the_installed_packages_are_the_locked_ones() -> None:
+    """scripts/setup installs requirements.lock exactly; a drifted install or lock shows here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    locked = [line.split("==", 1) for line in (ROOT / "requirements.lock").read_text().splitlines()
+              if line and not line.startswith("#")]  # fmt: skip
+    assert any(name == "celery" for name, _ in locked) and any(name == "torch" for name, _ in locked)
+    drift = []
+    for name, want in locked:
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            have = None
+        if have != want:
+            drift.append(f"{name}: locked {want}, installed {have}")
+    assert not drift, "run ./scripts/setup dev (or ./scripts/lock after changing pyproject.toml): " + "; ".join(drift)
