@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +41,14 @@ def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         EmbeddedRedis(home).stop()
 
 
+def _png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _pdf(pages: int, padding: int = 0) -> bytes:
     data = make_pdf([f"page {i}" for i in range(pages)], picture=False)
     return data + b"%" + b"x" * padding + b"\n" if padding else data
@@ -64,6 +74,15 @@ CASES: list[tuple[str, str, dict[str, Any], str, int, str]] = [
      "MODELQ_IMAGE_MAX_COUNT"),
     ("prompt characters", "/v1/jobs", {"json": {"task": "text2img", "input": {"prompt": "p" * 65}}}, "prompt", 64,
      "MODELQ_IMAGE_MAX_PROMPT_CHARS"),
+    ("init image size", "/v1/images/edits", {"data": {"prompt": "a cat", "model": "./tiny-sd"},
+                                              "files": {"image": ("wide.png", _png(264, 8), "image/png")}},
+     "image", 256, "MODELQ_IMAGE_MAX_SIDE"),
+    ("init image size in a job", "/v1/jobs", {"json": {"task": "img2img", "input": {
+        "prompt": "a cat", "image_b64": base64.b64encode(_png(8, 264)).decode()}}}, "image_b64", 256,
+     "MODELQ_IMAGE_MAX_SIDE"),
+    ("edit steps", "/v1/images/edits", {"data": {"prompt": "a cat", "steps": "21"},
+                                        "files": {"image": ("a.png", _png(32, 32), "image/png")}},
+     "steps", 20, "MODELQ_IMAGE_MAX_STEPS"),
     ("prompts per LLM job", "/v1/jobs", {"json": {"task": "llm", "input": {"model": "m", "prompts": ["a", "b", "c"]}}},
      "prompts", 2, "MODELQ_LLM_MAX_PROMPTS"),
     ("PDF pages", "/v1/documents", {"files": {"file": ("three.pdf", _pdf(3), "application/pdf")}}, "file", 2,
@@ -109,14 +128,24 @@ def test_a_body_over_max_request_bytes_is_413_naming_the_limit(http: httpx.Clien
     assert body["limit"] == 8192 and "MODELQ_MAX_REQUEST_BYTES" in body["message"]
 
 
+def test_an_edit_over_max_request_bytes_is_413_in_openai_shape(http: httpx.Client) -> None:
+    response = http.post("/v1/images/edits", data={"prompt": "a cat"},
+                         files={"image": ("big.png", b"\x89PNG\r\n\x1a\n" + b"x" * 9000, "image/png")})  # fmt: skip
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "PayloadTooLarge" and error["limit"] == 8192 and "MODELQ_MAX_REQUEST_BYTES" in error["message"]
+
+
 def test_within_the_limits_the_same_requests_are_accepted(http: httpx.Client) -> None:
     # the limits refuse only what is over them: these are queued (no worker runs them here)
     ok = [http.post("/v1/jobs", json={"task": "embed", "input": {"input": ["a", "b"]}}),
           http.post("/generate_async", json={"prompt": "a cat", "width": 256, "num_inference_steps": 20,
                                              "modelid": "./tiny-sd"}),
           http.post("/v1/jobs", json={"task": "llm", "input": {"model": "m", "prompts": ["a", "b"]}}),
-          http.post("/v1/documents", files={"file": ("two.pdf", _pdf(2), "application/pdf")})]  # fmt: skip
-    assert [r.status_code for r in ok] == [202, 200, 202, 202], [r.text for r in ok]
+          http.post("/v1/documents", files={"file": ("two.pdf", _pdf(2), "application/pdf")}),
+          http.post("/v1/jobs", json={"task": "img2img", "input": {
+              "prompt": "a cat", "image_b64": base64.b64encode(_png(256, 8)).decode(), "steps": 20}})]  # fmt: skip
+    assert [r.status_code for r in ok] == [202, 200, 202, 202, 202], [r.text for r in ok]
     for response in ok:
         job_id = response.json().get("id") or response.json()["taskid"]
         http.delete(f"/v1/jobs/{job_id}")

@@ -188,6 +188,49 @@ def test_an_api_error_appears_on_the_page_as_its_message(page, served: dict) -> 
     expect(status).to_contain_text("no-such-model")
 
 
+def test_an_init_image_makes_it_image_to_image_with_a_strength(page, served: dict) -> None:  # noqa: ANN001
+    from PIL import Image
+
+    http = served["http"]
+    init = served["root"] / "init.png"
+    Image.new("RGB", (40, 32), (200, 40, 40)).save(init)
+    page.goto("/ui/#/images")
+    expect(page.locator("#strength-row")).to_be_hidden()
+    page.fill("#prompt", "a blue dog")
+    page.fill("#model", MODEL)
+    page.fill("#steps", "4")
+    # when an init image is chosen, the strength appears; a strength out of range is the API's 422, nothing queued
+    page.set_input_files("#init-image", str(init))
+    expect(page.locator("#strength-row")).to_be_visible()
+    expect(page.locator("#init-preview")).to_be_visible()
+    page.fill("#strength", "1.5")
+    page.click("#generate")
+    status = page.locator("#status")
+    expect(status).to_contain_text("422 InvalidInput: strength must be a number greater than 0 and at most 1, got 1.5")
+    expect(page.locator("#strength")).to_have_class(re.compile(r"\binvalid\b"))
+    assert http.get("/v1/jobs", params={"task": "img2img"}).json()["total"] == 0
+    gallery = page.locator("#gallery .thumb")
+    thumbs = gallery.count()
+    # then with a good strength it is an img2img job on the same model, at the init image's size
+    page.fill("#strength", "0.5")
+    page.uncheck("#random-seed")
+    page.fill("#seed", "77")
+    page.click("#generate")
+    expect(page.locator("#result-seed")).to_have_text("77", timeout=RESULT_TIMEOUT_MS)
+    params = page.locator("#result-params")
+    expect(params).to_contain_text("StableDiffusionImg2ImgPipeline")
+    expect(params).to_contain_text("40 × 32")
+    expect(params).to_contain_text("strength0.5")
+    expect(gallery).to_have_count(thumbs + 1)
+    (job,) = http.get("/v1/jobs", params={"task": "img2img"}).json()["jobs"]
+    assert job["status"] == "succeeded" and job["input"]["strength"] == 0.5 and job["input"]["image"].startswith("upload-")
+    screenshot(page, "images-img2img")
+    # and removing the image makes the form text to image again
+    page.click("#clear-init")
+    expect(page.locator("#strength-row")).to_be_hidden()
+    expect(page.locator("#generate")).to_have_text("Generate")
+
+
 def test_embed_and_rerank_shows_similarities_and_ranked_documents(page) -> None:  # noqa: ANN001
     page.goto("/ui/#/embed")
     page.fill("#texts", "\n".join(TEXTS))

@@ -25,7 +25,8 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
         celery_app: an existing modelq Celery app (default: built from ``settings``,
             starting the embedded broker when it is the one configured).
     """
-    from modelq.api import cluster, documents, embeddings, errors, health, images, jobs, metrics, models, timetable, ui
+    from modelq.api import (cluster, documents, embeddings, errors, health, image_edits, images, jobs, metrics, models,
+                            timetable, ui)
     from modelq.access import KeyRing
     from modelq.api.auth import ApiKeyAuth
     from modelq.api.limits import BodySizeLimit
@@ -65,6 +66,7 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
     api.include_router(embeddings.router)
     api.include_router(timetable.router)
     api.include_router(images.router)
+    api.include_router(image_edits.router)
     api.include_router(documents.router)
     api.include_router(cluster.router)
     api.include_router(ui.router)

@@ -11,7 +11,8 @@
   the seed, ``pipeline``, ``scheduler``, ``modelid``).
 
 Every request is a ``text2img`` job like any other, checked before it is queued (a 422 that
-names the request's own field); its images are the job's artifacts.
+names the request's own field); its images are the job's artifacts. Image to image
+(``POST /v1/images/edits``) is in :mod:`modelq.api.image_edits` and shares the helpers here.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ MAX_WAIT_SECONDS = 30.0
 CELERY_STATES = {"queued": "PENDING", "running": "STARTED", "succeeded": "SUCCESS", "failed": "FAILURE",
                  "cancelled": "REVOKED"}  # fmt: skip
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+#: OpenAI's requests give width and height as one ``size``: errors about either name it.
+SIZE_FIELDS = {"width": "size", "height": "size"}
 #: The image itself, for the routes that answer a PNG.
 PNG = {"description": "the image (its job's id in `X-Job-Id`, its seed in `X-Seed`)",
        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}  # fmt: skip
@@ -110,13 +113,36 @@ def _gen_input(body: GenRequest) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def check_model(settings: Any, model: str) -> None:
+    """A request's model must be declared, or a path or hub id (which the worker loads).
+
+    Raises:
+        ModelNotFound: neither (a 404 listing the declared models).
+    """
+    declared = ModelRegistry(settings).all()
+    if model not in declared and not looks_like_source(model):
+        raise ModelNotFound(model, list(declared))
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    """OpenAI's ``size`` (``"WxH"``, ``"auto"`` or none) as (width, height); None for the model's own.
+
+    Raises:
+        InvalidInput: any other text (field ``size``).
+    """
+    if size is None or size.strip().lower() == "auto":
+        return None, None
+    match = _SIZE.match(size)
+    if match is None:
+        raise InvalidInput(f"size must be 'WIDTHxHEIGHT' (e.g. '512x512') or 'auto', got {size!r}", field="size")
+    return int(match.group(1)), int(match.group(2))
+
+
 def submit(request: Request, data: dict[str, Any], names: dict[str, str] | None = None) -> dict[str, Any]:
     """Check a request against the API's settings (caps, names, the model) and queue its job."""
     service = request.app.state.jobs
     checked = check_params(data, service.settings, names)
-    declared = ModelRegistry(service.settings).all()
-    if checked["model"] not in declared and not looks_like_source(checked["model"]):
-        raise ModelNotFound(checked["model"], list(declared))
+    check_model(service.settings, checked["model"])
     job_input = {key: value for key, value in checked.items() if value is not None}
     return service.submit(TASK, job_input, owner=owner_of(request) or "")
 
@@ -145,7 +171,13 @@ def _images(request: Request, job: dict[str, Any]) -> list[tuple[dict[str, Any],
     return [(image, service.artifact_path(job["id"], image["name"], owner_of(request))) for image in job["result"]["images"]]
 
 
-def _wait(request: Request, job_id: str, model_field: str = "model") -> dict[str, Any]:
+def wait_images(request: Request, job_id: str, model_field: str = "model") -> dict[str, Any]:
+    """The job once it succeeded, waiting up to ``MODELQ_IMAGE_SYNC_TIMEOUT``.
+
+    Raises:
+        JobTimeout: it did not finish in time (504; it goes on).
+        JobCancelled, InvalidInput, JobFailed: it finished without images (see :func:`_raise_for`).
+    """
     service = request.app.state.jobs
     done = service.wait(job_id, service.settings.image_sync_timeout, owner_of(request))
     if done["status"] != JobStatus.SUCCEEDED.value:
@@ -160,19 +192,19 @@ def _png(path: Any, job: dict[str, Any], image: dict[str, Any]) -> FileResponse:
 @router.post("/v1/images/generations", responses=WAIT_ERRORS)
 async def create_images(body: ImageGenerationRequest, request: Request) -> dict[str, Any]:
     """OpenAI-compatible image generation: waits for the job; `url`s point at its artifacts on this API."""
-    width = height = None
-    if body.size is not None and body.size.strip().lower() != "auto":
-        match = _SIZE.match(body.size)
-        if match is None:
-            raise InvalidInput(f"size must be 'WIDTHxHEIGHT' (e.g. '512x512') or 'auto', got {body.size!r}", field="size")
-        width, height = int(match.group(1)), int(match.group(2))
+    width, height = parse_size(body.size)
     data = {**body.model_dump(exclude={"size", "response_format", "output_format"}), "width": width, "height": height}
-    job = await run_in_threadpool(submit, request, data, {"width": "size", "height": "size"})
-    done = await run_in_threadpool(_wait, request, job["id"])
+    job = await run_in_threadpool(submit, request, data, SIZE_FIELDS)
+    done = await run_in_threadpool(wait_images, request, job["id"])
+    return await openai_images(request, done, body.response_format)
+
+
+async def openai_images(request: Request, done: dict[str, Any], response_format: str) -> dict[str, Any]:
+    """OpenAI's images answer for a finished job: ``data`` (a ``url`` or ``b64_json`` per image), plus the job."""
     images = await run_in_threadpool(_images, request, done)
     items = []
     for image, path in images:
-        if body.response_format == "b64_json":
+        if response_format == "b64_json":
             items.append({"b64_json": base64.b64encode(await run_in_threadpool(path.read_bytes)).decode()})
         else:
             items.append({"url": str(request.url_for("job_artifact", job_id=done["id"], name=image["name"]))})
@@ -191,7 +223,7 @@ async def create_images(body: ImageGenerationRequest, request: Request) -> dict[
 async def generate(body: GenRequest, request: Request) -> FileResponse:
     """Generate and wait: answers the first image as `image/png` (the job id in `X-Job-Id`)."""
     job = await run_in_threadpool(submit, request, _gen_input(body), _GEN_FIELDS)
-    done = await run_in_threadpool(_wait, request, job["id"], _GEN_FIELDS["model"])
+    done = await run_in_threadpool(wait_images, request, job["id"], _GEN_FIELDS["model"])
     image, path = (await run_in_threadpool(_images, request, done))[0]
     return _png(path, done, image)
 

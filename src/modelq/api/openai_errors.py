@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 #: The routes that claim OpenAI compatibility.
-OPENAI_PATHS = frozenset({"/v1/embeddings", "/v1/images/generations", "/v1/models"})
+OPENAI_PATHS = frozenset({"/v1/embeddings", "/v1/images/generations", "/v1/images/edits", "/v1/models"})
 
 #: OpenAI's error ``type`` for an HTTP status.
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

@@ -28,7 +28,7 @@ async def root() -> RedirectResponse:
 def options(request: Request) -> dict[str, Any]:
     """What the forms offer; defaults and caps come from the settings in force."""
     from modelq.workloads import embed
-    from modelq.workloads.text2img.params import DEFAULT_STEPS, PIPELINES, SCHEDULERS
+    from modelq.workloads.text2img.params import DEFAULT_STEPS, DEFAULT_STRENGTH, PIPELINES, SCHEDULERS
     from modelq.workloads.timetable.generate import SAMPLES
     from modelq.workloads.timetable.inputs import QUALITY_MODES
 
@@ -37,7 +37,7 @@ def options(request: Request) -> dict[str, Any]:
         "image": {
             "default_model": settings.image_default_model, "schedulers": list(SCHEDULERS), "pipelines": list(PIPELINES),
             "default_steps": DEFAULT_STEPS, "max_side": settings.image_max_side, "max_steps": settings.image_max_steps,
-            "max_count": settings.image_max_count,
+            "max_count": settings.image_max_count, "default_strength": DEFAULT_STRENGTH,
         },
         "embed": {"default_model": embed.DEFAULT_MODEL},
         "timetable": {"samples": list(SAMPLES), "quality_modes": QUALITY_MODES, "default_quality_mode": "balanced"},

@@ -60,6 +60,7 @@ _SET_PROGRESS = (
     .values(progress=bindparam("fraction"), progress_message=bindparam("message"))
 )
 _STATUS = select(jobs.c.status).where(_by_id)
+_OWNER = select(jobs.c.owner).where(_by_id)
 
 
 
@@ -282,6 +283,11 @@ class JobStore:
     def status_of(self, job_id: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(_STATUS, {"job_id": job_id}).scalar_one_or_none()
+
+    def owner_of(self, job_id: str) -> str | None:
+        """Who submitted a job (``""`` when the API has no keys); None when there is no such job."""
+        with self.engine.connect() as conn:
+            return conn.execute(_OWNER, {"job_id": job_id}).scalar_one_or_none()
 
     def find_idempotent(self, owner: str, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -1,10 +1,15 @@
-"""One ``text2img`` job on a worker: the pipeline, the scheduler, the seeds, progress, the PNGs.
+"""One ``text2img`` or ``img2img`` job on a worker: the pipeline, the scheduler, the seeds, progress, the PNGs.
 
 Imported when a job runs (it imports torch and diffusers). The loaded pipeline is shared
 by every job of the worker process, one job at a time (they share its weights and its
 device's memory): a job sets its own fresh scheduler for the run and puts the model's back
 after, and a request for another pipeline class runs the same weights through diffusers'
-``from_pipe``.
+``from_pipe``. Image to image is such a class (``AutoPipelineForImage2Image``): an ``img2img``
+job uses the text-to-image model a ``text2img`` job loaded, and loads nothing of its own.
+
+What threads share: the loaded pipeline (its modules, its scheduler attribute, its progress-bar
+setting) is touched only inside :func:`_exclusive`; the ``from_pipe`` runner and the scheduler a
+job makes are its own.
 """
 
 from __future__ import annotations
@@ -13,38 +18,66 @@ import inspect
 import io
 import math
 import secrets
-import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from modelq.errors import InvalidInput
 from modelq.models import get_model
+from modelq.models.batching import exclusive
 from modelq.models.loaders import _require
 from modelq.models.registry import declare_by_source
 from modelq.tasks import JobContext, progress
+from modelq.workloads.text2img import init_image
 from modelq.workloads.text2img.params import (
     DEFAULT_PIPELINE,
     SCHEDULERS,
+    check_img2img_params,
     check_params,
     looks_like_source,
     scheduler_for_class,
 )
 
-_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
 #: How often a job waiting for a busy pipeline checks whether it was cancelled.
 _LOCK_POLL_SECONDS = 0.25
 
 
 def run(data: dict[str, Any], job: JobContext) -> dict[str, Any]:
-    """Generate the images of one job, save them as PNG artifacts and return the result."""
+    """Generate the images of one ``text2img`` job, save them as PNG artifacts and return the result.
+
+    Raises:
+        InvalidInput: the input is over this worker's caps, or the pipeline does not take a parameter.
+        JobCancelled: the job was cancelled (it stops between steps).
+    """
     params = check_params(data, job.settings)  # again, with this worker's caps
     progress(0.0, f"loading model {params['model']}")
     pipe = _load(params["model"], params["pipeline"], job)
     with _exclusive(pipe, job), _prepared(pipe, params) as runner:
         images, nsfw, used = _generate(runner, params)
+    return _save(images, nsfw, used, params, job)
+
+
+def run_img2img(data: dict[str, Any], job: JobContext) -> dict[str, Any]:
+    """Run one ``img2img`` job: its init image through the loaded text-to-image model's ``from_pipe``.
+
+    Raises:
+        InvalidInput: the input is over this worker's caps, or the init image is unreadable or not this owner's.
+        JobCancelled: the job was cancelled (it stops between steps).
+    """
+    params = check_img2img_params(data, job.settings)  # again, with this worker's caps
+    progress(0.0, "reading the init image")
+    init = init_image.load(data, job, params["width"], params["height"])
+    params.update(width=init.width, height=init.height, image=data.get("image"))
+    progress(0.0, f"loading model {params['model']}")
+    pipe = _load(params["model"], None, job)  # the model as text2img loads it: one copy for both
+    with _exclusive(pipe, job), _prepared(pipe, params) as runner:
+        images, nsfw, used = _generate(runner, params, init)
+    return _save(images, nsfw, used, params, job)
+
+
+def _save(images: list[Any], nsfw: list[bool] | None, used: dict[str, Any], params: dict[str, Any],
+          job: JobContext) -> dict[str, Any]:  # fmt: skip
+    """Each image as a PNG artifact; the job's result."""
     result_images = []
     for index, image in enumerate(images):
         buffer = io.BytesIO()
@@ -79,16 +112,18 @@ def _load(model: str, pipeline: str | None, job: JobContext) -> Any:
 
 @contextmanager
 def _exclusive(pipe: Any, job: JobContext) -> Iterator[None]:
-    with _locks_guard:
-        lock = _locks.setdefault(pipe, threading.Lock())
-    if not lock.acquire(blocking=False):
-        progress(0.0, "waiting for the pipeline (another job is using it)")
-        while not lock.acquire(timeout=_LOCK_POLL_SECONDS):
-            job.check_cancelled()
-    try:
+    """Hold the pipeline (and its device) for this job; a job waiting for it can still be cancelled."""
+    told = False
+
+    def waiting() -> None:
+        nonlocal told
+        if not told:
+            progress(0.0, "waiting for the pipeline (another job is using it)")
+            told = True
+        job.check_cancelled()
+
+    with exclusive(pipe, poll=waiting, poll_seconds=_LOCK_POLL_SECONDS):
         yield
-    finally:
-        lock.release()
 
 
 @contextmanager
@@ -122,9 +157,13 @@ def _prepared(pipe: Any, params: dict[str, Any]) -> Iterator[Any]:
         runner.scheduler = original
 
 
-def _generate(runner: Any, params: dict[str, Any]) -> tuple[list[Any], list[bool] | None, dict[str, Any]]:
+def _generate(runner: Any, params: dict[str, Any],
+              init: Any = None) -> tuple[list[Any], list[bool] | None, dict[str, Any]]:  # fmt: skip
+    """Run the pipeline; ``init`` (a PIL image) makes it image to image, at ``params["strength"]``."""
     torch = _require("torch", "image")
-    steps, n = params["steps"], params["n"]
+    n = params["n"]
+    # Image to image runs int(steps x strength) of the steps: progress counts the ones that run.
+    steps = params["steps"] if init is None else min(params["steps"], int(params["steps"] * params["strength"]))
     seed = params["seed"] if params["seed"] is not None else secrets.randbelow(2**32)
     device = runner.device
     # One generator per image: image k of a request starts from the noise of seed + k, as n=1 would.
@@ -139,11 +178,14 @@ def _generate(runner: Any, params: dict[str, Any]) -> tuple[list[Any], list[bool
         return tensors
 
     kwargs: dict[str, Any] = {
-        "prompt": params["prompt"], "num_inference_steps": steps, "num_images_per_prompt": n,
+        "prompt": params["prompt"], "num_inference_steps": params["steps"], "num_images_per_prompt": n,
         "generator": generators, "output_type": "pil", "callback_on_step_end": on_step_end,
     }  # fmt: skip
-    optional = {"negative_prompt": params["negative_prompt"], "width": params["width"], "height": params["height"],
-                "guidance_scale": params["guidance"]}  # fmt: skip
+    optional = {"negative_prompt": params["negative_prompt"], "guidance_scale": params["guidance"]}
+    if init is None:
+        optional.update(width=params["width"], height=params["height"])
+    else:  # the output has the init image's size (resized to the request's before)
+        kwargs.update(image=init, strength=params["strength"])
     kwargs.update({key: value for key, value in optional.items() if value is not None})
     accepted = inspect.signature(runner.__call__).parameters
     for key in kwargs:
@@ -157,4 +199,6 @@ def _generate(runner: Any, params: dict[str, Any]) -> tuple[list[Any], list[bool
         "scheduler": params["scheduler"] or scheduler_for_class(type(runner.scheduler).__name__),
         "guidance": getattr(runner, "guidance_scale", params["guidance"]),
     }
+    if init is not None:
+        used["denoising_steps"] = steps
     return list(output.images), getattr(output, "nsfw_content_detected", None), used

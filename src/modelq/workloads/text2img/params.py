@@ -1,4 +1,4 @@
-"""A ``text2img`` job's parameters: names, defaults, caps and the submit-time check.
+"""``text2img`` and ``img2img`` job parameters: names, defaults, caps and the submit-time checks.
 
 Pure Python on purpose: the API and the submit path check requests with it without
 importing torch or diffusers (a 422 that names the field, before anything is queued).
@@ -16,6 +16,12 @@ from modelq.errors import InvalidInput
 PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "AutoPipelineForText2Image")
 #: The class a model given by path or hub id is loaded with when the request names none.
 DEFAULT_PIPELINE = "AutoPipelineForText2Image"
+#: Image-to-image classes an ``img2img`` request may name: the loaded (text-to-image) weights run
+#: through the class's ``from_pipe``, so image to image never loads a model of its own.
+IMG2IMG_PIPELINES = ("AutoPipelineForImage2Image", "StableDiffusionImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline")
+DEFAULT_IMG2IMG_PIPELINE = "AutoPipelineForImage2Image"
+#: How far ``img2img`` moves away from the init image (0: not at all, 1: all the way): diffusers' default.
+DEFAULT_STRENGTH = 0.8
 
 #: Sampler names as the usual UIs spell them -> (diffusers scheduler class, config overrides).
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -161,4 +167,56 @@ def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str
         raise InvalidInput(f"{name('pipeline')}: unknown pipeline class {pipeline!r}; use one of {', '.join(PIPELINES)}",
                            field=name("pipeline"))  # fmt: skip
     out["pipeline"] = pipeline
+    return out
+
+
+def check_strength(value: Any, steps: int, field: str = "strength", steps_field: str = "steps") -> float:
+    """``strength`` as a float in (0, 1], high enough that ``steps`` runs at least one denoising step.
+
+    Image to image runs ``int(steps * strength)`` of the ``steps`` (the rest would only re-add the
+    noise the init image skips).
+
+    Raises:
+        InvalidInput: not a number, outside (0, 1], or too small for ``steps`` (``field`` names it).
+    """
+    if value is None:
+        value = DEFAULT_STRENGTH
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 0 < value <= 1:  # NaN fails the comparison too
+        raise InvalidInput(f"{field} must be a number greater than 0 and at most 1, got {value!r}", field=field)
+    if int(steps * value) < 1:
+        raise InvalidInput(f"{field} {value:g} with {steps} {steps_field} runs no denoising step (it runs "
+                           f"int({steps_field} x {field}) of them); raise {field} or {steps_field}", field=field)  # fmt: skip
+    return float(value)
+
+
+def check_img2img_params(data: Mapping[str, Any], settings: Any,
+                         names: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Check an ``img2img`` job's parameters (all but its init image) and return them normalised.
+
+    The same as :func:`check_params`, plus ``strength``; ``pipeline`` names an image-to-image class
+    (:data:`IMG2IMG_PIPELINES`, default ``AutoPipelineForImage2Image``). ``width`` and ``height``,
+    when given, are the size the init image is resized to (the output's size).
+
+    Args:
+        data: the task's keyword arguments.
+        settings: the caps, as for :func:`check_params`.
+        names: how the request spells each field, for the error.
+
+    Returns:
+        The parameters, with ``strength`` and ``pipeline`` filled in.
+
+    Raises:
+        InvalidInput: with ``field`` naming the offending request field.
+    """
+    names = names or {}
+    pipeline_field = names.get("pipeline", "pipeline")
+    out = check_params({**data, "pipeline": None}, settings, names)
+    pipeline = data.get("pipeline")
+    if pipeline is not None and pipeline not in IMG2IMG_PIPELINES:
+        raise InvalidInput(f"{pipeline_field}: unknown image-to-image pipeline class {pipeline!r}; use one of "
+                           f"{', '.join(IMG2IMG_PIPELINES)}", field=pipeline_field)  # fmt: skip
+    out["pipeline"] = pipeline or DEFAULT_IMG2IMG_PIPELINE
+    out["strength"] = check_strength(data.get("strength"), out["steps"], names.get("strength", "strength"),
+                                     names.get("steps", "steps"))  # fmt: skip
     return out
