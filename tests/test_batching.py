@@ -152,3 +152,18 @@ def test_exclusive_polls_while_it_waits_and_stops_when_the_poll_raises() -> None
         thread.start()
         thread.join(10)
     assert polls == 1 and isinstance(outcome[0], KeyboardInterrupt)
+
+
+def test_token_groups_sort_by_length_and_keep_padding_within_the_budget() -> None:
+    from modelq.models.batching import token_groups
+
+    lengths = [5, 200, 7, 6, 120, 300, 5, 9]
+    groups = token_groups(lengths, 64)
+    # every index once, each group sorted short to long, each group's padded size within 64 (or alone)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(flat)
+    for group in groups:
+        assert len(group) == 1 or max(lengths[i] for i in group) * len(group) <= 64
+    assert [lengths[i] for i in groups[0]] == [5, 5, 6, 7, 9]  # the short texts share a pass
+    assert token_groups([], 64) == []

@@ -104,6 +104,8 @@ def test_embed_scenario_reports_batched_beside_in_process_and_naive(tmp_path: Pa
         assert positive(figures[key]), (key, figures[key])
     assert figures["batched_vs_naive"] == pytest.approx(figures["batched_per_s"] / figures["naive_per_s"], rel=0.02)
     assert figures["sentences"] == 128
+    for path in ("client", "http"):  # closed-loop clients through both paths (--quick: 1 and 8 of them)
+        assert set(figures["curves"][path]) == {"1", "8"} and all(map(positive, figures["curves"][path].values()))
     assert_png(out / "embed.png")
 
 

@@ -175,6 +175,34 @@ def batch_call(
     return batcher_for(key, max_size, max_wait_ms).call(items, fn)
 
 
+#: Padded tokens per forward pass when ``batch_max_tokens`` is unset, by device kind: measured with
+#: all-MiniLM-L6-v2 on texts of 1-266 tokens, a CPU runs groups of about 256 padded tokens fastest
+#: (1.9x one padded batch of 32); a GPU wants large batches.
+DEFAULT_MAX_TOKENS = {"cpu": 256, "cuda": 16384, "mps": 4096}
+
+
+def max_tokens_for(device: str, settings: Any = None) -> int:
+    """Padded tokens per forward pass on ``device``: ``batch_max_tokens``, or the device kind's default."""
+    configured = getattr(settings, "batch_max_tokens", None)
+    return configured or DEFAULT_MAX_TOKENS.get(device.split(":")[0], DEFAULT_MAX_TOKENS["cpu"])
+
+
+def token_groups(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices of ``lengths`` in groups for one forward pass each: sorted by length, and each group's
+    padded size (its longest x its count) within ``max_tokens`` (a group has at least one item)."""
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        # sorted ascending: this item is the group's longest so far
+        if group and lengths[index] * (len(group) + 1) > max_tokens:
+            groups.append(group)
+            group = []
+        group.append(index)
+    if group:
+        groups.append(group)
+    return groups
+
+
 class _Locks:
     """A lock per object (weakly held where the object allows it) and one per device."""
 

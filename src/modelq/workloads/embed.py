@@ -12,9 +12,9 @@ import os
 from typing import Any
 
 from modelq.errors import InvalidInput, MissingDependency
-from modelq.models.batching import batch_call, exclusive
+from modelq.models.batching import batch_call, device_of, exclusive, max_tokens_for, token_groups
 from modelq.models.registry import ModelSpec, declare, declare_by_source
-from modelq.tasks import current_job, current_settings, task
+from modelq.tasks import current_settings, task
 
 DEFAULT_MODEL = "minilm"
 
@@ -90,16 +90,23 @@ def encode_counted(texts: list[str], model: str = DEFAULT_MODEL, *, normalize: b
 
     The tokenizer and the weights are touched only inside the batch, under
     :func:`~modelq.models.batching.exclusive`: the counts come from the very tokenization the
-    forward pass used. Normalising is per request, after the batch, so requests that differ only
-    in ``normalize`` still share a batch.
+    forward pass used. A batch runs in groups of similar length (``batch_max_tokens``), so a
+    short text is never padded to a long one's length. Normalising is per request, after the
+    batch, so requests that differ only in ``normalize`` still share a batch.
     """
     import numpy as np
 
     st = encoder(model)
+    max_tokens = max_tokens_for(device_of(st), current_settings())
 
     def forward(items: list[str]) -> list[tuple[Any, int]]:
+        outputs: list[Any] = [None] * len(items)
         with exclusive(st):
-            outputs = st.encode(items, batch_size=max(len(items), 1), output_value=None, show_progress_bar=False)
+            for group in token_groups(_token_lengths(st, items), max_tokens):
+                encoded = st.encode([items[i] for i in group], batch_size=len(group), output_value=None,
+                                    show_progress_bar=False)  # fmt: skip
+                for i, out in zip(group, encoded, strict=True):
+                    outputs[i] = out
         return [(out["sentence_embedding"].float().cpu().numpy(), int(out["attention_mask"].sum())) for out in outputs]
 
     results = []
@@ -110,13 +117,23 @@ def encode_counted(texts: list[str], model: str = DEFAULT_MODEL, *, normalize: b
     return results
 
 
+def _token_lengths(st: Any, texts: list[str]) -> list[int]:
+    """Tokens per text after truncation (characters, for a model without a text tokenizer). Call under ``exclusive``."""
+    tokenizer = getattr(st, "tokenizer", None)
+    if tokenizer is None or not callable(tokenizer):
+        return [len(text) for text in texts]
+    limit = getattr(st, "max_seq_length", None)
+    encoded = tokenizer(texts, truncation=True, **({"max_length": limit} if limit else {}))
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
 @task("embed", queue="gpu", models=[DEFAULT_MODEL], model_arg="model", validate=_validate)
 def embed(input: str | list[str], model: str = DEFAULT_MODEL, normalize: bool = True) -> dict[str, Any]:
     """Sentence embeddings for one text or many; small requests are batched together."""
     texts = check_texts(input, current_settings())
     encoded = encode_counted(texts, model, normalize=normalize)
     vectors = [vector for vector, _tokens in encoded]
-    current_job().progress(1.0, f"{len(texts)} text(s) embedded")
+    # No progress write: the job ends here, and its record says so at once (one write less per request).
     return {
         "model": model,
         "dimensions": len(vectors[0]) if vectors else 0,
