@@ -6,13 +6,11 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from conftest import _backend_env, child_env, start_worker, stop_process, wait_for, wait_for_worker
-from modelq.models.affinity import choose_queues, sticky_queues
 from modelq_test_models import make_linear
 
 LOADER = "modelq_test_models:load_linear"
@@ -128,37 +126,6 @@ def _models(model_worker: dict) -> dict:
     from modelq.api.models import model_listing
 
     return {m["id"]: m for m in model_listing(model_worker["app"])["data"]}
-
-
-def test_affinity_policy() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    a, b = "q.model.a", "q.model.b"
-    fresh, old = now - timedelta(seconds=1), now - timedelta(seconds=60)
-    # idle: read every queue so a new job starts at once
-    assert choose_queues(backlog={}, held=[a], known=[a, b], capacity=1, max_wait=5, now=now) == {a, b}
-    # room for both: read both
-    assert choose_queues(backlog={a: (3, fresh), b: (3, fresh)}, held=[a], known=[a, b], capacity=2, max_wait=5,
-                         now=now) == {a, b}  # fmt: skip
-    # room for one: stay with the held model while it has a backlog
-    assert choose_queues(backlog={a: (3, fresh), b: (9, fresh)}, held=[a], known=[a, b], capacity=1, max_wait=5,
-                         now=now) == {a}  # fmt: skip
-    # ... until the other model's oldest job waited too long
-    assert choose_queues(backlog={a: (3, fresh), b: (1, old)}, held=[a], known=[a, b], capacity=1, max_wait=5,
-                         now=now) == {b}  # fmt: skip
-    # ... or the held model's backlog is empty
-    assert choose_queues(backlog={b: (2, fresh)}, held=[a], known=[a, b], capacity=1, max_wait=5, now=now) == {b}
-
-
-def test_affinity_keeps_its_own_choice_when_a_stray_job_loads_the_other_model() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    a, b = "q.model.a", "q.model.b"
-    backlog = {a: (10, now), b: (10, now)}
-    # reading every queue (no choice made yet): the held model decides
-    assert sticky_queues(consumed={a, b}, backlog=backlog, held=lambda: {b}) == {b}
-    # reading only a: a prefetched b job that loaded b does not flip the choice
-    assert sticky_queues(consumed={a}, backlog=backlog, held=lambda: {b}) == {a}
-    # a's backlog drained: the choice is open again
-    assert sticky_queues(consumed={a}, backlog={a: (0, now), b: (10, now)}, held=lambda: {b}) == {b}
 
 
 def test_metrics_report_model_loads_and_resident_bytes(model_worker: dict) -> None:

@@ -199,14 +199,18 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
 @click.option("-c", "--concurrency", type=int, default=None, help="processes or threads")
 @click.option("-n", "--hostname", default=None, help="worker name, e.g. gpu@%h")
 @click.option("--max-tasks-per-child", type=int, default=None, help="recycle a process after N jobs")
+@click.option("--models", default=None, help="serve only these models (comma-separated): a dedicated worker")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @pass_settings
 @handle_errors
 def worker(settings: Any, queues: str, pool: str | None, concurrency: int | None, hostname: str | None,
-           max_tasks_per_child: int | None, loglevel: str) -> None:  # fmt: skip
+           max_tasks_per_child: int | None, models: str | None, loglevel: str) -> None:  # fmt: skip
     """Run a worker for some queues (starts the embedded broker when it is the one configured)."""
     from modelq.celery_app import create_celery_app
     from modelq.worker import run_worker
+
+    if models is not None:
+        settings = settings.model_copy(update={"worker_models": [m.strip() for m in models.split(",") if m.strip()]})
 
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the first job arrives

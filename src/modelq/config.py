@@ -174,8 +174,15 @@ class Settings(BaseSettings):
     gpu_max_models: int | None = Field(default=1, ge=1)
     cpu_max_models: int | None = Field(default=None, ge=1)
     model_keep_alive: float = Field(default=300.0, description="seconds; -1 = never expire")
-    #: Longest a queued job for another model waits before a worker switches to it.
+    #: Seconds a model nobody serves waits before it may take a worker busy with another model
+    #: (see modelq.models.placement for the whole rule and the starvation bound).
     affinity_max_wait: float = Field(default=5.0, gt=0)
+    #: k: a worker that is the only one serving its model leaves it for another model only after
+    #: serving it for k times the other model's measured load time (so a switch costs at most
+    #: 1/(k+1) of the worker's time).
+    affinity_switch_factor: float = Field(default=4.0, ge=0)
+    #: Models this worker serves, and no others (a static placement: "dedicated workers"); None: any.
+    worker_models: Annotated[list[str] | None, NoDecode] = None
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=5.0, ge=0)
     #: Padded tokens per forward pass: a batch's texts, sorted by length, go through the model in
@@ -259,7 +266,7 @@ class Settings(BaseSettings):
                                      "`modelq keys new` prints), never the keys themselves")  # fmt: skip
         return value
 
-    @field_validator("imports", mode="before")
+    @field_validator("imports", "worker_models", mode="before")
     @classmethod
     def _split_imports(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -146,7 +146,7 @@ def _start_affinity(consumer: Any) -> None:
     registry = runtime.residency.registry
     devices = {"cpu" if registry.all()[m].device == "cpu" else "cuda"
                for spec in model_tasks for m in spec.models if m in registry.all()} or {"cpu"}  # fmt: skip
-    controller = AffinityController(app, reporting.worker_name, bases, model_capacity(settings, devices),
+    controller = AffinityController(app, consumer, reporting.worker_name, bases, model_capacity(settings, devices),
                                     in_process=not _state["prefork"])  # fmt: skip
     _state["affinity"] = controller
     controller.start()
@@ -230,6 +230,10 @@ def _forget(pid: int | None) -> None:
         return
     try:
         runtime.store.forget_residency(reporting.worker_name, pid)
+        if pid is None:
+            if _state.get("affinity") is not None:
+                _state["affinity"].stop()
+            runtime.store.forget_consumers(reporting.worker_name)
     except Exception:
         log.debug("could not clear residency figures", exc_info=True)
 

@@ -113,3 +113,20 @@ class ModelResidency(Base):
     load_seconds: Mapped[float] = mapped_column(Float)
     last_used: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModelConsumer(Base):
+    """Which model queues one worker reads and holds: written by its placement controller every
+    tick it changes (and every few seconds as a heartbeat), read by every other worker's. A row
+    with an empty ``queue`` says the worker is alive and how many models it may hold."""
+
+    __tablename__ = "modelq_model_consumers"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(400), primary_key=True)
+    reading: Mapped[bool] = mapped_column(Boolean)
+    chosen: Mapped[bool] = mapped_column(Boolean)
+    held: Mapped[bool] = mapped_column(Boolean)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    slots: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

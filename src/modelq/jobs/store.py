@@ -418,5 +418,50 @@ class JobStore:
         return {queue: (int(count), _aware(oldest)) for queue, count, oldest in rows}
 
 
+    def run_seconds(self, queue_prefix: str, *, recent: int = 200) -> dict[str, list[float]]:
+        """Run times (started to finished) of the latest succeeded jobs per queue starting with ``queue_prefix``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.queue, jobs.c.started_at, jobs.c.finished_at)
+                .where(jobs.c.status == JobStatus.SUCCEEDED.value, jobs.c.queue.startswith(queue_prefix, autoescape=True),
+                       jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
+                .order_by(jobs.c.finished_at.desc())
+                .limit(recent)
+            ).all()  # fmt: skip
+        seconds: dict[str, list[float]] = {}
+        for queue, started, finished in rows:
+            seconds.setdefault(queue, []).append((_aware(finished) - _aware(started)).total_seconds())
+        return seconds
+
+    # Model consumers (placement) ------------------------------------------------------
+
+    def report_consumers(self, worker: str, rows: list[dict[str, Any]]) -> None:
+        """Replace what ``worker`` reported before with ``rows`` (``seen_at`` set to now)."""
+        from modelq.jobs.records import ModelConsumer
+
+        table = ModelConsumer.__table__
+        now = utcnow()
+        with self.transaction() as conn:
+            conn.execute(table.delete().where(table.c.worker == worker))
+            if rows:
+                conn.execute(insert(table), [{**row, "worker": worker, "seen_at": now} for row in rows])
+
+    def consumers(self, seen_after: datetime) -> list[dict[str, Any]]:
+        """Every worker's reported consumer rows seen after ``seen_after``."""
+        from modelq.jobs.records import ModelConsumer
+
+        table = ModelConsumer.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.seen_at >= seen_after)).mappings().all()
+        return [{**row, "since": _aware(row["since"]), "seen_at": _aware(row["seen_at"])} for row in rows]
+
+    def forget_consumers(self, worker: str) -> None:
+        from modelq.jobs.records import ModelConsumer
+
+        table = ModelConsumer.__table__
+        with self.transaction() as conn:
+            conn.execute(table.delete().where(table.c.worker == worker))
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

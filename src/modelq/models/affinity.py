@@ -1,127 +1,102 @@
-"""Model affinity: a worker keeps serving the model it holds while that model has queued jobs.
+"""Model affinity: each worker reads the model queues its placement gives it, and nothing else.
 
-Jobs for a model go to a queue of their own, ``<queue>.model.<name>`` (see
-:func:`model_queue`). A controller thread in each worker watches the backlog in
-the job store and tells the worker's consumer which model queues to read, through
-Celery's own ``add_consumer`` / ``cancel_consumer`` control commands:
+Jobs for a model go to a queue of their own, ``<queue>.model.<name>`` (see :func:`model_queue`).
+A controller thread in each worker, every :data:`TICK_SECONDS`:
 
-* nothing queued anywhere: read every model queue, so a new job starts at once;
-* enough room for every model with a backlog: read all of their queues;
-* otherwise read the queues of the models it holds while they have a backlog, and
-  switch when that backlog is empty or another model's oldest job has waited longer
-  than ``MODELQ_AFFINITY_MAX_WAIT`` seconds (bounded wait: nothing starves).
+1. reads a snapshot from the job store: the backlog per model queue, typical job and load times,
+   and what every live worker reads, has chosen and holds (:class:`modelq.jobs.records.ModelConsumer`);
+2. computes :func:`modelq.models.placement.plan` for itself (the rules and the starvation bound
+   are written there);
+3. steers its own consumer in this process (``Consumer.add_task_queue`` / ``cancel_task_queue``
+   through ``call_soon``, on the consumer's own loop), and reconciles against the queues the
+   consumer really reads, so a change that did not take (or one made by someone else, such as
+   ``celery control add_consumer``) is put right on the next tick;
+4. publishes what it reads, has chosen and holds when that changed, and every few seconds.
 
-A mixed stream over two models with a budget of one therefore costs a model switch
-per backlog drained, not per job.
+Nothing central decides. A worker whose snapshot is stale or missing (the store is down, peers
+stopped reporting) falls back to its own view: itself alone, which is the one-worker policy.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from modelq.models.placement import Demand, Peer, plan
 
 log = logging.getLogger(__name__)
 
 MODEL_QUEUE_SEPARATOR = ".model."
 TICK_SECONDS = 0.1
+#: Publish at least this often (a heartbeat), even when nothing changed.
+HEARTBEAT_SECONDS = 2.0
+#: A worker not seen for this long is gone: its rows are left out of every snapshot.
+STALE_SECONDS = 10.0
+#: Job and load times are re-read this often.
+COSTS_SECONDS = 2.0
+#: A consumer change not visible after this long is made again.
+RETRY_SECONDS = 1.0
+#: Typical job seconds before any job of a model finished.
+DEFAULT_JOB_SECONDS = 1.0
+#: A queue this worker reads whose jobs wait this long while the worker sits idle is stranded.
+STRANDED_SECONDS = 10.0
 
 
 def model_queue(queue: str, model: str) -> str:
     return f"{queue}{MODEL_QUEUE_SEPARATOR}{model}"
 
 
-def model_of(queue: str) -> str | None:
-    base, sep, model = queue.partition(MODEL_QUEUE_SEPARATOR)
-    return model if sep else None
-
-
-def choose_queues(
-    *,
-    backlog: dict[str, tuple[int, datetime]],
-    held: Iterable[str],
-    known: Iterable[str],
-    capacity: int | None,
-    max_wait: float,
-    now: datetime | None = None,
-) -> set[str]:
-    """The model queues a worker should read (a pure function: the policy, testable alone).
+class AffinityController:
+    """Steers one worker's consumer between model queues (runs in the worker's main process).
 
     Args:
-        backlog: queued jobs per model queue: (count, oldest created_at).
-        held: model queues whose model this worker holds now.
-        known: every model queue this worker could serve.
-        capacity: how many models it can hold at once (None: no limit).
-        max_wait: seconds after which a waiting model gets its turn.
+        app: the Celery app (``app.modelq`` is the runtime: settings, store, residency).
+        consumer: the worker's Celery consumer, whose task consumer it steers.
+        hostname: the worker's name, as the snapshot knows it.
+        base_queues: the logical queues it serves whose jobs route by model.
+        capacity: models it may hold at once (None: no limit).
+        in_process: solo and threads pools run jobs in this process: read its residency directly.
     """
-    now = now or datetime.now(timezone.utc)
-    waiting = {q: v for q, v in backlog.items() if v[0] > 0}
-    if not waiting:
-        return set(known) | set(held)
-    if capacity is None or len(waiting) <= capacity:
-        return set(waiting)
-    overdue = sorted((q for q, (_, oldest) in waiting.items() if (now - oldest).total_seconds() > max_wait),
-                     key=lambda q: waiting[q][1])  # fmt: skip
-    keep = [q for q in held if q in waiting]
-    by_size = sorted(waiting, key=lambda q: (-waiting[q][0], waiting[q][1]))
-    chosen: list[str] = []
-    for queue in [*overdue, *keep, *by_size]:
-        if queue not in chosen:
-            chosen.append(queue)
-        if len(chosen) == capacity:
-            break
-    return set(chosen)
 
-
-def sticky_queues(*, consumed: set[str], backlog: dict[str, tuple[int, datetime]],
-                  held: Callable[[], set[str]]) -> set[str]:
-    """The model queues to keep reading: our own earlier choice, once we have made one.
-
-    While the worker reads a subset of the queues with a backlog, that choice stands
-    until :func:`choose_queues` changes it. A job fetched before the choice was made (a
-    "stray", prefetched while every queue was read) may load its model for a moment;
-    following that load would switch queues, strand the prefetched jobs of the other
-    model as new strays, and feed a loop of switches. Only when nothing has been chosen
-    yet does the model the worker holds decide.
-    """
-    waiting = {q for q, (count, _) in backlog.items() if count > 0}
-    chosen = consumed & waiting
-    if chosen and not waiting <= consumed:
-        return chosen
-    holding = held()
-    # Between models (one evicted, the next not reported yet): stay with what we read.
-    return holding if holding & waiting else holding | chosen
-
-
-class AffinityController:
-    """Steers one worker's consumer between model queues (runs in the worker's main process)."""
-
-    def __init__(self, app: Any, hostname: str, base_queues: list[str], capacity: int | None,
+    def __init__(self, app: Any, consumer: Any, hostname: str, base_queues: list[str], capacity: int | None,
                  *, in_process: bool = False) -> None:  # fmt: skip
         self.app = app
-        #: solo and threads pools run jobs in this process: read its residency directly.
+        self.consumer = consumer
         self.in_process = in_process
         self.hostname = hostname
         self.base_queues = base_queues
         self.capacity = capacity
         self.settings = app.modelq.settings
         self.store = app.modelq.store
-        self.consumed: set[str] = set()
-        self.switches = 0
+        self.chosen: dict[str, datetime] = {}
+        self._published: tuple | None = None
+        self._published_at = 0.0
+        self._costs_at = -COSTS_SECONDS
+        self._job_seconds: dict[str, float] = {}
+        self._load_seconds: dict[str, float] = {}
+        self._asked: dict[tuple[str, str], float] = {}
+        self._idle_since: float | None = None
         self._stop = threading.Event()
 
+    # The snapshot ------------------------------------------------------------------
+
     def known_queues(self) -> set[str]:
-        """Queues of the models that tasks on this worker's queues use by default."""
+        """Queues of the models that tasks on this worker's queues use by default, or those it is pinned to."""
         from modelq.tasks import registered_tasks
 
-        known = set()
-        for spec in registered_tasks().values():
-            base = self.settings.queue_for(spec.name, spec.queue)
-            if base in self.base_queues and spec.name in self.app.tasks:
-                known.update(model_queue(base, name) for name in spec.models)
-        return known
+        pinned = self.settings.worker_models
+        names: set[str] = set(pinned or ())
+        if not pinned:
+            for spec in registered_tasks().values():
+                base = self.settings.queue_for(spec.name, spec.queue)
+                if base in self.base_queues and spec.name in self.app.tasks:
+                    names.update(spec.models)
+        return {model_queue(base, name) for base in self.base_queues for name in names}
 
     def held_models(self) -> set[str]:
         """Models this worker holds, or is loading: a load in progress counts, so a switch sticks."""
@@ -129,37 +104,153 @@ class AffinityController:
             return self.app.modelq.residency.held_or_loading()
         return {row["model"] for row in self.store.residency() if row["worker"] == self.hostname and row["resident"]}
 
-    def tick(self) -> None:
-        backlog: dict[str, tuple[int, datetime]] = {}
-        for base in self.base_queues:
-            backlog.update(self.store.backlog(f"{base}{MODEL_QUEUE_SEPARATOR}"))
-        held = sticky_queues(consumed=self.consumed, backlog=backlog,
-                             held=lambda: {model_queue(base, name) for name in self.held_models()
-                                           for base in self.base_queues})  # fmt: skip
-        desired = choose_queues(backlog=backlog, held=held, known=self.known_queues() | set(backlog),
-                                capacity=self.capacity, max_wait=self.settings.affinity_max_wait)  # fmt: skip
-        self.apply(desired)
+    def in_hand(self) -> set[str]:
+        """Model queues of the jobs this worker has received and not finished: it is about to hold their models."""
+        from celery.worker.state import active_requests, reserved_requests
 
-    def apply(self, desired: set[str]) -> None:
-        control, on_broker = self.app.control, self.settings.broker_queue
-        for queue in sorted(desired - self.consumed):
-            control.add_consumer(on_broker(queue), exchange=on_broker(queue), routing_key=on_broker(queue),
-                                 destination=[self.hostname], reply=True, timeout=2.0)  # fmt: skip
-        for queue in sorted(self.consumed - desired):
-            control.cancel_consumer(on_broker(queue), destination=[self.hostname], reply=True, timeout=2.0)
-        if desired != self.consumed:
-            if self.consumed and desired - self.consumed:
-                self.switches += 1
-            log.debug("affinity: reading %s", ", ".join(sorted(desired)) or "no model queue")
-            self.consumed = desired
+        keys = {(request.delivery_info or {}).get("routing_key") for request in {*active_requests, *reserved_requests}}
+        return {self.settings.logical_queue(key) for key in keys if key and MODEL_QUEUE_SEPARATOR in key}
+
+    def _refresh_costs(self) -> None:
+        if time.monotonic() - self._costs_at < COSTS_SECONDS:
+            return
+        self._costs_at = time.monotonic()
+        job_seconds: dict[str, float] = {}
+        for base in self.base_queues:
+            for queue, seconds in self.store.run_seconds(f"{base}{MODEL_QUEUE_SEPARATOR}").items():
+                job_seconds[queue] = statistics.median(seconds)  # a median: a job that paid a load is an outlier
+        loads: dict[str, list[float]] = {}
+        for row in self.store.residency():
+            if row["loads"]:
+                loads.setdefault(row["model"], []).append(row["load_seconds"] / row["loads"])
+        self._job_seconds = job_seconds
+        self._load_seconds = {model: max(times) for model, times in loads.items()}
+
+    def demand(self) -> dict[str, Demand]:
+        self._refresh_costs()
+        demand = {}
+        for base in self.base_queues:
+            for queue, (count, oldest) in self.store.backlog(f"{base}{MODEL_QUEUE_SEPARATOR}").items():
+                model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
+                demand[queue] = Demand(queued=count, oldest=oldest,
+                                       job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
+                                       load_seconds=self._load_seconds.get(model, self.settings.affinity_max_wait))  # fmt: skip
+        return demand
+
+    def peers(self, me: Peer, now: datetime) -> dict[str, Peer]:
+        """Every live worker's published state, with this worker's own (``me``) in place of its rows."""
+        peers: dict[str, Peer] = {}
+        try:
+            rows = self.store.consumers(now - timedelta(seconds=STALE_SECONDS))
+        except Exception:  # no snapshot: decide alone, as one worker would
+            log.debug("placement: no snapshot of the other workers", exc_info=True)
+            rows = []
+        for row in rows:
+            if row["worker"] == me.name:
+                continue
+            peer = peers.setdefault(row["worker"], Peer(name=row["worker"]))
+            if not row["queue"]:
+                peer.slots = row["slots"]
+                continue
+            if row["chosen"]:
+                peer.chosen[row["queue"]] = row["since"]
+            if row["held"]:
+                peer.holds.add(row["queue"])
+        peers[me.name] = me
+        return peers
+
+    # One tick ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = datetime.now(timezone.utc)
+        demand = self.demand()
+        # Any model a job on this worker's queues names, unless the worker is pinned to some.
+        known = self.known_queues() | (set() if self.settings.worker_models else set(demand))
+        held = {model_queue(base, name) for name in self.held_models() for base in self.base_queues} | self.in_hand()
+        known |= set() if self.settings.worker_models else held
+        me = Peer(name=self.hostname, chosen=dict(self.chosen), holds=held, slots=self.capacity, serves=known)
+        decided = plan(self.hostname, self.peers(me, now), demand, known=known,
+                       switch_factor=self.settings.affinity_switch_factor,
+                       max_wait=self.settings.affinity_max_wait, now=now)  # fmt: skip
+        self.chosen = {q: self.chosen.get(q, now) for q in decided.chosen}
+        self.steer(decided.reading)
+        self.watch_stranded(decided.reading, demand, now)
+        self.publish(decided.reading, held)
+
+    def reading(self) -> set[str] | None:
+        """The model queues the consumer really reads (None while it has no task consumer)."""
+        task_consumer = getattr(self.consumer, "task_consumer", None)
+        if task_consumer is None:
+            return None
+        names = {q.name for q in list(task_consumer.queues)}
+        return {self.settings.logical_queue(n) for n in names if MODEL_QUEUE_SEPARATOR in n}
+
+    def steer(self, desired: set[str]) -> None:
+        """Ask the consumer's loop for the changes between what it reads and ``desired``."""
+        actual = self.reading()
+        if actual is None:
+            return
+        on_broker, now = self.settings.broker_queue, time.monotonic()
+        pending = {("add", q) for q in desired - actual} | {("cancel", q) for q in actual - desired}
+        self._asked = {key: at for key, at in self._asked.items() if key in pending}
+        for queue in sorted(desired - actual):
+            if now - self._asked.get(("add", queue), -RETRY_SECONDS) >= RETRY_SECONDS:
+                self._asked[("add", queue)] = now
+                name = on_broker(queue)
+                self.consumer.call_soon(self.consumer.add_task_queue, name, exchange=name, exchange_type="direct",
+                                        routing_key=name)  # fmt: skip
+        for queue in sorted(actual - desired):
+            if now - self._asked.get(("cancel", queue), -RETRY_SECONDS) >= RETRY_SECONDS:
+                self._asked[("cancel", queue)] = now
+                self.consumer.call_soon(self.consumer.cancel_task_queue, on_broker(queue))
+
+    def watch_stranded(self, reading: set[str], demand: dict[str, Demand], now: datetime) -> None:
+        """Warn about, and re-read, a queue this worker reads whose jobs wait while it sits idle."""
+        from celery.worker.state import active_requests, reserved_requests
+
+        if active_requests or reserved_requests:
+            self._idle_since = None
+            return
+        self._idle_since = self._idle_since or time.monotonic()
+        if time.monotonic() - self._idle_since < STRANDED_SECONDS:
+            return
+        for queue in sorted(reading):
+            waiting = demand.get(queue)
+            if waiting and waiting.queued and waiting.oldest and (now - waiting.oldest).total_seconds() > STRANDED_SECONDS:
+                log.warning("%d job(s) wait in %s, which this worker (%s) reads, while it has been idle for %.0f s: "
+                            "reading it again", waiting.queued, queue, self.hostname, time.monotonic() - self._idle_since)  # fmt: skip
+                name = self.settings.broker_queue(queue)
+                self.consumer.call_soon(self.consumer.cancel_task_queue, name)
+                self.consumer.call_soon(self.consumer.add_task_queue, name, exchange=name, exchange_type="direct",
+                                        routing_key=name)  # fmt: skip
+                self._idle_since = time.monotonic()
+
+    def publish(self, reading: set[str], held: set[str]) -> None:
+        state = (frozenset(reading), tuple(sorted(self.chosen.items())), frozenset(held))
+        if state == self._published and time.monotonic() - self._published_at < HEARTBEAT_SECONDS:
+            return
+        epoch = datetime.fromtimestamp(0, timezone.utc)
+        rows = [{"queue": "", "reading": False, "chosen": False, "held": False, "since": epoch, "slots": self.capacity}]
+        for queue in sorted(reading | set(self.chosen) | held):
+            rows.append({"queue": queue, "reading": queue in reading, "chosen": queue in self.chosen,
+                         "held": queue in held, "since": self.chosen.get(queue, epoch), "slots": None})  # fmt: skip
+        self.store.report_consumers(self.hostname, rows)
+        self._published, self._published_at = state, time.monotonic()
+
+    # The thread --------------------------------------------------------------------
 
     def run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.tick()
             except Exception:  # the broker or database blinked: try again next tick
-                log.debug("affinity tick failed", exc_info=True)
+                log.warning("affinity tick failed", exc_info=True)
+                self._stop.wait(1.0)
             self._stop.wait(TICK_SECONDS)
+        try:
+            self.store.forget_consumers(self.hostname)
+        except Exception:
+            log.debug("could not clear this worker's consumer rows", exc_info=True)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="modelq-affinity", daemon=True)
@@ -177,4 +268,3 @@ def model_capacity(settings: Any, devices: Iterable[str]) -> int | None:
         counts.append(settings.cpu_max_models if device == "cpu" else settings.gpu_max_models)
     known = [c for c in counts if c is not None]
     return min(known) if known and len(known) == len(counts) else None
-

@@ -1,0 +1,172 @@
+"""Placement: which model queues each worker reads, decided from what every worker holds and reads.
+
+A pure function of a snapshot, so every worker computes the same plan from the same view and
+takes its own part of it; nothing central decides. The snapshot (:class:`Peer` per live worker,
+:class:`Demand` per model queue) comes from the job store (see :mod:`modelq.models.affinity`).
+
+The rules, in the order :func:`plan` applies them:
+
+1. **Nothing queued**: read every model queue the worker can serve, so a new job starts at once.
+2. **No model limit**: read every model queue with a backlog.
+3. **Stay**: a worker keeps the models it has chosen while they have a backlog.
+4. **Free slots** (a worker whose chosen models have no backlog) go, in name order, to the models
+   that need a server: first a model nobody serves (one the worker holds, else the oldest job
+   first), then a served model whose
+   expected wait (queued work / servers) is longer than its load time (a worker that already
+   holds the model pays no load). Two idle workers never both take a cold model: the plan gives
+   it one of them, and gives the other one only if the expected wait still exceeds a load.
+5. **Overdue models** nobody serves, once their oldest job has waited ``max_wait`` seconds, take
+   a busy worker: one whose model has other servers, or else one that has served its model for
+   at least ``k`` loads of the model it would load (``k = switch_factor``, the *measured* load
+   time). So a switch is paid for by ``k`` loads' worth of work, even when every job is overdue.
+6. **Rebalance**: a worker of a model with several servers moves to another model when, after the
+   move, that model's work per server still exceeds the load plus the work per server it leaves.
+
+**Starvation bound.** A queued job for model ``m`` starts within
+``max_wait + (M - 1) x ((k + 1) x L + J) + L`` seconds on one worker (M models with a backlog,
+L the longest load, J the longest job): after ``max_wait`` its model is overdue; each of the at
+most ``M - 1`` models served before it holds the worker for ``k x L`` (or until its backlog
+empties) plus its load and the job in flight; then ``m`` loads. More workers only shorten it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Demand:
+    """One model queue's backlog and costs."""
+
+    queued: int
+    oldest: datetime | None
+    #: Typical seconds one job runs (measured; a default before any job finished).
+    job_seconds: float
+    #: Seconds a load of the model takes (measured; a default before the first load).
+    load_seconds: float
+
+    @property
+    def work(self) -> float:
+        return self.queued * self.job_seconds
+
+
+@dataclass
+class Peer:
+    """A live worker as the snapshot shows it."""
+
+    name: str
+    #: Model queues it has chosen (committed to), with when it chose each.
+    chosen: dict[str, datetime] = field(default_factory=dict)
+    #: Model queues whose model it holds or is loading.
+    holds: set[str] = field(default_factory=set)
+    #: Models it may hold at once (None: no limit).
+    slots: int | None = None
+    #: Model queues it can serve (None: any).
+    serves: set[str] | None = None
+
+    def can_serve(self, queue: str) -> bool:
+        return self.serves is None or queue in self.serves
+
+
+@dataclass(frozen=True)
+class Plan:
+    #: The model queues to read.
+    reading: set[str]
+    #: Those of them this worker commits to (counted as served by it in other workers' plans).
+    chosen: set[str]
+
+
+def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: set[str],
+         switch_factor: float, max_wait: float, now: datetime) -> Plan:  # fmt: skip
+    """The model queues worker ``me`` should read (see the module docstring for the rules).
+
+    Args:
+        me: this worker's name; ``peers[me]`` is its own state.
+        peers: every live worker, this one included.
+        demand: per model queue; queues with nothing queued may be absent.
+        known: every model queue this worker can serve.
+        switch_factor: ``k``: loads' worth of service before a sole server leaves its model.
+        max_wait: seconds a model nobody serves waits before it may take a busy worker.
+    """
+    self = peers[me]
+    waiting = {q: d for q, d in demand.items() if d.queued > 0 and q in known}
+    if not waiting:
+        return Plan(reading=set(known) | (self.holds & known), chosen=set())
+    if self.slots is None:
+        return Plan(reading=set(waiting), chosen=set(waiting))
+
+    # Who serves what: only commitments to models that still have a backlog count.
+    busy = {name: {q: since for q, since in p.chosen.items() if q in demand and demand[q].queued > 0}
+            for name, p in peers.items()}  # fmt: skip
+    servers = {q: sum(1 for b in busy.values() if q in b) for q in waiting}
+
+    def free_slots(name: str) -> int:
+        slots = peers[name].slots
+        return len(waiting) if slots is None else max(slots - len(busy[name]), 0)
+
+    def cost(name: str, queue: str) -> float:
+        return 0.0 if queue in peers[name].holds else waiting[queue].load_seconds
+
+    def expected_wait(queue: str, extra: int = 0) -> float:
+        return waiting[queue].work / max(servers[queue] + extra, 1)
+
+    def age(queue: str) -> float:
+        oldest = waiting[queue].oldest
+        return (now - oldest).total_seconds() if oldest else 0.0
+
+    def take(name: str, queue: str, leaving: str | None = None) -> None:
+        if leaving is not None:
+            del busy[name][leaving]
+            servers[leaving] -= 1
+        busy[name][queue] = peers[name].chosen.get(queue, now)
+        servers[queue] += 1
+
+    # 4. Free slots, in name order, to the models that need a server.
+    while True:
+        candidates = [(name, q) for name in sorted(peers) if free_slots(name)
+                      for q in waiting if q not in busy[name] and peers[name].can_serve(q)]  # fmt: skip
+        needy = [(name, q) for name, q in candidates if servers[q] == 0 or expected_wait(q) > cost(name, q)]
+        if not needy:
+            break
+        # Unserved models first, to a worker that holds one (no load), else oldest job first; then the
+        # longest expected wait beyond the cost; for one model, a worker that holds it, then by name.
+        name, queue = min(needy, key=lambda c: (servers[c[1]] > 0, cost(*c) > 0,
+                                                -age(c[1]) if servers[c[1]] == 0 else cost(*c) - expected_wait(c[1]),
+                                                c[0]))  # fmt: skip
+        take(name, queue)
+
+    # 5. Overdue models nobody serves take a busy worker (one mover per model per tick).
+    for queue in sorted((q for q in waiting if servers[q] == 0 and age(q) >= max_wait), key=lambda q: -age(q)):
+        movers = []
+        for name in sorted(peers):
+            if not peers[name].can_serve(queue) or free_slots(name):
+                continue
+            for held, since in busy[name].items():
+                shared = servers[held] >= 2
+                stint = (now - since).total_seconds()
+                if shared or stint >= switch_factor * cost(name, queue):
+                    movers.append((not shared, -servers[held], -stint, name, held))
+        if movers:
+            *_, name, held = min(movers)
+            take(name, queue, leaving=held)
+
+    # 6. Rebalance: one move per tick, the one that gains most.
+    moves = []
+    for name in sorted(peers):
+        for held in busy[name]:
+            if servers[held] < 2 or name != max(n for n in peers if held in busy[n]):
+                continue  # only the last-named server of a shared model moves, so two never move at once
+            stays = expected_wait(held, -1)
+            for queue in waiting:
+                if queue in busy[name] or not peers[name].can_serve(queue):
+                    continue
+                gain = expected_wait(queue, 1) - cost(name, queue) - stays
+                if gain > 0:
+                    moves.append((-gain, name, queue, held))
+    if moves:
+        _, name, queue, held = min(moves)
+        take(name, queue, leaving=held)
+
+    mine = set(busy[me])
+    return Plan(reading=mine | (self.holds & known if not mine else set()), chosen=mine)

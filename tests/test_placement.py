@@ -1,0 +1,99 @@
+"""The placement policy alone (modelq.models.placement.plan): a pure function of a snapshot."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from modelq.models.placement import Demand, Peer, plan
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+A, B, C = "default.model.a", "default.model.b", "default.model.c"
+KNOWN = {A, B, C}
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+def demand(queued: int, waited: float = 0.0, job: float = 0.1, load: float = 2.0) -> Demand:
+    return Demand(queued=queued, oldest=ago(waited), job_seconds=job, load_seconds=load)
+
+
+def plans(peers: list[Peer], backlog: dict[str, Demand], **kw: float) -> dict[str, set[str]]:
+    """Every worker's own plan from one snapshot: what each will read."""
+    by_name = {p.name: p for p in peers}
+    options = {"switch_factor": 4.0, "max_wait": 5.0, **kw}
+    return {p.name: plan(p.name, by_name, backlog, known=KNOWN, now=NOW, **options).reading for p in peers}
+
+
+def servers(reading: dict[str, set[str]]) -> dict[str, int]:
+    return {q: sum(q in r for r in reading.values()) for q in KNOWN}
+
+
+def test_with_nothing_queued_a_worker_reads_every_model_queue() -> None:
+    assert plans([Peer("w0", holds={A}, slots=1)], {}) == {"w0": KNOWN}
+
+
+def test_with_room_for_every_waiting_model_a_worker_reads_them_all() -> None:
+    assert plans([Peer("w0", slots=2)], {A: demand(3), B: demand(3)}) == {"w0": {A, B}}
+    assert plans([Peer("w0", slots=None)], {A: demand(3), B: demand(3), C: demand(1)}) == {"w0": {A, B, C}}
+
+
+def test_a_worker_stays_with_its_model_while_the_other_is_not_overdue() -> None:
+    busy = Peer("w0", chosen={A: ago(60)}, holds={A}, slots=1)
+    assert plans([busy], {A: demand(30), B: demand(50, waited=1)}) == {"w0": {A}}
+
+
+def test_when_every_job_is_overdue_a_sole_server_switches_only_after_k_loads_of_service() -> None:
+    backlog = {A: demand(100, waited=100), B: demand(100, waited=100), C: demand(100, waited=100)}
+    # served A for 5 s, less than k x load = 4 x 2 s: it stays, although B and C are overdue
+    assert plans([Peer("w0", chosen={A: ago(5)}, holds={A}, slots=1)], backlog) == {"w0": {A}}
+    # served A for 9 s: it pays for the switch, and goes to the model whose job waited longest
+    backlog[C] = demand(100, waited=200)
+    assert plans([Peer("w0", chosen={A: ago(9)}, holds={A}, slots=1)], backlog) == {"w0": {C}}
+    # the measured load time decides: with 10 s loads, 9 s of service is not enough
+    slow = {q: demand(100, waited=200, load=10.0) for q in KNOWN}
+    assert plans([Peer("w0", chosen={A: ago(9)}, holds={A}, slots=1)], slow) == {"w0": {A}}
+
+
+def test_a_worker_whose_model_ran_dry_takes_the_oldest_waiting_model() -> None:
+    backlog = {B: demand(5, waited=2), C: demand(5, waited=3)}
+    assert plans([Peer("w0", chosen={A: ago(30)}, holds={A}, slots=1)], backlog) == {"w0": {C}}
+
+
+def test_two_idle_workers_do_not_both_take_a_cold_model_for_one_job() -> None:
+    reading = plans([Peer("w0", slots=1), Peer("w1", slots=1)], {C: demand(1)})
+    assert servers(reading)[C] == 1
+    # with a backlog whose expected wait exceeds a load, the second one joins
+    reading = plans([Peer("w0", slots=1), Peer("w1", slots=1)], {C: demand(100)})
+    assert servers(reading)[C] == 2
+
+
+def test_four_idle_workers_spread_a_skewed_burst_by_demand() -> None:
+    peers = [Peer(f"w{i}", slots=1) for i in range(4)]
+    reading = plans(peers, {A: demand(120), B: demand(60), C: demand(20)})
+    assert servers(reading) == {A: 2, B: 1, C: 1}
+    assert all(len(r) == 1 for r in reading.values())
+
+
+def test_an_idle_worker_that_holds_the_model_takes_it_before_one_that_would_load_it() -> None:
+    reading = plans([Peer("w0", slots=1), Peer("w1", holds={B}, slots=1)], {B: demand(1)})
+    assert reading == {"w0": set(), "w1": {B}}
+
+
+def test_when_demand_shifts_servers_of_the_cold_model_move_to_the_hot_one_a_few_per_tick() -> None:
+    peers = [Peer(f"w{i}", chosen={A: ago(60)}, holds={A}, slots=1) for i in range(4)]
+    backlog = {A: demand(8), B: demand(400, waited=6)}
+    # B is overdue and nobody serves it: one of A's four servers moves (rule 5), and one more
+    # rebalances (rule 6): B's work per server, after the move, exceeds a load plus A's
+    reading = plans(peers, backlog)
+    assert servers(reading) == {A: 2, B: 2, C: 0}
+    # the next tick, with those moves published, one more follows; A keeps one server
+    peers = [Peer(p.name, chosen={B: NOW} if B in reading[p.name] else p.chosen, holds={A}, slots=1) for p in peers]
+    assert servers(plans(peers, backlog)) == {A: 1, B: 3, C: 0}
+
+
+def test_a_pinned_worker_reads_only_its_models() -> None:
+    peers = {"w0": Peer("w0", slots=1, serves={A})}
+    decided = plan("w0", peers, {B: demand(50, waited=100)}, known={A}, switch_factor=4, max_wait=5, now=NOW)
+    assert decided.reading == {A} and decided.chosen == set()
