@@ -129,3 +129,21 @@ def slow_count(path: str, seconds: float) -> int:
 def touch_slowly(path: str, seconds: float) -> int:
     """Like tests.slow_count, on the cpu queue (where the crash tests run their solo workers)."""
     return slow_count(path, seconds)
+
+
+def load_sleepy(spec):  # noqa: ANN001, ANN201 - the loader signature modelq calls
+    """A model whose load takes ``options.load_seconds`` (reading weights, as a real one would): no torch."""
+    import time
+
+    time.sleep(float(spec.options.get("load_seconds", 0.5)))
+    return {"name": spec.name}
+
+
+@modelq.task("tests.use_model", models=["m0"], model_arg="model")
+def use_model(model: str = "m0", seconds: float = 0.05) -> dict:
+    """An accelerator-like job: holds the model ``seconds`` while the CPU stays free."""
+    import time
+
+    held = modelq.get_model(model)
+    time.sleep(seconds)
+    return {"model": held["name"]}

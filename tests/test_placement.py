@@ -30,8 +30,8 @@ def servers(reading: dict[str, set[str]]) -> dict[str, int]:
     return {q: sum(q in r for r in reading.values()) for q in KNOWN}
 
 
-def test_with_nothing_queued_a_worker_reads_every_model_queue() -> None:
-    assert plans([Peer("w0", holds={A}, slots=1)], {}) == {"w0": KNOWN}
+def test_with_nothing_queued_a_worker_reads_the_queues_of_the_models_it_holds() -> None:
+    assert plans([Peer("w0", holds={A}, slots=1), Peer("w1", slots=1)], {}) == {"w0": {A}, "w1": set()}
 
 
 def test_with_room_for_every_waiting_model_a_worker_reads_them_all() -> None:
@@ -96,4 +96,7 @@ def test_when_demand_shifts_servers_of_the_cold_model_move_to_the_hot_one_a_few_
 def test_a_pinned_worker_reads_only_its_models() -> None:
     peers = {"w0": Peer("w0", slots=1, serves={A})}
     decided = plan("w0", peers, {B: demand(50, waited=100)}, known={A}, switch_factor=4, max_wait=5, now=NOW)
-    assert decided.reading == {A} and decided.chosen == set()
+    assert decided.reading == set()
+    decided = plan("w0", peers, {A: demand(1), B: demand(50, waited=100)}, known={A}, switch_factor=4, max_wait=5,
+                   now=NOW)  # fmt: skip
+    assert decided.reading == {A}

@@ -43,6 +43,9 @@ COSTS_SECONDS = 2.0
 RETRY_SECONDS = 1.0
 #: Typical job seconds before any job of a model finished.
 DEFAULT_JOB_SECONDS = 1.0
+#: Seconds a load is taken to cost before any worker measured one (on the safe side: a guess too
+#: low would let a worker switch models too soon).
+DEFAULT_LOAD_SECONDS = 5.0
 #: A queue this worker reads whose jobs wait this long while the worker sits idle is stranded.
 STRANDED_SECONDS = 10.0
 
@@ -126,6 +129,15 @@ class AffinityController:
         self._job_seconds = job_seconds
         self._load_seconds = {model: max(times) for model, times in loads.items()}
 
+    def load_seconds(self, model: str) -> float:
+        """The longest mean load time any worker measured for ``model`` (this one's own figures are fresh)."""
+        measured = self._load_seconds.get(model)
+        if self.in_process:
+            own = next((s for s in self.app.modelq.residency.stats() if s.name == model and s.loads), None)
+            if own is not None:
+                measured = max(measured or 0.0, own.load_seconds / own.loads)
+        return DEFAULT_LOAD_SECONDS if measured is None else measured
+
     def demand(self) -> dict[str, Demand]:
         self._refresh_costs()
         demand = {}
@@ -134,7 +146,7 @@ class AffinityController:
                 model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
                 demand[queue] = Demand(queued=count, oldest=oldest,
                                        job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
-                                       load_seconds=self._load_seconds.get(model, self.settings.affinity_max_wait))  # fmt: skip
+                                       load_seconds=self.load_seconds(model))  # fmt: skip
         return demand
 
     def peers(self, me: Peer, now: datetime) -> dict[str, Peer]:

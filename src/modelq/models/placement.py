@@ -6,14 +6,16 @@ takes its own part of it; nothing central decides. The snapshot (:class:`Peer` p
 
 The rules, in the order :func:`plan` applies them:
 
-1. **Nothing queued**: read every model queue the worker can serve, so a new job starts at once.
+1. **Nothing queued**: read the queues of the models the worker holds, so a job for one of them
+   starts at once. Any other job waits for the next tick, when the plan gives its model to one
+   worker: reading every queue while idle would let each idle worker fetch a job of some model
+   and load it before any plan was made.
 2. **No model limit**: read every model queue with a backlog.
 3. **Stay**: a worker keeps the models it has chosen while they have a backlog.
 4. **Free slots** (a worker whose chosen models have no backlog) go, in name order, to the models
    that need a server: first a model nobody serves (one the worker holds, else the oldest job
-   first), then a served model whose
-   expected wait (queued work / servers) is longer than its load time (a worker that already
-   holds the model pays no load). Two idle workers never both take a cold model: the plan gives
+   first), then a served model whose expected wait with one more server (queued work / servers)
+   is still longer than a load (a worker that already holds the model pays no load). Two idle workers never both take a cold model: the plan gives
    it one of them, and gives the other one only if the expected wait still exceeds a load.
 5. **Overdue models** nobody serves, once their oldest job has waited ``max_wait`` seconds, take
    a busy worker: one whose model has other servers, or else one that has served its model for
@@ -92,7 +94,7 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     self = peers[me]
     waiting = {q: d for q, d in demand.items() if d.queued > 0 and q in known}
     if not waiting:
-        return Plan(reading=set(known) | (self.holds & known), chosen=set())
+        return Plan(reading=self.holds & known, chosen=set())
     if self.slots is None:
         return Plan(reading=set(waiting), chosen=set(waiting))
 
@@ -126,7 +128,7 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     while True:
         candidates = [(name, q) for name in sorted(peers) if free_slots(name)
                       for q in waiting if q not in busy[name] and peers[name].can_serve(q)]  # fmt: skip
-        needy = [(name, q) for name, q in candidates if servers[q] == 0 or expected_wait(q) > cost(name, q)]
+        needy = [(name, q) for name, q in candidates if servers[q] == 0 or expected_wait(q, 1) > cost(name, q)]
         if not needy:
             break
         # Unserved models first, to a worker that holds one (no load), else oldest job first; then the

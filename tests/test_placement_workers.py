@@ -1,0 +1,139 @@
+"""Model scheduling with real workers on a real broker: overload, several workers, the consumer.
+
+Models load in ``load_seconds`` (a sleep standing in for reading weights) and jobs are sleeps, so
+the 2 cores are not the bottleneck; every worker holds one model at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import child_env, stop_process, wait_for, wait_for_worker
+
+LOAD_SECONDS = 0.5
+MODELS = ("m0", "m1", "m2")
+
+
+class Cluster:
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        from modelq.celery_app import create_celery_app
+        from modelq.config import load_settings
+
+        self.root, self.env, self.procs = root, env, []
+        settings = load_settings(home=root / "home", imports=["modelq_test_tasks"], models=json.loads(env["MODELQ_MODELS"]),
+                                 broker_url=env.get("MODELQ_BROKER_URL"))  # fmt: skip
+        self.app = create_celery_app(settings, start_broker=True)
+        self.app.modelq.store  # noqa: B018 - migrate before the workers start
+
+    def start(self, count: int, **extra: str) -> list[str]:
+        names = []
+        for _ in range(count):
+            name = f"w{len(self.procs)}@placement"
+            log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "threads", "-c", "1",
+                 "--hostname", name, "--loglevel", "WARNING"],
+                env=child_env(**self.env, **extra), stdout=log, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+            names.append(name)
+        for name in names:
+            wait_for_worker(self.app, name)
+        return names
+
+    def client(self):  # noqa: ANN201
+        from modelq.client import Client
+
+        return Client.in_process(app=self.app)
+
+    def burst(self, models: list[str], seconds: float) -> list[dict]:
+        client = self.client()
+        jobs = [client.submit("tests.use_model", {"model": m, "seconds": seconds}) for m in models]
+        done = [client.wait(job["id"], timeout=180) for job in jobs]
+        assert [d["status"] for d in done] == ["succeeded"] * len(done)
+        assert [d["result"]["model"] for d in done] == models
+        return done
+
+    def loads(self) -> int:
+        return sum(row["loads"] for row in self.app.modelq.store.residency())
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+        from modelq.broker import EmbeddedRedis
+
+        EmbeddedRedis(self.root / "home").stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    models = {name: {"loader": "modelq_test_tasks:load_sleepy", "keep_alive": -1,
+                     "options": {"load_seconds": LOAD_SECONDS}} for name in MODELS}  # fmt: skip
+    env = {"MODELQ_HOME": str(tmp_path / "home"), "MODELQ_MODELS": json.dumps(models), "MODELQ_CPU_MAX_MODELS": "1"}
+    cluster = Cluster(tmp_path, env)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def skewed(n: int) -> list[str]:
+    """n jobs, 60/30/10 % over the three models, interleaved as users would send them."""
+    return ["m0" if i % 10 < 6 else "m1" if i % 10 < 9 else "m2" for i in range(n)]
+
+
+def test_one_worker_where_every_job_is_overdue_switches_only_after_paying_for_it(cluster: Cluster) -> None:
+    # given one worker, three models, and a wait limit so short that every job is overdue at once
+    cluster.start(1, MODELQ_AFFINITY_MAX_WAIT="0.2", MODELQ_AFFINITY_SWITCH_FACTOR="4")
+    # when a burst of 100 jobs (5 s of work) arrives
+    done = cluster.burst(skewed(100), 0.05)
+    # then the worker left a model with a backlog only after 4 loads' worth of serving it:
+    # at most 3 + 5 s / (4 x 0.5 s) loads, where following the oldest job would load ~100 times
+    loads = wait_for(lambda: cluster.loads() >= 3 and cluster.loads(), what="the loads to be reported")
+    assert loads <= 3 + 2, f"{loads} loads"
+    # and each model's first job started within the documented bound:
+    # max_wait + (M - 1) x ((k + 1) x L + J) + L
+    bound = 0.2 + 2 * (5 * LOAD_SECONDS + 0.05) + LOAD_SECONDS
+    created = min(datetime.fromisoformat(d["created_at"]) for d in done)
+    for model in MODELS:
+        first = min(datetime.fromisoformat(d["started_at"]) for d in done if d["result"]["model"] == model)
+        assert (first - created).total_seconds() <= bound + 1.0, model  # 1 s for the tick and the store
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_workers_spread_the_hot_model_and_keep_the_cold_one_on_one(cluster: Cluster, workers: int) -> None:
+    names = cluster.start(workers)
+    # when a skewed burst arrives (10 s of work for the hot model)
+    done = cluster.burst(skewed(200), 0.1)
+    served_by = {m: Counter(d["worker"] for d in done if d["result"]["model"] == m) for m in MODELS}
+    # then the hot model ran on several workers, the cold one on one
+    assert len(served_by["m0"]) >= 2, served_by
+    assert len(served_by["m2"]) == 1, served_by
+    # and every worker loaded few models: at most M + W loads in all
+    loads = wait_for(lambda: cluster.loads() >= 3 and cluster.loads(), what="the loads to be reported")
+    assert loads <= len(MODELS) + workers, f"{loads} loads on {names}"
+
+
+def test_the_consumer_follows_the_plan_after_a_change_it_did_not_make(cluster: Cluster) -> None:
+    (name,) = cluster.start(1)
+    broker_queue = cluster.app.modelq.settings.broker_queue("default.model.m0")
+
+    def reads_m0() -> bool:
+        replies = cluster.app.control.inspect(destination=[name], timeout=1.0).active_queues() or {}
+        return any(q["name"] == broker_queue for q in replies.get(name, []))
+
+    # given a worker that served m0 and holds it: idle, it reads m0's queue
+    assert cluster.client().run("tests.use_model", {"model": "m0"}, timeout=60) == {"model": "m0"}
+    wait_for(reads_m0, timeout=30, what="the idle worker to read m0's queue")
+    # when someone else cancels the consumer of m0's queue
+    cluster.app.control.cancel_consumer(broker_queue, destination=[name], reply=True, timeout=2.0)
+    # then the worker reads it again on its own, and m0's jobs run
+    wait_for(reads_m0, timeout=30, what="the worker to read m0's queue again")
+    assert cluster.client().run("tests.use_model", {"model": "m0"}, timeout=60) == {"model": "m0"}
