@@ -239,3 +239,46 @@ def test_readyz_is_503_without_a_worker(home: Path) -> None:
         assert ready.json()["checks"]["workers"] == {"ok": False, "error": "no worker answered a ping"}
         # jobs are still accepted; they wait for a worker
         assert http.post("/v1/jobs", json={"task": "echo", "input": {}}).status_code == 202
+
+
+@pytest.mark.parametrize(("gpus", "message"), [("0,x", "expected 'all' or GPU indices"), ("1,1", "a GPU is named twice")])
+def test_worker_gpus_must_name_gpus(tmp_path: Path, home: Path, gpus: str, message: str) -> None:
+    result = modelq("worker", "-Q", "gpu", "--gpus", gpus, env={"MODELQ_HOME": str(home)}, cwd=tmp_path)
+    assert result.returncode == 5
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_worker_per_gpu_pins_each_process_to_its_gpu(tmp_path: Path, home: Path) -> None:
+    from modelq.bench.support import descendants
+    from modelq.broker import EmbeddedRedis
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+
+    # when a worker is started for GPUs 0 and 3 (none needs to exist to start the processes)
+    parent = subprocess.Popen([sys.executable, "-m", "modelq", "worker", "-Q", "gpu", "--gpus", "0,3", "-l", "WARNING"],
+                              env=child_env(MODELQ_HOME=str(home)), cwd=tmp_path)  # fmt: skip
+    app = create_celery_app(load_settings(home=home), start_broker=True)
+    try:
+        # then one worker per GPU answers, named after its GPU
+        def names() -> set[str]:
+            replies = app.control.ping(timeout=0.5) or []
+            return {name.split("@")[0] for reply in replies for name in reply}
+
+        wait_for(lambda: names() == {"gpu0", "gpu3"}, timeout=60, what="workers gpu0@ and gpu3@ to answer")
+        # and each process sees only its own GPU
+        pinned = set()
+        for pid, _ in descendants(parent.pid):
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"worker" in argv:
+                pinned.add((argv[argv.index(b"--hostname") + 1].decode(),
+                            next(e for e in environ if e.startswith(b"CUDA_VISIBLE_DEVICES=")).decode()))  # fmt: skip
+        assert pinned == {("gpu0@%h", "CUDA_VISIBLE_DEVICES=0"), ("gpu3@%h", "CUDA_VISIBLE_DEVICES=3")}
+        # and SIGTERM to the parent stops them all
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 0
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        EmbeddedRedis(home).stop()

@@ -153,11 +153,16 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
     unknown = [q for q in queue_names if q not in settings.queues]
     if unknown:
         raise ConfigError("queues", f"unknown queue(s) {', '.join(unknown)}; configured: {', '.join(settings.queues)}")
+    from modelq.gpus import visible_gpus
+
     workers: list[subprocess.Popen] = []
+    gpus = visible_gpus() if "gpu" in queue_names else []
     for group in _worker_groups(settings, queue_names).values():
         pool = settings.queues[group[0]].pool
-        argv = [sys.executable, "-m", "modelq", "worker", "-Q", ",".join(group), "--pool", pool,
-                "--hostname", f"{group[0]}@%h", "--loglevel", loglevel]  # fmt: skip
+        # The gpu queue's worker on a host with GPUs: one process per GPU, named gpuN@host.
+        where = ["--gpus", ",".join(gpus)] if gpus and "gpu" in group else ["--hostname", f"{group[0]}@%h"]
+        argv = [sys.executable, "-m", "modelq", "worker", "-Q", ",".join(group), "--pool", pool, *where,
+                "--loglevel", loglevel]  # fmt: skip
         if concurrency and pool == "prefork":
             argv += ["-c", str(concurrency)]
         workers.append(subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent))
@@ -200,14 +205,25 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
 @click.option("-n", "--hostname", default=None, help="worker name, e.g. gpu@%h")
 @click.option("--max-tasks-per-child", type=int, default=None, help="recycle a process after N jobs")
 @click.option("--models", default=None, help="serve only these models (comma-separated): a dedicated worker")
+@click.option("--gpus", default=None, help="one worker process per GPU: 'all' or indices such as 0,2 (named gpuN@host)")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @pass_settings
 @handle_errors
 def worker(settings: Any, queues: str, pool: str | None, concurrency: int | None, hostname: str | None,
-           max_tasks_per_child: int | None, models: str | None, loglevel: str) -> None:  # fmt: skip
+           max_tasks_per_child: int | None, models: str | None, gpus: str | None, loglevel: str) -> None:  # fmt: skip
     """Run a worker for some queues (starts the embedded broker when it is the one configured)."""
     from modelq.celery_app import create_celery_app
     from modelq.worker import run_worker
+
+    if gpus is not None:
+        from modelq.gpus import parse_gpus, run_per_gpu
+
+        args = ["-Q", queues, "--loglevel", loglevel]
+        for flag, value in (("--pool", pool), ("-c", concurrency), ("--max-tasks-per-child", max_tasks_per_child),
+                            ("--models", models)):  # fmt: skip
+            if value is not None:
+                args += [flag, str(value)]
+        sys.exit(run_per_gpu(parse_gpus(gpus), args, hostname))
 
     if models is not None:
         settings = settings.model_copy(update={"worker_models": [m.strip() for m in models.split(",") if m.strip()]})
