@@ -137,3 +137,24 @@ def test_the_consumer_follows_the_plan_after_a_change_it_did_not_make(cluster: C
     # then the worker reads it again on its own, and m0's jobs run
     wait_for(reads_m0, timeout=30, what="the worker to read m0's queue again")
     assert cluster.client().run("tests.use_model", {"model": "m0"}, timeout=60) == {"model": "m0"}
+
+
+def test_jobs_that_wait_beside_an_idle_worker_are_reported_as_stranded(cluster: Cluster) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from modelq.metrics import ModelqCollector
+
+    (name,) = cluster.start(1)
+    # given a job record whose message the broker lost: queued, yet in no queue
+    cluster.app.modelq.store.create(id="lost-message-job", task="tests.use_model", input={"model": "m1"},
+                                    queue="default.model.m1", priority=None, owner="", idempotency_key=None)  # fmt: skip
+    # then the idle worker that can serve it says so in its log (after 10 s idle beside it)
+    log = cluster.root / f"{name}.log"
+    wait_for(lambda: "in default.model.m1 while this worker" in log.read_text(), timeout=60,
+             what="the stranded-jobs warning")  # fmt: skip
+    # and /metrics counts it
+    registry = CollectorRegistry()
+    registry.register(ModelqCollector(cluster.app))
+    assert 'modelq_stranded_jobs{queue="default.model.m1"} 1.0' in generate_latest(registry).decode()
+    # and the worker, reading that queue now, runs the model's next job at once
+    assert cluster.client().run("tests.use_model", {"model": "m1"}, timeout=60) == {"model": "m1"}

@@ -9,6 +9,7 @@ the same job counts, and workers need no port of their own.
   scrape, read through an index on ``finished_at`` and added to histograms kept
   since this process started (Prometheus handles the reset on restart);
 * queue depths: a passive declare per queue on the broker;
+* stranded jobs: what each worker's placement controller reports (jobs waiting beside an idle worker);
 * model loads, evictions, hits and resident bytes: what every worker process
   reports to the job store (see :mod:`modelq.models.reporting`).
 """
@@ -121,6 +122,20 @@ class ModelqCollector(Collector):
             if count is not None:
                 depth.add_metric([queue], count)
         yield depth
+        yield self._stranded_family()
+
+    def _stranded_family(self) -> Metric:
+        from modelq.models.affinity import STALE_SECONDS
+
+        stranded = GaugeMetricFamily("modelq_stranded_jobs", "Jobs waiting in a queue while a worker that can serve "
+                                     "them sits idle (see modelq.models.affinity).", labels=["queue"])  # fmt: skip
+        per_queue: dict[str, int] = {}
+        for row in self.store.consumers(datetime.now(timezone.utc) - timedelta(seconds=STALE_SECONDS)):
+            if row["queue"]:
+                per_queue[row["queue"]] = max(per_queue.get(row["queue"], 0), row["stranded"])
+        for queue, count in sorted(per_queue.items()):
+            stranded.add_metric([queue], count)
+        return stranded
 
     def _model_families(self) -> Iterator[Metric]:
         labels = ["worker", "pid", "model", "device"]

@@ -129,4 +129,6 @@ class ModelConsumer(Base):
     held: Mapped[bool] = mapped_column(Boolean)
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     slots: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Jobs that wait in this queue while this worker, which could serve them, sits idle.
+    stranded: Mapped[int] = mapped_column(Integer, default=0)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -11,7 +11,8 @@ A controller thread in each worker, every :data:`TICK_SECONDS`:
    through ``call_soon``, on the consumer's own loop), and reconciles against the queues the
    consumer really reads, so a change that did not take (or one made by someone else, such as
    ``celery control add_consumer``) is put right on the next tick;
-4. publishes what it reads, has chosen and holds when that changed, and every few seconds.
+4. takes any queue it can serve whose jobs wait while it sits idle (stranded: see :meth:`stranded`);
+5. publishes what it reads, has chosen and holds when that changed, and every few seconds.
 
 Nothing central decides. A worker whose snapshot is stale or missing (the store is down, peers
 stopped reporting) falls back to its own view: itself alone, which is the one-worker policy.
@@ -46,7 +47,7 @@ DEFAULT_JOB_SECONDS = 1.0
 #: Seconds a load is taken to cost before any worker measured one (on the safe side: a guess too
 #: low would let a worker switch models too soon).
 DEFAULT_LOAD_SECONDS = 5.0
-#: A queue this worker reads whose jobs wait this long while the worker sits idle is stranded.
+#: Jobs that wait this long while a worker that can serve them sits idle as long are stranded.
 STRANDED_SECONDS = 10.0
 
 
@@ -84,6 +85,8 @@ class AffinityController:
         self._load_seconds: dict[str, float] = {}
         self._asked: dict[tuple[str, str], float] = {}
         self._idle_since: float | None = None
+        self._warned: dict[str, float] = {}
+        self._read_before: set[str] = set()
         self._stop = threading.Event()
 
     # The snapshot ------------------------------------------------------------------
@@ -181,13 +184,18 @@ class AffinityController:
         held = {model_queue(base, name) for name in self.held_models() for base in self.base_queues} | self.in_hand()
         known |= set() if self.settings.worker_models else held
         me = Peer(name=self.hostname, chosen=dict(self.chosen), holds=held, slots=self.capacity, serves=known)
-        decided = plan(self.hostname, self.peers(me, now), demand, known=known,
+        peers = self.peers(me, now)
+        decided = plan(self.hostname, peers, demand, known=known,
                        switch_factor=self.settings.affinity_switch_factor,
                        max_wait=self.settings.affinity_max_wait, now=now)  # fmt: skip
         self.chosen = {q: self.chosen.get(q, now) for q in decided.chosen}
-        self.steer(decided.reading)
-        self.watch_stranded(decided.reading, demand, now)
-        self.publish(decided.reading, held)
+        served = {q for name, peer in peers.items() if name != self.hostname for q in peer.chosen}
+        stranded = self.stranded(known - served, demand, now)
+        for queue in stranded:  # heal: this worker takes them, whatever the plan assumed
+            self.chosen.setdefault(queue, now)
+        reading = decided.reading | set(stranded)
+        self.steer(reading)
+        self.publish(reading, held, stranded)
 
     def reading(self) -> set[str] | None:
         """The model queues the consumer really reads (None while it has no task consumer)."""
@@ -216,36 +224,54 @@ class AffinityController:
                 self._asked[("cancel", queue)] = now
                 self.consumer.call_soon(self.consumer.cancel_task_queue, on_broker(queue))
 
-    def watch_stranded(self, reading: set[str], demand: dict[str, Demand], now: datetime) -> None:
-        """Warn about, and re-read, a queue this worker reads whose jobs wait while it sits idle."""
+    def stranded(self, candidates: set[str], demand: dict[str, Demand], now: datetime) -> dict[str, int]:
+        """Queues of ``candidates`` (those it can serve and no other worker has chosen) whose jobs have
+        waited :data:`STRANDED_SECONDS` while this worker sat idle as long.
+
+        The plan never leaves a worker idle beside such a backlog: a consumer that does not read
+        what it was told to, a lost message or a wrong view of the other workers shows this way. Each is logged
+        (once a minute per queue) and counted (``modelq_stranded_jobs`` in ``/metrics``); the worker
+        then reads the queue itself, and a queue it already read is read anew.
+        """
         from celery.worker.state import active_requests, reserved_requests
 
         if active_requests or reserved_requests:
             self._idle_since = None
-            return
+            return {}
         self._idle_since = self._idle_since or time.monotonic()
-        if time.monotonic() - self._idle_since < STRANDED_SECONDS:
-            return
-        for queue in sorted(reading):
+        idle = time.monotonic() - self._idle_since
+        if idle < STRANDED_SECONDS:
+            return {}
+        found = {}
+        for queue in sorted(candidates):
             waiting = demand.get(queue)
-            if waiting and waiting.queued and waiting.oldest and (now - waiting.oldest).total_seconds() > STRANDED_SECONDS:
-                log.warning("%d job(s) wait in %s, which this worker (%s) reads, while it has been idle for %.0f s: "
-                            "reading it again", waiting.queued, queue, self.hostname, time.monotonic() - self._idle_since)  # fmt: skip
-                name = self.settings.broker_queue(queue)
-                self.consumer.call_soon(self.consumer.cancel_task_queue, name)
-                self.consumer.call_soon(self.consumer.add_task_queue, name, exchange=name, exchange_type="direct",
-                                        routing_key=name)  # fmt: skip
-                self._idle_since = time.monotonic()
+            if waiting and waiting.queued and waiting.oldest and (now - waiting.oldest).total_seconds() >= STRANDED_SECONDS:
+                found[queue] = waiting.queued
+                if time.monotonic() - self._warned.get(queue, -60.0) >= 60.0:
+                    self._warned[queue] = time.monotonic()
+                    log.warning("%d job(s) have waited over %.0f s in %s while this worker (%s), which can serve them, "
+                                "sat idle for %.0f s: reading it%s", waiting.queued, STRANDED_SECONDS, queue, self.hostname,
+                                idle, " anew" if queue in self._read_before else "")  # fmt: skip
+                if queue in self._read_before:  # read, yet nothing came: re-subscribe
+                    name = self.settings.broker_queue(queue)
+                    self.consumer.call_soon(self.consumer.cancel_task_queue, name)
+                    self.consumer.call_soon(self.consumer.add_task_queue, name, exchange=name, exchange_type="direct",
+                                            routing_key=name)  # fmt: skip
+                    self._idle_since = time.monotonic()
+        return found
 
-    def publish(self, reading: set[str], held: set[str]) -> None:
-        state = (frozenset(reading), tuple(sorted(self.chosen.items())), frozenset(held))
+    def publish(self, reading: set[str], held: set[str], stranded: dict[str, int]) -> None:
+        self._read_before = reading
+        state = (frozenset(reading), tuple(sorted(self.chosen.items())), frozenset(held), tuple(sorted(stranded.items())))
         if state == self._published and time.monotonic() - self._published_at < HEARTBEAT_SECONDS:
             return
         epoch = datetime.fromtimestamp(0, timezone.utc)
-        rows = [{"queue": "", "reading": False, "chosen": False, "held": False, "since": epoch, "slots": self.capacity}]
+        rows = [{"queue": "", "reading": False, "chosen": False, "held": False, "since": epoch, "slots": self.capacity,
+                 "stranded": 0}]
         for queue in sorted(reading | set(self.chosen) | held):
             rows.append({"queue": queue, "reading": queue in reading, "chosen": queue in self.chosen,
-                         "held": queue in held, "since": self.chosen.get(queue, epoch), "slots": None})  # fmt: skip
+                         "held": queue in held, "since": self.chosen.get(queue, epoch), "slots": None,
+                         "stranded": stranded.get(queue, 0)})  # fmt: skip
         self.store.report_consumers(self.hostname, rows)
         self._published, self._published_at = state, time.monotonic()
 
