@@ -19,8 +19,10 @@ pytestmark = pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def serve(api) -> Iterator[str]:  # noqa: ANN001
     import uvicorn
 
+    from modelq.api import server_config
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(api, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout=30, what="the API to start")

@@ -139,7 +139,7 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
     import uvicorn
 
     from modelq.access import KeyRing, check_api_address
-    from modelq.api import create_api
+    from modelq.api import create_api, server_config
     from modelq.broker import EmbeddedRedis
     from modelq.celery_app import create_celery_app
 
@@ -169,7 +169,7 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
     app = create_celery_app(settings)
     api = create_api(settings, celery_app=app)
     port = port if port is not None else settings.api_port
-    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(api, host=host, port=port))
     click.echo(f"modelq is up: http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     click.echo(f"  broker: {app.conf.broker_url}{' (embedded)' if embedded else ''}")
     click.echo(f"  job store: {settings.job_database_url}")
@@ -244,11 +244,11 @@ def api(settings: Any, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from modelq.access import KeyRing, check_api_address
-    from modelq.api import create_api
+    from modelq.api import create_api, server_config
 
     host = host or settings.api_host
     click.echo(f"modelq api: {check_api_address(host, KeyRing(settings.api_keys))}")
-    uvicorn.run(create_api(settings), host=host, port=port or settings.api_port, log_level="info")
+    uvicorn.Server(server_config(create_api(settings), host=host, port=port or settings.api_port, log_level="info")).run()
 
 
 # Access --------------------------------------------------------------------------------

@@ -255,14 +255,12 @@ def release_results(app: Any) -> None:
 @contextmanager
 def serve_api(settings: Any, *, celery_app: Any = None, timeout: float = 30.0) -> Iterator[str]:
     """Run ``modelq.api.create_api(settings)`` with uvicorn in a thread; yields its base URL."""
-    import uvicorn
 
-    from modelq.api import create_api
+    from modelq.api import create_api, server_config
 
     port = free_port()
-    config = uvicorn.Config(
-        create_api(settings, celery_app=celery_app), host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
-    )
+    config = server_config(create_api(settings, celery_app=celery_app), host="127.0.0.1", port=port, access_log=False,
+                           lifespan="on")  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="modelq-bench-api", daemon=True)
     thread.start()
