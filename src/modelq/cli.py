@@ -112,16 +112,6 @@ class _Shutdown(Exception):
     pass
 
 
-def _die_with_parent() -> None:
-    """In a child of `modelq up`: get SIGTERM when `up` dies, even by SIGKILL (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: `up` still stops its workers on every exit it gets to handle
-
-
 def _raise_shutdown(signum: int, frame: Any) -> None:
     raise _Shutdown()
 
@@ -154,6 +144,7 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
     if unknown:
         raise ConfigError("queues", f"unknown queue(s) {', '.join(unknown)}; configured: {', '.join(settings.queues)}")
     from modelq.gpus import visible_gpus
+    from modelq.processes import die_with_parent
 
     workers: list[subprocess.Popen] = []
     gpus = visible_gpus() if "gpu" in queue_names else []
@@ -165,7 +156,7 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
                 "--loglevel", loglevel]  # fmt: skip
         if concurrency and pool == "prefork":
             argv += ["-c", str(concurrency)]
-        workers.append(subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent))
+        workers.append(subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent))
     app = create_celery_app(settings)
     api = create_api(settings, celery_app=app)
     port = port if port is not None else settings.api_port

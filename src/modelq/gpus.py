@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from modelq.errors import ConfigError
+from modelq.processes import die_with_parent
 
 
 def visible_gpus() -> list[str]:
@@ -63,7 +64,7 @@ def run_per_gpu(gpus: list[str], worker_args: list[str], hostname: str | None, *
     for gpu in gpus:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         argv = [sys.executable, "-m", "modelq", "worker", *worker_args, "--hostname", gpu_hostname(gpu, hostname)]
-        procs.append(subprocess.Popen(argv, env=env, **popen))
+        procs.append(subprocess.Popen(argv, env=env, preexec_fn=die_with_parent, **popen))
 
     def forward(signum: int, _frame: Any) -> None:
         for proc in procs:
