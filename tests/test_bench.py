@@ -124,10 +124,56 @@ def test_switch_scenario_reports_a_mixed_stream_beside_a_single_model_stream(tmp
     assert figures["single_loads"] == 1
     assert figures["mixed_loads"] >= 2
     assert isinstance(figures["switches"], int) and figures["switches"] == figures["mixed_loads"] - 1
-    assert figures["target"] == {"switches_max": 2.0, "throughput_ratio_min": 0.8}
-    assert set(figures["meets_target"]) == {"switches", "throughput_ratio"}
+    assert figures["of_bound"] == pytest.approx(figures["throughput_ratio"] / figures["throughput_ratio_bound"], rel=0.01)
+    assert figures["target"] == {"switches_max": 2.0, "of_bound_min": 0.9}
+    assert set(figures["meets_target"]) == {"switches", "of_bound"}
     assert all(isinstance(v, bool) for v in figures["meets_target"].values())
     assert_png(out / "switch.png")
+
+
+def test_cluster_scenario_reports_every_stream_and_worker_count_beside_a_static_placement(tmp_path: Path) -> None:
+    figures, out = run_json(tmp_path, "cluster", timeout=300)
+
+    assert figures["scenario"] == "cluster" and figures["target_id"] == "C1"
+    assert figures["workers"] == [1, 2] and figures["models"] == 3
+    assert set(figures["runs"]) == {"skewed", "uniform", "shifting", "poisson"}
+    for stream, by_workers in figures["runs"].items():
+        assert set(by_workers) == {"1", "2"}, stream
+        for workers, pair in by_workers.items():
+            assert positive(pair["modelq_vs_static"]) and positive(pair["speedup"])
+            for side in ("modelq", "static"):
+                run = pair[side]
+                where = (stream, workers, side)
+                for key in ("makespan_s", "loads", "load_seconds_total", "load_share", "wait_max_s"):
+                    assert positive(run[key]), (where, key, run[key])
+                assert run["wait_max_s"] >= run["wait_p95_s"] >= 0
+                assert isinstance(run["worker_log_warnings"], int)
+                # every job was recorded as run by one of this run's workers, and counted under its model
+                assert sum(run["jobs_by_worker"].values()) == run["jobs"], where
+                assert sum(m["jobs"] for m in run["wait_by_model"].values()) == run["jobs"], where
+                if stream == "poisson":
+                    assert run["lower_bound_s"] is None and positive(run["arrival_rate_per_s"])
+                else:
+                    assert run["jobs"] == figures["jobs"], where
+                    assert set(run["wait_by_model"]) == {"m0", "m1", "m2"}, where
+                    assert positive(run["lower_bound_s"]) and positive(run["makespan_vs_bound"])
+                    # each burst uses all three models: each is loaded at least once
+                    assert run["loads"] >= run["min_loads"] == 3, where
+            assert "placement" not in pair["modelq"]
+            assert len(pair["static"]["placement"]) == int(workers)
+    assert figures["runs"]["skewed"]["1"]["static"]["placement"] == {"cluster-r02-w0@modelq-bench": "m0,m1,m2"}
+    assert sorted(figures["runs"]["skewed"]["2"]["static"]["placement"].values()) == ["m0", "m1,m2"]
+    # the bench raises unless every job succeeded and answered for the model it asked for
+    assert figures["all_jobs_succeeded"] is True
+    assert figures["jobs_total"] == sum(
+        pair[side]["jobs"] for by_workers in figures["runs"].values() for pair in by_workers.values()
+        for side in ("modelq", "static")
+    )  # fmt: skip
+    assert figures["target"]["burst_workers"] == [1] and figures["target"]["burst_loads_max"] == {"1": 4}
+    assert {"skewed_w1_makespan_vs_bound", "skewed_w1_loads", "uniform_w2_vs_static", "shifting_w2_speedup",
+            "poisson_w1_load_share"} <= set(figures["meets_target"])  # fmt: skip
+    assert all(isinstance(v, bool) for v in figures["meets_target"].values())
+    assert_png(out / "cluster.png")
 
 
 def test_unknown_scenario_is_one_line_naming_the_known_ones(tmp_path: Path) -> None:

@@ -100,3 +100,15 @@ def test_a_pinned_worker_reads_only_its_models() -> None:
     decided = plan("w0", peers, {A: demand(1), B: demand(50, waited=100)}, known={A}, switch_factor=4, max_wait=5,
                    now=NOW)  # fmt: skip
     assert decided.reading == {A}
+
+
+def test_a_worker_plans_around_pinned_workers_and_models_it_cannot_serve() -> None:
+    # w0 is pinned to A and idle; w1 serves anything and is busy with C, a model w2 cannot serve
+    peers = {"w0": Peer("w0", slots=1, serves={A}), "w1": Peer("w1", chosen={C: ago(1)}, slots=1),
+             "w2": Peer("w2", slots=1, serves={A, B})}  # fmt: skip
+    backlog = {A: demand(1), B: demand(20, waited=10), C: demand(50)}
+    # w2 knows only A and B: it takes B, which the pinned w0 cannot serve, and leaves A to w0
+    decided = plan("w2", peers, backlog, known={A, B}, switch_factor=4, max_wait=5, now=NOW)
+    assert decided.reading == {B}
+    decided = plan("w0", peers, backlog, known={A}, switch_factor=4, max_wait=5, now=NOW)
+    assert decided.reading == {A}

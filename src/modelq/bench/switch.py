@@ -44,7 +44,9 @@ CALL_TIMEOUT = 60.0
 
 
 def target(jobs: int) -> dict[str, float]:
-    return {"switches_max": jobs / 16, "throughput_ratio_min": 0.8}
+    """P4: few switches, and a mixed throughput within 0.9 of the best a mixed stream can do here
+    (the single stream's time plus the one unavoidable extra load: ``throughput_ratio_bound``)."""
+    return {"switches_max": jobs / 16, "of_bound_min": 0.9}
 
 
 def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None] = lambda _m: None) -> Report:
@@ -143,7 +145,8 @@ def _report(n_jobs: int, rounds: int, elapsed: dict[str, float], loads: dict[str
     # The best a mixed stream can do: the single stream's time plus the one unavoidable extra load.
     single_seconds = elapsed["single"] / rounds
     bound = single_seconds / (single_seconds + load_seconds)
-    meets = {"switches": switches <= goal["switches_max"], "throughput_ratio": ratio >= goal["throughput_ratio_min"]}
+    of_bound = ratio / bound
+    meets = {"switches": switches <= goal["switches_max"], "of_bound": of_bound >= goal["of_bound_min"]}
     figures: dict[str, Any] = {
         "scenario": "switch",
         "jobs": n_jobs,
@@ -160,6 +163,7 @@ def _report(n_jobs: int, rounds: int, elapsed: dict[str, float], loads: dict[str
         "load_seconds": round(load_seconds, 3),
         "job_p50_ms": round(percentile(job_seconds, 50) * 1000, 3),
         "throughput_ratio_bound": round(bound, 4),
+        "of_bound": round(of_bound, 4),
         "rounds": rounds,
         "models": 2,
         "budget": "MODELQ_CPU_MAX_MODELS=1",
@@ -171,8 +175,8 @@ def _report(n_jobs: int, rounds: int, elapsed: dict[str, float], loads: dict[str
     }
 
     rows = [
-        ["jobs/s", fmt(throughput["single"], "", 1), fmt(throughput["mixed"], "", 1), fmt(ratio, "x"),
-         f">= {goal['throughput_ratio_min']}x", verdict(meets["throughput_ratio"])],
+        ["jobs/s", fmt(throughput["single"], "", 1), fmt(throughput["mixed"], "", 1), fmt(ratio, "x"), "", ""],
+        ["of the best possible", "", "", fmt(of_bound, "x"), f">= {goal['of_bound_min']}x", verdict(meets["of_bound"])],
         ["seconds per stream", fmt(single_seconds, " s"), fmt(elapsed["mixed"] / rounds, " s"), "", "", ""],
         ["model loads", str(max(loads["single"])), str(max(loads["mixed"])), "", "", ""],
         ["switches", "", str(switches), "", f"<= {goal['switches_max']:g}", verdict(meets["switches"])],
@@ -185,7 +189,7 @@ def _report(n_jobs: int, rounds: int, elapsed: dict[str, float], loads: dict[str
         rows=rows,
         panels=[
             Panel("throughput", "jobs/s", {"single model": throughput["single"], "mixed A/B": throughput["mixed"]},
-                  target=throughput["single"] * goal["throughput_ratio_min"], target_label="P4 floor (0.8x single)"),
+                  target=throughput["single"] * bound * goal["of_bound_min"], target_label="P4 floor (0.9x the best possible)"),
             Panel("model switches (mixed)", "switches", {"measured": float(switches)},
                   target=goal["switches_max"], target_label=f"P4 limit (jobs/16 = {goal['switches_max']:g})"),
         ],  # fmt: skip

@@ -129,6 +129,9 @@ class ModelConsumer(Base):
     held: Mapped[bool] = mapped_column(Boolean)
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     slots: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: A pinned worker (``--models``) serves only the queues of its rows with ``serves``; its
+    #: row with an empty queue has ``serves`` set. Other workers serve any model.
+    serves: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Jobs that wait in this queue while this worker, which could serve them, sits idle.
     stranded: Mapped[int] = mapped_column(Integer, default=0)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

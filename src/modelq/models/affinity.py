@@ -166,7 +166,11 @@ class AffinityController:
             peer = peers.setdefault(row["worker"], Peer(name=row["worker"]))
             if not row["queue"]:
                 peer.slots = row["slots"]
+                if row["serves"]:  # pinned: only the queues of its rows marked serves
+                    peer.serves = peer.serves or set()
                 continue
+            if row["serves"]:
+                peer.serves = (peer.serves or set()) | {row["queue"]}
             if row["chosen"]:
                 peer.chosen[row["queue"]] = row["since"]
             if row["held"]:
@@ -195,7 +199,7 @@ class AffinityController:
             self.chosen.setdefault(queue, now)
         reading = decided.reading | set(stranded)
         self.steer(reading)
-        self.publish(reading, held, stranded)
+        self.publish(reading, held, stranded, known)
 
     def reading(self) -> set[str] | None:
         """The model queues the consumer really reads (None while it has no task consumer)."""
@@ -260,18 +264,20 @@ class AffinityController:
                     self._idle_since = time.monotonic()
         return found
 
-    def publish(self, reading: set[str], held: set[str], stranded: dict[str, int]) -> None:
+    def publish(self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]) -> None:
         self._read_before = reading
-        state = (frozenset(reading), tuple(sorted(self.chosen.items())), frozenset(held), tuple(sorted(stranded.items())))
+        pinned = known if self.settings.worker_models else set()
+        state = (frozenset(reading), tuple(sorted(self.chosen.items())), frozenset(held), tuple(sorted(stranded.items())),
+                 frozenset(pinned))  # fmt: skip
         if state == self._published and time.monotonic() - self._published_at < HEARTBEAT_SECONDS:
             return
         epoch = datetime.fromtimestamp(0, timezone.utc)
         rows = [{"queue": "", "reading": False, "chosen": False, "held": False, "since": epoch, "slots": self.capacity,
-                 "stranded": 0}]
-        for queue in sorted(reading | set(self.chosen) | held):
+                 "serves": bool(pinned), "stranded": 0}]  # fmt: skip
+        for queue in sorted(reading | set(self.chosen) | held | pinned):
             rows.append({"queue": queue, "reading": queue in reading, "chosen": queue in self.chosen,
                          "held": queue in held, "since": self.chosen.get(queue, epoch), "slots": None,
-                         "stranded": stranded.get(queue, 0)})  # fmt: skip
+                         "serves": queue in pinned, "stranded": stranded.get(queue, 0)})  # fmt: skip
         self.store.report_consumers(self.hostname, rows)
         self._published, self._published_at = state, time.monotonic()
 

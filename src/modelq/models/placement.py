@@ -98,10 +98,11 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     if self.slots is None:
         return Plan(reading=set(waiting), chosen=set(waiting))
 
-    # Who serves what: only commitments to models that still have a backlog count.
-    busy = {name: {q: since for q, since in p.chosen.items() if q in demand and demand[q].queued > 0}
-            for name, p in peers.items()}  # fmt: skip
-    servers = {q: sum(1 for b in busy.values() if q in b) for q in waiting}
+    # Who serves what: only commitments to models that still have a backlog count (other workers'
+    # may be models this one cannot serve: they fill those workers' slots all the same).
+    backlogged = {q for q, d in demand.items() if d.queued > 0}
+    busy = {name: {q: since for q, since in p.chosen.items() if q in backlogged} for name, p in peers.items()}
+    servers = {q: sum(1 for b in busy.values() if q in b) for q in backlogged}
 
     def free_slots(name: str) -> int:
         slots = peers[name].slots

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("held", sa.Boolean(), nullable=False),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
         sa.Column("slots", sa.Integer(), nullable=True),
+        sa.Column("serves", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("stranded", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
     )
