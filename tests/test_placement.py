@@ -112,3 +112,15 @@ def test_a_worker_plans_around_pinned_workers_and_models_it_cannot_serve() -> No
     assert decided.reading == {B}
     decided = plan("w0", peers, backlog, known={A}, switch_factor=4, max_wait=5, now=NOW)
     assert decided.reading == {A}
+
+
+def test_a_worker_lingers_with_a_model_whose_jobs_keep_coming() -> None:
+    busy = Peer("w0", chosen={A: ago(3)}, holds={A}, slots=1)
+    # A's queue is empty for a moment, but its last job came 0.5 s ago (less than a 2 s load)
+    lingering = {A: Demand(queued=0, oldest=None, job_seconds=0.1, load_seconds=2.0, last_arrival=ago(0.5)),
+                 B: demand(3, waited=1)}  # fmt: skip
+    assert plans([busy], lingering) == {"w0": {A}}
+    # after a burst, nothing more comes: the worker goes to B at once
+    drained = {A: Demand(queued=0, oldest=None, job_seconds=0.1, load_seconds=2.0, last_arrival=ago(30)),
+               B: demand(3, waited=1)}  # fmt: skip
+    assert plans([busy], drained) == {"w0": {B}}

@@ -92,13 +92,19 @@ class Plan:
 
     workers: tuple[int, ...]
     jobs: int
+    #: The shifting stream is longer: each of its phases must outlast a load many times over, or
+    #: no placement, static or not, can gain by following the demand.
+    shifting_jobs: int
     load_seconds: float
     job_seconds: float
     poisson_seconds: float
 
-    def lower_bound(self, workers: int) -> float:
+    def jobs_in(self, stream: str) -> int:
+        return self.shifting_jobs if stream == "shifting" else self.jobs
+
+    def lower_bound(self, workers: int, jobs: int) -> float:
         """The shortest a burst can take: all the job time and the unavoidable loads, spread evenly."""
-        return (self.jobs * self.job_seconds + self.min_loads(workers) * self.load_seconds) / workers
+        return (jobs * self.job_seconds + self.min_loads(workers) * self.load_seconds) / workers
 
     @staticmethod
     def min_loads(workers: int) -> int:
@@ -123,8 +129,10 @@ def plan_for(quick: bool) -> Plan:
     if not load_seconds >= 0:
         raise BenchError(f"{LOAD_SECONDS_ENV} must be a number of seconds >= 0, got {raw!r}")
     if quick:
-        return Plan(workers=(1, 2), jobs=24, load_seconds=load_seconds, job_seconds=0.05, poisson_seconds=4.0)
-    return Plan(workers=(1, 2, 4), jobs=200, load_seconds=load_seconds, job_seconds=0.1, poisson_seconds=60.0)
+        return Plan(workers=(1, 2), jobs=24, shifting_jobs=24, load_seconds=load_seconds, job_seconds=0.05,
+                    poisson_seconds=4.0)  # fmt: skip
+    return Plan(workers=(1, 2, 4), jobs=200, shifting_jobs=800, load_seconds=load_seconds, job_seconds=0.1,
+                poisson_seconds=60.0)  # fmt: skip
 
 
 def interleave(shares: tuple[int, ...], n: int) -> list[str]:
@@ -276,7 +284,7 @@ def submit_stream(bench: Bench, plan: Plan, stream: str, workers: int,
         for model in interleave(SKEWED if stream == "skewed" else UNIFORM, plan.jobs):
             submit(model)
     elif stream == "shifting":
-        first = plan.jobs // 2
+        first = plan.shifting_jobs // 2
         store = bench.app.modelq.store
         before = finished_count(store.counts())
         for model in interleave(SHIFT_FIRST, first):
@@ -284,7 +292,7 @@ def submit_stream(bench: Bench, plan: Plan, stream: str, workers: int,
         wait_until(lambda: finished_count(store.counts()) - before >= first // 2,
                    timeout=plan.timeout(first, workers), what="half of the first half to finish", interval=0.05,
                    check=check)  # fmt: skip
-        for model in interleave(SHIFT_SECOND, plan.jobs - first):
+        for model in interleave(SHIFT_SECOND, plan.shifting_jobs - first):
             submit(model)
     else:
         rate = UTILIZATION * workers / plan.job_seconds
@@ -400,7 +408,7 @@ def run_figures(plan: Plan, stream: str, workers: int, records: list[dict[str, A
         "jobs_by_worker": {h: sum(1 for r in records if r.get("worker") == h) for h in hostnames},
     }
     if stream in BURSTS:
-        bound = plan.lower_bound(workers)
+        bound = plan.lower_bound(workers, plan.jobs_in(stream))
         figures.update(lower_bound_s=round(bound, 3), makespan_vs_bound=round(makespan / bound, 4),
                        min_loads=plan.min_loads(workers))  # fmt: skip
     else:
@@ -463,6 +471,7 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     figures: dict[str, Any] = {
         "scenario": "cluster",
         "jobs": plan.jobs,
+        "shifting_jobs": plan.shifting_jobs,
         "models": len(MODELS),
         "workers": list(plan.workers),
         "load_seconds": plan.load_seconds,
@@ -519,7 +528,7 @@ def report(plan: Plan, figures: dict[str, Any]) -> Report:
         panels=panels,
         notes=[
             "mq = modelq's scheduling, st = static placement. "
-            f"{plan.jobs} jobs per burst of J = {plan.job_seconds:g} s each, loads of L = {plan.load_seconds:g} s "
+            f"{plan.jobs} jobs per burst ({plan.shifting_jobs} in the shifting one) of J = {plan.job_seconds:g} s each, loads of L = {plan.load_seconds:g} s "
             f"({LOAD_SECONDS_ENV}); Poisson arrivals at {UTILIZATION:.0%} of capacity for {plan.poisson_seconds:g} s. "
             "Workers are threads-pool (-c 1) processes with MODELQ_CPU_MAX_MODELS=1, started afresh for every run.",
             "bound = (N x J + max(M, W) x L) / W. static = each worker pinned with MODELQ_WORKER_MODELS in proportion "

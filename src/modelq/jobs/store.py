@@ -418,6 +418,17 @@ class JobStore:
         return {queue: (int(count), _aware(oldest)) for queue, count, oldest in rows}
 
 
+    def latest_arrivals(self, queue_prefix: str, since: datetime) -> dict[str, datetime]:
+        """When the newest job created after ``since`` arrived, per queue starting with ``queue_prefix``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.queue, func.max(jobs.c.created_at))
+                .where(jobs.c.status.in_([s.value for s in JobStatus]), jobs.c.queue.startswith(queue_prefix, autoescape=True),
+                       jobs.c.created_at >= since)
+                .group_by(jobs.c.queue)
+            ).all()  # fmt: skip
+        return {queue: _aware(latest) for queue, latest in rows}
+
     def run_seconds(self, queue_prefix: str, *, recent: int = 200) -> dict[str, list[float]]:
         """Run times (started to finished) of the latest succeeded jobs per queue starting with ``queue_prefix``."""
         with self.engine.connect() as conn:

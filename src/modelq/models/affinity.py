@@ -40,6 +40,8 @@ HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 10.0
 #: Job and load times are re-read this often.
 COSTS_SECONDS = 2.0
+#: How far back the newest arrival per model queue is looked for (longer than any load).
+ARRIVALS_SECONDS = 300.0
 #: A consumer change not visible after this long is made again.
 RETRY_SECONDS = 1.0
 #: Typical job seconds before any job of a model finished.
@@ -83,6 +85,7 @@ class AffinityController:
         self._costs_at = -COSTS_SECONDS
         self._job_seconds: dict[str, float] = {}
         self._load_seconds: dict[str, float] = {}
+        self._arrivals: dict[str, datetime] = {}
         self._asked: dict[tuple[str, str], float] = {}
         self._idle_since: float | None = None
         self._warned: dict[str, float] = {}
@@ -131,6 +134,9 @@ class AffinityController:
                 loads.setdefault(row["model"], []).append(row["load_seconds"] / row["loads"])
         self._job_seconds = job_seconds
         self._load_seconds = {model: max(times) for model, times in loads.items()}
+        since = datetime.now(timezone.utc) - timedelta(seconds=ARRIVALS_SECONDS)
+        self._arrivals = {q: at for base in self.base_queues
+                          for q, at in self.store.latest_arrivals(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()}  # fmt: skip
 
     def load_seconds(self, model: str) -> float:
         """The longest mean load time any worker measured for ``model`` (this one's own figures are fresh)."""
@@ -149,7 +155,12 @@ class AffinityController:
                 model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
                 demand[queue] = Demand(queued=count, oldest=oldest,
                                        job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
-                                       load_seconds=self.load_seconds(model))  # fmt: skip
+                                       load_seconds=self.load_seconds(model), last_arrival=self._arrivals.get(queue))  # fmt: skip
+        for queue, at in self._arrivals.items():  # nothing queued now, but jobs came lately
+            if queue not in demand:
+                model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
+                demand[queue] = Demand(queued=0, oldest=None, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
+                                       load_seconds=self.load_seconds(model), last_arrival=at)  # fmt: skip
         return demand
 
     def peers(self, me: Peer, now: datetime) -> dict[str, Peer]:

@@ -11,11 +11,15 @@ The rules, in the order :func:`plan` applies them:
    worker: reading every queue while idle would let each idle worker fetch a job of some model
    and load it before any plan was made.
 2. **No model limit**: read every model queue with a backlog.
-3. **Stay**: a worker keeps the models it has chosen while they have a backlog.
-4. **Free slots** (a worker whose chosen models have no backlog) go, in name order, to the models
+3. **Stay**: a worker keeps the models it has chosen while they have a backlog, and while their
+   jobs keep arriving (the newest one came less than a load time ago), so a queue that empties
+   between arrivals does not cost a load away and a load back.
+4. **Free slots** (a worker whose chosen models have no backlog and no recent arrival) go, in name order, to the models
    that need a server: first a model nobody serves (one the worker holds, else the oldest job
-   first), then a served model whose expected wait with one more server (queued work / servers)
-   is still longer than a load (a worker that already holds the model pays no load). Two idle workers never both take a cold model: the plan gives
+   first), then a served model whose expected wait (queued work / servers) is longer than a load
+   (a worker that already holds the model pays none): with S servers and R seconds of work, one
+   more that first loads for L finishes the work at (R + L) / (S + 1), sooner than R / S exactly
+   when R / S > L. Two idle workers never both take a cold model: the plan gives
    it one of them, and gives the other one only if the expected wait still exceeds a load.
 5. **Overdue models** nobody serves, once their oldest job has waited ``max_wait`` seconds, take
    a busy worker: one whose model has other servers, or else one that has served its model for
@@ -47,6 +51,8 @@ class Demand:
     job_seconds: float
     #: Seconds a load of the model takes (measured; a default before the first load).
     load_seconds: float
+    #: When its newest job arrived (None: not lately).
+    last_arrival: datetime | None = None
 
     @property
     def work(self) -> float:
@@ -98,9 +104,12 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     if self.slots is None:
         return Plan(reading=set(waiting), chosen=set(waiting))
 
-    # Who serves what: only commitments to models that still have a backlog count (other workers'
-    # may be models this one cannot serve: they fill those workers' slots all the same).
-    backlogged = {q for q, d in demand.items() if d.queued > 0}
+    # Who serves what: commitments to models that have a backlog, or had a job arrive within one
+    # load time (a worker lingers that long with a model whose jobs keep coming: leaving it the
+    # moment its queue is empty would pay a load now and another to come back). Other workers'
+    # may be models this one cannot serve: they fill those workers' slots all the same.
+    backlogged = {q for q, d in demand.items() if d.queued > 0 or (
+        d.last_arrival is not None and (now - d.last_arrival).total_seconds() < d.load_seconds)}
     busy = {name: {q: since for q, since in p.chosen.items() if q in backlogged} for name, p in peers.items()}
     servers = {q: sum(1 for b in busy.values() if q in b) for q in backlogged}
 
@@ -129,7 +138,7 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     while True:
         candidates = [(name, q) for name in sorted(peers) if free_slots(name)
                       for q in waiting if q not in busy[name] and peers[name].can_serve(q)]  # fmt: skip
-        needy = [(name, q) for name, q in candidates if servers[q] == 0 or expected_wait(q, 1) > cost(name, q)]
+        needy = [(name, q) for name, q in candidates if servers[q] == 0 or expected_wait(q) > cost(name, q)]
         if not needy:
             break
         # Unserved models first, to a worker that holds one (no load), else oldest job first; then the
