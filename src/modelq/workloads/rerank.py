@@ -4,6 +4,11 @@ A cross-encoder comes from a ``models:`` entry (loader ``cross-encoder``), a loc
 path or a hub id. With none given and none configured as ``rerank``, the offline
 default ranks by the bundled bi-encoder's cosine similarity and says so in the
 result's ``model`` field.
+
+What threads share: concurrent ``rerank`` jobs for one cross-encoder share batches of
+(query, document) pairs through :func:`~modelq.models.batching.batch_call`; ``predict`` (its
+tokenizer and weights) runs under :func:`~modelq.models.batching.exclusive`, one batch at a time
+per model and device. The bi-encoder fallback goes through ``embed``'s batch and lock.
 """
 
 from __future__ import annotations
