@@ -255,6 +255,7 @@ def release_results(app: Any) -> None:
 @contextmanager
 def serve_api(settings: Any, *, celery_app: Any = None, timeout: float = 30.0) -> Iterator[str]:
     """Run ``modelq.api.create_api(settings)`` with uvicorn in a thread; yields its base URL."""
+    import uvicorn
 
     from modelq.api import create_api, server_config
 
