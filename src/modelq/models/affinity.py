@@ -138,29 +138,29 @@ class AffinityController:
         self._arrivals = {q: at for base in self.base_queues
                           for q, at in self.store.latest_arrivals(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()}  # fmt: skip
 
-    def load_seconds(self, model: str) -> float:
-        """The longest mean load time any worker measured for ``model`` (this one's own figures are fresh)."""
-        measured = self._load_seconds.get(model)
+    def load_seconds(self) -> dict[str, float]:
+        """Per model, the longest mean load time any worker measured (this one's own figures are fresh)."""
+        measured = dict(self._load_seconds)
         if self.in_process:
-            own = next((s for s in self.app.modelq.residency.stats() if s.name == model and s.loads), None)
-            if own is not None:
-                measured = max(measured or 0.0, own.load_seconds / own.loads)
-        return DEFAULT_LOAD_SECONDS if measured is None else measured
+            for own in self.app.modelq.residency.stats():
+                if own.loads:
+                    measured[own.name] = max(measured.get(own.name, 0.0), own.load_seconds / own.loads)
+        return measured
 
     def demand(self) -> dict[str, Demand]:
+        """Per model queue with jobs queued, or with a job arrived lately: backlog and costs."""
         self._refresh_costs()
-        demand = {}
+        backlog: dict[str, tuple[int, datetime | None]] = {}
         for base in self.base_queues:
-            for queue, (count, oldest) in self.store.backlog(f"{base}{MODEL_QUEUE_SEPARATOR}").items():
-                model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
-                demand[queue] = Demand(queued=count, oldest=oldest,
-                                       job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
-                                       load_seconds=self.load_seconds(model), last_arrival=self._arrivals.get(queue))  # fmt: skip
-        for queue, at in self._arrivals.items():  # nothing queued now, but jobs came lately
-            if queue not in demand:
-                model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
-                demand[queue] = Demand(queued=0, oldest=None, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
-                                       load_seconds=self.load_seconds(model), last_arrival=at)  # fmt: skip
+            backlog.update(self.store.backlog(f"{base}{MODEL_QUEUE_SEPARATOR}"))
+        loads = self.load_seconds()
+        demand = {}
+        for queue in backlog.keys() | self._arrivals.keys():
+            count, oldest = backlog.get(queue, (0, None))
+            model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
+            demand[queue] = Demand(queued=count, oldest=oldest, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
+                                   load_seconds=loads.get(model, DEFAULT_LOAD_SECONDS),
+                                   last_arrival=self._arrivals.get(queue))  # fmt: skip
         return demand
 
     def peers(self, me: Peer, now: datetime) -> dict[str, Peer]:
@@ -194,10 +194,9 @@ class AffinityController:
     def tick(self) -> None:
         now = datetime.now(timezone.utc)
         demand = self.demand()
-        # Any model a job on this worker's queues names, unless the worker is pinned to some.
-        known = self.known_queues() | (set() if self.settings.worker_models else set(demand))
         held = {model_queue(base, name) for name in self.held_models() for base in self.base_queues} | self.in_hand()
-        known |= set() if self.settings.worker_models else held
+        # Any model a job on this worker's queues names, or one it holds, unless it is pinned to some.
+        known = self.known_queues() | (set() if self.settings.worker_models else set(demand) | held)
         me = Peer(name=self.hostname, chosen=dict(self.chosen), holds=held, slots=self.capacity, serves=known)
         peers = self.peers(me, now)
         decided = plan(self.hostname, peers, demand, known=known,
@@ -225,19 +224,25 @@ class AffinityController:
         actual = self.reading()
         if actual is None:
             return
-        on_broker, now = self.settings.broker_queue, time.monotonic()
+        now = time.monotonic()
         pending = {("add", q) for q in desired - actual} | {("cancel", q) for q in actual - desired}
         self._asked = {key: at for key, at in self._asked.items() if key in pending}
         for queue in sorted(desired - actual):
             if now - self._asked.get(("add", queue), -RETRY_SECONDS) >= RETRY_SECONDS:
                 self._asked[("add", queue)] = now
-                name = on_broker(queue)
-                self.consumer.call_soon(self.consumer.add_task_queue, name, exchange=name, exchange_type="direct",
-                                        routing_key=name)  # fmt: skip
+                self._add(queue)
         for queue in sorted(actual - desired):
             if now - self._asked.get(("cancel", queue), -RETRY_SECONDS) >= RETRY_SECONDS:
                 self._asked[("cancel", queue)] = now
-                self.consumer.call_soon(self.consumer.cancel_task_queue, on_broker(queue))
+                self._cancel(queue)
+
+    def _add(self, queue: str) -> None:
+        """Have the consumer's own loop start reading ``queue`` (thread-safe: ``call_soon``)."""
+        name = self.settings.broker_queue(queue)
+        self.consumer.call_soon(self.consumer.add_task_queue, name, exchange=name, exchange_type="direct", routing_key=name)
+
+    def _cancel(self, queue: str) -> None:
+        self.consumer.call_soon(self.consumer.cancel_task_queue, self.settings.broker_queue(queue))
 
     def stranded(self, candidates: set[str], demand: dict[str, Demand], now: datetime) -> dict[str, int]:
         """Queues of ``candidates`` (those it can serve and no other worker has chosen) whose jobs have
@@ -268,10 +273,8 @@ class AffinityController:
                                 "sat idle for %.0f s: reading it%s", waiting.queued, STRANDED_SECONDS, queue, self.hostname,
                                 idle, " anew" if queue in self._read_before else "")  # fmt: skip
                 if queue in self._read_before:  # read, yet nothing came: re-subscribe
-                    name = self.settings.broker_queue(queue)
-                    self.consumer.call_soon(self.consumer.cancel_task_queue, name)
-                    self.consumer.call_soon(self.consumer.add_task_queue, name, exchange=name, exchange_type="direct",
-                                            routing_key=name)  # fmt: skip
+                    self._cancel(queue)
+                    self._add(queue)
                     self._idle_since = time.monotonic()
         return found
 
