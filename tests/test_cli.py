@@ -232,7 +232,7 @@ def test_readyz_is_503_without_a_worker(home: Path) -> None:
     from modelq.api import create_api
     from modelq.config import load_settings
 
-    with TestClient(create_api(load_settings(home=home))) as http:
+    with TestClient(create_api(load_settings(home=home)), base_url="http://localhost") as http:
         ready = http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["broker"]["ok"] and ready.json()["checks"]["database"]["ok"]

@@ -42,16 +42,21 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from modelq.config import load_settings
 
     root = tmp_path_factory.mktemp("embed")
-    cross = tiny_cross_encoder(root / "cross-encoder")
-    env = {"MODELQ_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1"}
-    settings = load_settings(home=root / "home", imports=["modelq_test_tasks"])
+    cross = tiny_cross_encoder(root / "models" / "cross-encoder")
+    # Requests may load undeclared models from the model roots only. The API's roots include one
+    # the worker's lack ("api-only"), so the worker's own check is seen too.
+    (root / "models" / "escape").symlink_to("/etc")
+    tiny_cross_encoder(root / "api-only" / "cross-encoder")
+    env = {"MODELQ_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1", "MODELQ_MODEL_ROOTS": str(root / "models")}
+    settings = load_settings(home=root / "home", imports=["modelq_test_tasks"],
+                             model_roots=[root / "models", root / "api-only"])  # fmt: skip
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018
     worker = start_worker(env, "gpu", "embed@%h", "--pool", "threads", "-c", "4")
     try:
         wait_for_worker(app, "embed@")
         for url in serve(create_api(settings, celery_app=app)):
-            yield {"url": url, "cross": str(cross), "app": app}
+            yield {"url": url, "cross": str(cross), "app": app, "root": root}
     finally:
         stop_process(worker)
         EmbeddedRedis(root / "home").stop()
@@ -93,6 +98,42 @@ def test_embeddings_bad_input_and_unknown_model(served: dict) -> None:
         assert missing.status_code == 404 and "/no/such/model" in missing.json()["error"]["message"]
         # the worker survives: the next request is served
         assert http.post("/v1/embeddings", json={"input": "still here"}).status_code == 200
+
+
+def _message(answer: httpx.Response) -> str:
+    """The error message, in OpenAI's shape (its routes) or modelq's."""
+    body = answer.json()
+    return body["error"]["message"] if isinstance(body["error"], dict) else body["message"]
+
+
+def test_a_request_loads_only_declared_models_and_directories_under_a_model_root(served: dict) -> None:
+    root, app = served["root"], served["app"]
+    probes = ["/root/.ssh", "/nonexistent/dir", "/proc/self/environ", "/etc", "~/.ssh", "../../etc",
+              str(root / "models" / ".." / "home"), str(root / "models" / "escape"), "escape",
+              str(root / "models" / "cross-encoder" / "config.json"), "BAAI/bge-small-en-v1.5", "no-such-model"]  # fmt: skip
+    jobs_before = sum(app.modelq.store.counts().values())
+    shapes = set()
+    with httpx.Client(base_url=served["url"], timeout=120) as http:
+        for model in probes:
+            answers = [http.post("/v1/embeddings", json={"input": "hi", "model": model}),
+                       http.post("/v1/rerank", json={"query": "q", "documents": ["d"], "model": model}),
+                       http.post("/v1/jobs", json={"task": "embed", "input": {"input": ["hi"], "model": model}})]  # fmt: skip
+            for answer in answers:
+                assert answer.status_code == 404, (model, answer.text)
+                message = _message(answer)
+                # one message, whatever the path is or whether it exists: nothing about the file system
+                shapes.add(message.replace(repr(model), "MODEL"))
+                assert "MODELQ_MODEL_ROOTS" in message and "MODELQ_ALLOW_HUB_MODELS" in message
+        assert len(shapes) == 1, shapes
+        assert sum(app.modelq.store.counts().values()) == jobs_before  # nothing recorded or queued
+        # a directory under a root, by its path relative to the root
+        by_name = http.post("/v1/rerank", json={"query": "cats", "documents": TEXTS, "model": "cross-encoder"})
+        assert by_name.status_code == 200, by_name.text
+        # the worker checks again on its own file system: "api-only" is not one of its roots
+        elsewhere = str(root / "api-only" / "cross-encoder")
+        refused = http.post("/v1/rerank", json={"query": "cats", "documents": TEXTS, "model": elsewhere})
+        assert refused.status_code == 404, refused.text
+        assert _message(refused).replace(repr(elsewhere), "MODEL") in shapes
 
 
 def test_rerank_with_a_cross_encoder_from_a_path(served: dict) -> None:

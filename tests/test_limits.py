@@ -74,7 +74,7 @@ CASES: list[tuple[str, str, dict[str, Any], str, int, str]] = [
      "MODELQ_IMAGE_MAX_COUNT"),
     ("prompt characters", "/v1/jobs", {"json": {"task": "text2img", "input": {"prompt": "p" * 65}}}, "prompt", 64,
      "MODELQ_IMAGE_MAX_PROMPT_CHARS"),
-    ("init image size", "/v1/images/edits", {"data": {"prompt": "a cat", "model": "./tiny-sd"},
+    ("init image size", "/v1/images/edits", {"data": {"prompt": "a cat", "model": "minilm"},
                                               "files": {"image": ("wide.png", _png(264, 8), "image/png")}},
      "image", 256, "MODELQ_IMAGE_MAX_SIDE"),
     ("init image size in a job", "/v1/jobs", {"json": {"task": "img2img", "input": {
@@ -140,7 +140,7 @@ def test_within_the_limits_the_same_requests_are_accepted(http: httpx.Client) ->
     # the limits refuse only what is over them: these are queued (no worker runs them here)
     ok = [http.post("/v1/jobs", json={"task": "embed", "input": {"input": ["a", "b"]}}),
           http.post("/generate_async", json={"prompt": "a cat", "width": 256, "num_inference_steps": 20,
-                                             "modelid": "./tiny-sd"}),
+                                             "modelid": "minilm"}),
           http.post("/v1/jobs", json={"task": "llm", "input": {"model": "m", "prompts": ["a", "b"]}}),
           http.post("/v1/documents", files={"file": ("two.pdf", _pdf(2), "application/pdf")}),
           http.post("/v1/jobs", json={"task": "img2img", "input": {

@@ -223,7 +223,7 @@ def test_bad_input_is_refused_with_a_422_naming_the_field(cluster: Cluster) -> N
     from modelq.api import create_api
 
     before = cluster.client.list()["total"]
-    with TestClient(create_api(cluster.app.modelq.settings, celery_app=cluster.app)) as http:
+    with TestClient(create_api(cluster.app.modelq.settings, celery_app=cluster.app), base_url="http://localhost") as http:
 
         def refused(job_input: dict[str, Any]) -> dict[str, Any]:
             response = http.post("/v1/jobs", json={"task": "llm", "input": job_input})

@@ -134,7 +134,7 @@ def http(backend: Backend, cpu_worker: str) -> Iterator[Any]:
 
     from modelq.api import create_api
 
-    with TestClient(create_api(backend.settings, celery_app=backend.app)) as client:
+    with TestClient(create_api(backend.settings, celery_app=backend.app), base_url="http://localhost") as client:
         yield client
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from modelq.config import safe_url
 from modelq.errors import (BrokerUnavailable, ConfigError, InsecureApi, InsecureMonitor, InvalidInput, JobTimeout,
                            ModelqError, TaskNotFound, Unauthorized)
 
@@ -162,8 +163,8 @@ def up(settings: Any, host: str | None, port: int | None, queues: str | None, co
     port = port if port is not None else settings.api_port
     server = uvicorn.Server(server_config(api, host=host, port=port))
     click.echo(f"modelq is up: http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    click.echo(f"  broker: {app.conf.broker_url}{' (embedded)' if embedded else ''}")
-    click.echo(f"  job store: {settings.job_database_url}")
+    click.echo(f"  broker: {safe_url(app.conf.broker_url)}{' (embedded)' if embedded else ''}")
+    click.echo(f"  job store: {safe_url(settings.job_database_url)}")
     click.echo(f"  {access}")
     groups = _worker_groups(settings, queue_names)
     click.echo("  workers: " + "; ".join(f"{settings.queues[g[0]].pool} pool for {', '.join(g)}" for g in groups.values()))
@@ -444,7 +445,7 @@ def status(settings: Any, as_json: bool) -> None:
     app = create_celery_app(settings)
     service = JobService(app)
     report = {
-        "broker": app.conf.broker_url,
+        "broker": safe_url(app.conf.broker_url),
         "queues": queue_depths(app, list(settings.queues)),
         "jobs": service.store.counts(),
         "workers": service.workers(timeout=1.0),

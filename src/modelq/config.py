@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     #: API keys by owner, as hashes (``{"alice": ["sha256:..."]}``; ``modelq keys new alice`` makes
     #: one). Each key's jobs are its owner's alone. With none, the API listens on loopback only.
     api_keys: dict[str, list[str]] = Field(default_factory=dict)
+    #: ``Host`` header values the API answers (``*.example.com`` matches subdomains; comma-separated
+    #: in the environment). None: with no ``api_keys``, only localhost, 127.0.0.1 and [::1], so a web
+    #: page cannot reach a keyless API through a DNS name rebound to loopback; with keys, any host.
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
+    #: With ``api_keys``: jobs one owner may have queued at once (then 429 with Retry-After). None: no limit.
+    max_queued_per_owner: int | None = Field(default=None, ge=1)
+    #: How deeply a job's input may nest lists and objects (deeper: 422 before anything is recorded).
+    max_input_depth: int = Field(default=64, ge=1, le=400)
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_page_size: int = Field(default=500, ge=1)
     #: Seconds a client is told to wait (``Retry-After``) when a queue is at its ``max_queued``.
@@ -150,7 +158,10 @@ class Settings(BaseSettings):
 
     result_expires: int = Field(default=24 * 3600, ge=1)
     task_soft_time_limit: float | None = Field(default=None, gt=0)
-    task_time_limit: float | None = Field(default=None, gt=0)
+    #: Hard limit (seconds) for every job whose task sets none: the process running it is replaced
+    #: (prefork pools; threads and solo pools cannot stop a running thread). A task's own
+    #: ``time_limit`` may raise it. None: no limit.
+    task_time_limit: float | None = Field(default=6 * 3600.0, gt=0)
     task_max_retries: int = Field(default=3, ge=0)
     #: Times one message may start a job; a job that ends its worker every time (a segfault,
     #: an out-of-memory kill) is then failed and moved to the dead-letter queue.
@@ -167,6 +178,13 @@ class Settings(BaseSettings):
 
     #: Models declared in config (name -> declaration); ``@modelq.model`` adds more in code.
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    #: Directories a request may load undeclared models from, by path or by a path relative to
+    #: one of them (comma-separated in the environment). None: ``MODELQ_HOME/models``. Declared
+    #: models may use any path. See :mod:`modelq.models.sources`.
+    model_roots: Annotated[list[Path] | None, NoDecode] = None
+    #: Let a request name a hub id that is not declared (a worker then downloads it). Off: many
+    #: clusters are offline, and a request should not make a worker reach the network.
+    allow_hub_models: bool = False
     #: Per-device memory budgets: bytes ("12GB", "512MiB") or a fraction of the device ("0.8").
     gpu_memory_budget: str | None = "0.9"
     cpu_memory_budget: str | None = None
@@ -266,7 +284,7 @@ class Settings(BaseSettings):
                                      "`modelq keys new` prints), never the keys themselves")  # fmt: skip
         return value
 
-    @field_validator("imports", "worker_models", mode="before")
+    @field_validator("imports", "worker_models", "model_roots", "allowed_hosts", mode="before")
     @classmethod
     def _split_imports(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -308,6 +326,12 @@ class Settings(BaseSettings):
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def model_root_dirs(self) -> list[Path]:
+        """Where requests may load undeclared models from (``model_roots``, else ``MODELQ_HOME/models``)."""
+        roots = self.model_roots if self.model_roots is not None else [self.home_dir / "models"]
+        return [root.expanduser().resolve() for root in roots]
 
     @property
     def artifacts_dir(self) -> Path:
@@ -352,3 +376,12 @@ def load_settings(**overrides: Any) -> Settings:
         loc = [str(part) for part in first.get("loc", ())]
         key = "MODELQ_" + "__".join(loc).upper() if loc else "MODELQ"
         raise ConfigError(key, first.get("msg", "invalid value")) from None
+
+
+def safe_url(url: str | None) -> str | None:
+    """``url`` with any password replaced by ``**``, for logs, status and error messages."""
+    if not url:
+        return url
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)

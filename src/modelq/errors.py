@@ -62,6 +62,17 @@ class QueueFull(ModelqError):
         self.retry_after = retry_after
 
 
+class OwnerQueueFull(ModelqError):
+    """An owner has as many jobs waiting as ``max_queued_per_owner`` allows; try again later."""
+
+    http_status = 429
+
+    def __init__(self, owner: str, queued: int, limit: int, retry_after: int) -> None:
+        super().__init__(f"owner {owner!r} has {queued} jobs waiting, the limit per owner (max_queued_per_owner) "
+                         f"is {limit}; retry in {retry_after}s", owner=owner, limit=limit, retry_after=retry_after)  # fmt: skip
+        self.retry_after = retry_after
+
+
 class InvalidInput(ModelqError):
     """A request or job input is malformed or out of limits."""
 
@@ -155,9 +166,11 @@ class ModelNotFound(ModelqError):
 
     http_status = 404
 
-    def __init__(self, name: str, known: list[str]) -> None:
+    def __init__(self, name: str, known: list[str], hint: str = "") -> None:
         super().__init__(
-            f"unknown model {name!r}; declared models: {', '.join(sorted(known)) or 'none'}", model=name
+            f"unknown model {name!r}; declared models: {', '.join(sorted(known)) or 'none'}"
+            + (f"; {hint}" if hint else ""),
+            model=name,
         )
 
 

@@ -18,6 +18,7 @@ on any broker.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -74,20 +75,59 @@ class TaskSpec:
         Raises:
             InvalidInput: input is not an object, misses a required argument or has an unknown one,
                 or the task's hook refused it.
+            ModelNotFound: it names a model a request may not use (:mod:`modelq.models.sources`).
         """
         if not isinstance(data, dict):
             raise InvalidInput(
                 f"input for task {self.name!r} must be a JSON object, not {type(data).__name__}", field="input"
             )
+        settings = settings or current_settings()
+        check_storable(data, settings.max_input_depth)
         try:
             inspect.signature(self.func).bind(**data)
         except TypeError as exc:
             raise InvalidInput(f"input for task {self.name!r} does not fit: {exc}", field="input") from None
+        if self.model_arg and data.get(self.model_arg) is not None:
+            from modelq.models import sources
+
+            name = data[self.model_arg]
+            if not isinstance(name, str):
+                raise InvalidInput(f"{self.model_arg} must be a model name, not {type(name).__name__}", field=self.model_arg)
+            sources.check(name, settings)
         if self.validate is not None:
             checked = self.validate(data, settings)
             if checked is not None:
                 data = checked
         return data
+
+
+def check_storable(data: Any, max_depth: int, field: str = "input") -> None:
+    """Refuse input the job store cannot keep and give back as JSON, before anything is recorded.
+
+    Lists and objects nest at most ``max_depth`` deep (``MODELQ_MAX_INPUT_DEPTH``); numbers are
+    finite (JSON has no NaN or Infinity); object keys are strings; values are JSON's types.
+
+    Raises:
+        InvalidInput: naming the first offending place (``input.a[3]``).
+    """
+    stack: list[tuple[Any, int, str]] = [(data, 1, field)]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            if depth > max_depth:
+                raise InvalidInput(f"{where} nests lists and objects deeper than the limit of {max_depth} "
+                                   "(MODELQ_MAX_INPUT_DEPTH)", field=field, limit=max_depth)  # fmt: skip
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise InvalidInput(f"{where} has a key that is not a string: {key!r}", field=field)
+                    stack.append((item, depth + 1, f"{where}.{key}"))
+            else:
+                stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{where} is {value}, which JSON cannot carry: use a finite number", field=field)
+        elif not (value is None or isinstance(value, str | int | float)):  # bool is an int
+            raise InvalidInput(f"{where} is a {type(value).__name__}, not a JSON value", field=field)
 
 
 _REGISTRY: dict[str, TaskSpec] = {}

@@ -44,6 +44,7 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
                             timetable, ui)
     from modelq.access import KeyRing
     from modelq.api.auth import ApiKeyAuth
+    from modelq.api.hosts import TrustedHosts, trusted_patterns
     from modelq.api.limits import BodySizeLimit
     from modelq.api.openai_errors import OpenAIErrorShape
     from modelq.celery_app import create_celery_app
@@ -72,7 +73,10 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
     keys = KeyRing(settings.api_keys)
     if keys:  # a request without a key is answered before its body is read
         api.add_middleware(ApiKeyAuth, keys=keys)
-    api.add_middleware(OpenAIErrorShape)  # outermost: it reshapes the answers of the two above too
+    api.add_middleware(OpenAIErrorShape)  # it reshapes the answers of the two above too
+    patterns = trusted_patterns(settings, bool(keys))
+    if patterns is not None:  # outermost: a request from an untrusted host is answered before anything runs
+        api.add_middleware(TrustedHosts, patterns=patterns)
     errors.install_error_handlers(api)
     api.include_router(health.router)
     api.include_router(metrics.router)

@@ -30,10 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import Progress
-from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout, ModelNotFound
+from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout
 from modelq.jobs.records import JobStatus
+from modelq.models import sources
 from modelq.models.registry import ModelRegistry
-from modelq.workloads.text2img.params import check_params, looks_like_source
+from modelq.workloads.text2img.params import check_params
 
 router = APIRouter(tags=["images"])
 
@@ -114,14 +115,12 @@ def _gen_input(body: GenRequest) -> dict[str, Any]:
 
 
 def check_model(settings: Any, model: str) -> None:
-    """A request's model must be declared, or a path or hub id (which the worker loads).
+    """A request's model must be declared, under a model root, or an allowed hub id (:mod:`modelq.models.sources`).
 
     Raises:
-        ModelNotFound: neither (a 404 listing the declared models).
+        ModelNotFound: none of those (a 404 listing the declared models).
     """
-    declared = ModelRegistry(settings).all()
-    if model not in declared and not looks_like_source(model):
-        raise ModelNotFound(model, list(declared))
+    sources.check(model, settings)
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -159,6 +158,10 @@ def _raise_for(request: Request, job: dict[str, Any], model_field: str = "model"
     if kind == "InvalidInput":  # refused by the worker's own check (its caps, its pipeline's arguments)
         raise InvalidInput(message, job_id=job["id"])
     model = (job.get("input") or {}).get("model")
+    if kind == "ModelNotFound":  # the worker's own check (model roots on its file system)
+        missing = InvalidInput(message, field=model_field, job_id=job["id"])
+        missing.http_status = 404
+        raise missing
     if kind == "ModelLoadError" and model not in ModelRegistry(request.app.state.jobs.settings).all():
         # A path or hub id the request named that the worker cannot load is the request's fault, as an
         # unknown name is; a declared model that fails to load stays a failed job (500).

@@ -105,7 +105,8 @@ def start_model_worker(
     )  # fmt: skip
     stack.callback(child.stop)
 
-    settings = hermetic_settings(home)  # the broker and job store the worker uses
+    # The broker and job store the worker uses, and its models (a submission names only declared ones).
+    settings = hermetic_settings(home, {"MODELQ_MODELS": json.dumps(models)})
     app = create_celery_app(settings, start_broker=True)
     stack.callback(release_results, app)
     app.modelq.store  # noqa: B018 - migrate the job store now, not during the first call

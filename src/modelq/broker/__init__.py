@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelq.broker.embedded import EmbeddedRedis
-from modelq.config import Settings
+from modelq.config import Settings, safe_url
 from modelq.errors import BrokerUnavailable
 
 __all__ = ["EmbeddedRedis", "broker_url", "result_backend_url", "check_broker", "is_redis_url"]
@@ -54,4 +54,4 @@ def check_broker(app, timeout: float = 2.0) -> None:  # noqa: ANN001 - a Celery 
         if settings is not None and settings.uses_embedded_broker:
             raise BrokerUnavailable(f"the embedded broker in {settings.home_dir} is not running; start `modelq up` or "
                                     "`modelq worker` with this MODELQ_HOME first") from exc  # fmt: skip
-        raise BrokerUnavailable(f"broker {app.conf.broker_url!r} is unreachable: {exc}") from exc
+        raise BrokerUnavailable(f"broker {safe_url(app.conf.broker_url)!r} is unreachable: {exc}") from exc

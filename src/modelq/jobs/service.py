@@ -17,7 +17,8 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from modelq.broker import is_redis_url
 from modelq.celery_app import MAX_PRIORITY, redis_priority
-from modelq.errors import BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, QueueFull, TaskNotFound
+from modelq.errors import (BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, OwnerQueueFull, QueueFull,
+                           TaskNotFound)
 from modelq.jobs.records import JobStatus
 from modelq.models.affinity import model_queue
 from modelq.tasks import TaskSpec, registered_tasks
@@ -77,6 +78,7 @@ class JobService:
             raise InvalidInput(f"priority must be between 0 and {MAX_PRIORITY}, got {priority}", field="priority")
         queue = self.settings.queue_for(spec.name, spec.queue)
         self._check_room(queue)
+        self._check_owner_room(owner)
         model = spec.model_for(kwargs)
         if model is not None:
             # A queue per model lets workers keep serving the model they hold (affinity).
@@ -107,6 +109,15 @@ class JobService:
                      if name == queue or name.startswith(model_queue(queue, "")))  # fmt: skip
         if queued >= limit:
             raise QueueFull(queue, queued, limit, self.settings.queue_full_retry_after)
+
+    def _check_owner_room(self, owner: str) -> None:
+        """Refuse a job (429) when its owner already has ``max_queued_per_owner`` jobs waiting (with API keys)."""
+        limit = self.settings.max_queued_per_owner
+        if limit is None or not owner or not self.settings.api_keys:
+            return
+        queued = self.store.queued_count(owner)
+        if queued >= limit:
+            raise OwnerQueueFull(owner, queued, limit, self.settings.queue_full_retry_after)
 
     def _publish(self, spec: TaskSpec, job_id: str, kwargs: dict, queue: str, priority: int | None) -> None:
         options: dict[str, Any] = {"task_id": job_id, "queue": self.settings.broker_queue(queue)}

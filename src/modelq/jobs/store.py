@@ -355,6 +355,12 @@ class JobStore:
             rows = conn.execute(query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)).mappings()
             return JobPage(jobs=[record_dict(row) for row in rows], total=int(total))
 
+    def queued_count(self, owner: str) -> int:
+        """Jobs of ``owner`` waiting to start."""
+        with self.engine.connect() as conn:
+            query = select(func.count()).where(jobs.c.owner == owner, jobs.c.status == JobStatus.QUEUED.value)
+            return int(conn.execute(query).scalar_one())
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()

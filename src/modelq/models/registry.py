@@ -41,6 +41,8 @@ class ModelSpec:
 
 
 _DECLARED: dict[str, ModelSpec] = {}
+#: Names :func:`declare_by_source` added (paths and hub ids a request named), not declared by anyone.
+_BY_SOURCE: set[str] = set()
 
 
 def model(
@@ -84,15 +86,26 @@ def declare(spec: ModelSpec) -> None:
     _DECLARED[spec.name] = spec
 
 
-def declare_by_source(name: str, loader: str | Loader, **fields: Any) -> ModelSpec:
+def declare_by_source(name: str, loader: str | Loader, **fields: Any) -> ModelSpec | None:
     """Declare ``name`` as a path or hub id for ``loader``, unless it is declared already.
 
     Workloads that take "any model by name or path" (embed, rerank, text2img) call
-    this, so an undeclared name still goes through the registry and residency.
-    Config entries (``models:``) win: they are looked up first by the registry.
+    this, so an undeclared name still goes through the registry and residency. Only a
+    directory under a model root, or a hub id where those are allowed, may be declared
+    this way (:func:`modelq.models.sources.resolve`). Config entries (``models:``) win.
+
+    Raises:
+        ModelNotFound: a name a request may not use.
     """
+    from modelq.models import sources
+    from modelq.tasks import current_settings
+
+    settings = current_settings()
+    if name in settings.models:
+        return None
     if name not in _DECLARED:
-        _DECLARED[name] = ModelSpec(name=name, loader=loader, source=name, **fields)
+        _DECLARED[name] = ModelSpec(name=name, loader=loader, source=sources.resolve(name, settings), **fields)
+        _BY_SOURCE.add(name)
     return _DECLARED[name]
 
 
@@ -113,6 +126,10 @@ class ModelRegistry:
 
     def all(self) -> dict[str, ModelSpec]:
         return {**_DECLARED, **self._from_config}
+
+    def declared_names(self) -> list[str]:
+        """Models declared in config or code (not the paths and hub ids requests named)."""
+        return sorted({*(name for name in _DECLARED if name not in _BY_SOURCE), *self._from_config})
 
     def get(self, name: str) -> ModelSpec:
         specs = self.all()

@@ -34,7 +34,6 @@ from modelq.workloads.text2img.params import (
     SCHEDULERS,
     check_img2img_params,
     check_params,
-    looks_like_source,
     scheduler_for_class,
 )
 
@@ -97,7 +96,7 @@ def _load(model: str, pipeline: str | None, job: JobContext) -> Any:
     """The loaded pipeline for ``model``: a declared model, or a path / hub id declared here on first use."""
     residency = job.residency
     declared = residency.registry.all() if residency is not None else {}
-    if model not in declared and looks_like_source(model):
+    if model not in declared:
         torch = _require("torch", "image")
         declare_by_source(
             model, "diffusers", device="auto", dtype="float16" if torch.cuda.is_available() else None,

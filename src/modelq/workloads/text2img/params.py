@@ -84,11 +84,6 @@ def scheduler_for_class(class_name: str) -> str:
     return _SCHEDULER_LOOKUP.get(_normalise(class_name), class_name)
 
 
-def looks_like_source(model: str) -> bool:
-    """A local path or a hub id (``org/name``) rather than the name of a declared model."""
-    return "/" in model or "\\" in model or model.startswith((".", "~"))
-
-
 def _int(value: Any, field: str, low: int, high: int, setting: str | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{field} must be an integer, not {value!r}", field=field)
