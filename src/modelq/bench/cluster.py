@@ -8,7 +8,8 @@ model held at a time) and three models ``m0``, ``m1``, ``m2`` declared through
 default 2, quick 0.5) and a job (``bench.cluster_job``, :mod:`modelq.bench.cluster_tasks`)
 holds its model for J = 0.1 s (quick 0.05 s) with the CPU free, like an accelerator at work.
 Workers are started afresh for every run, so each run starts with no model resident. Full:
-W in (1, 2, 4) and N = 200; quick: W in (1, 2) and N = 24.
+W in (1, 2, 4) and N = 200; quick: W in (1, 2) and N = 24. ``MODELQ_BENCH_STREAMS`` and
+``MODELQ_BENCH_WORKERS`` (comma-separated) rerun a subset, e.g. one stream on 2 workers.
 
 Streams, submitted through this process's in-process client:
 
@@ -39,6 +40,7 @@ worker holding every model); under Poisson arrivals at most 10 % of worker time 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -74,6 +76,9 @@ SIDES = ("modelq", "static")
 #: Poisson arrivals at this fraction of the cluster's capacity.
 UTILIZATION = 0.7
 LOAD_SECONDS_ENV = "MODELQ_BENCH_LOAD_SECONDS"
+#: Comma-separated subsets to rerun one case, e.g. ``MODELQ_BENCH_STREAMS=shifting MODELQ_BENCH_WORKERS=2``.
+STREAMS_ENV = "MODELQ_BENCH_STREAMS"
+WORKERS_ENV = "MODELQ_BENCH_WORKERS"
 TARGET_WORKERS = (1, 4)
 TARGET = {
     "burst_makespan_vs_bound_max": 1.2,
@@ -98,6 +103,7 @@ class Plan:
     load_seconds: float
     job_seconds: float
     poisson_seconds: float
+    streams: tuple[str, ...] = STREAMS
 
     def jobs_in(self, stream: str) -> int:
         return self.shifting_jobs if stream == "shifting" else self.jobs
@@ -129,10 +135,32 @@ def plan_for(quick: bool) -> Plan:
     if not load_seconds >= 0:
         raise BenchError(f"{LOAD_SECONDS_ENV} must be a number of seconds >= 0, got {raw!r}")
     if quick:
-        return Plan(workers=(1, 2), jobs=24, shifting_jobs=24, load_seconds=load_seconds, job_seconds=0.05,
-                    poisson_seconds=4.0)  # fmt: skip
-    return Plan(workers=(1, 2, 4), jobs=200, shifting_jobs=800, load_seconds=load_seconds, job_seconds=0.1,
-                poisson_seconds=60.0)  # fmt: skip
+        chosen = Plan(workers=(1, 2), jobs=24, shifting_jobs=24, load_seconds=load_seconds, job_seconds=0.05,
+                      poisson_seconds=4.0)  # fmt: skip
+    else:
+        chosen = Plan(workers=(1, 2, 4), jobs=200, shifting_jobs=800, load_seconds=load_seconds, job_seconds=0.1,
+                      poisson_seconds=60.0)  # fmt: skip
+    streams = subset(STREAMS_ENV, STREAMS, str)
+    workers = subset(WORKERS_ENV, chosen.workers, int)
+    return dataclasses.replace(chosen, streams=streams, workers=workers)
+
+
+def subset(variable: str, full: tuple, convert: Callable[[str], Any]) -> tuple:
+    """The items of ``full`` named in the comma-separated environment ``variable`` (all when unset).
+
+    Raises:
+        BenchError: it names something ``full`` lacks.
+    """
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return full
+    try:
+        picked = tuple(convert(item.strip()) for item in raw.split(",") if item.strip())
+    except ValueError:
+        picked = ()
+    if not picked or any(item not in full for item in picked):
+        raise BenchError(f"{variable} must name some of {', '.join(map(str, full))}, got {raw!r}")
+    return tuple(item for item in full if item in picked)
 
 
 def interleave(shares: tuple[int, ...], n: int) -> list[str]:
@@ -197,13 +225,14 @@ def start_bench(stack: ExitStack, home: Path, plan: Plan, say: Callable[[str], N
     embedded = EmbeddedRedis(home)
     embedded.ensure_running()
     stack.callback(embedded.stop)
-    settings = hermetic_settings(home, {"MODELQ_IMPORTS": cluster_tasks.__name__})
+    declared = {"loader": cluster_tasks.LOADER, "keep_alive": -1, "options": {"load_seconds": plan.load_seconds}}
+    models_json = json.dumps({name: declared for name in MODELS})
+    # The workers' models are declared here too: a submission may name only declared models.
+    settings = hermetic_settings(home, {"MODELQ_IMPORTS": cluster_tasks.__name__, "MODELQ_MODELS": models_json})
     app = create_celery_app(settings, start_broker=True)
     stack.callback(release_results, app)
     app.modelq.store  # noqa: B018 - migrate the job store now, not during the first run
-    declared = {"loader": cluster_tasks.LOADER, "keep_alive": -1, "options": {"load_seconds": plan.load_seconds}}
-    return Bench(home=home, app=app, client=Client.in_process(app=app),
-                 models_json=json.dumps({name: declared for name in MODELS}))  # fmt: skip
+    return Bench(home=home, app=app, client=Client.in_process(app=app), models_json=models_json)
 
 
 def start_workers(stack: ExitStack, bench: Bench, hostnames: list[str], pinned: list[str] | None,
@@ -451,14 +480,14 @@ def judge(plan: Plan, runs: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict[
 def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None] = lambda _m: None) -> Report:
     """Measure; returns the report (see the module docstring)."""
     plan = plan_for(quick)
-    runs: dict[str, dict[str, dict[str, Any]]] = {stream: {} for stream in STREAMS}
+    runs: dict[str, dict[str, dict[str, Any]]] = {stream: {} for stream in plan.streams}
     load_start, started = os.getloadavg()[0], time.perf_counter()
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="modelq-bench-cluster-"))
         stack.callback(shutil.rmtree, home, ignore_errors=True)
         bench = start_bench(stack, home, plan, say)
         number = 0
-        for stream in STREAMS:
+        for stream in plan.streams:
             for workers in plan.workers:
                 pair = {}
                 for side in SIDES:
@@ -514,9 +543,10 @@ def report(plan: Plan, figures: dict[str, Any]) -> Report:
     def bars(stream: str, pick: Callable[[dict[str, Any]], float]) -> dict[str, float]:
         return {f"W{w} {side}": float(pick(runs[stream][w][side])) for w in runs[stream] for side in SIDES}
 
-    panels = [Panel(f"{s}: makespan", "s", bars(s, lambda r: r["makespan_s"])) for s in BURSTS]
-    panels.append(Panel("poisson: p95 wait", "s", bars("poisson", lambda r: r["wait_p95_s"])))
-    panels += [Panel(f"{s}: model loads", "loads", bars(s, lambda r: r["loads"])) for s in STREAMS]
+    panels = [Panel(f"{s}: makespan", "s", bars(s, lambda r: r["makespan_s"])) for s in BURSTS if s in runs]
+    if "poisson" in runs:
+        panels.append(Panel("poisson: p95 wait", "s", bars("poisson", lambda r: r["wait_p95_s"])))
+    panels += [Panel(f"{s}: model loads", "loads", bars(s, lambda r: r["loads"])) for s in runs]
     return Report(
         scenario="cluster",
         title=f"Model scheduling over {'/'.join(map(str, plan.workers))} workers, 3 models, room for one each: "
