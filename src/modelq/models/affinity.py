@@ -86,6 +86,7 @@ class AffinityController:
         self._job_seconds: dict[str, float] = {}
         self._load_seconds: dict[str, float] = {}
         self._arrivals: dict[str, datetime] = {}
+        self._arrivals_read_at = datetime.now(timezone.utc)
         self._asked: dict[tuple[str, str], float] = {}
         self._idle_since: float | None = None
         self._warned: dict[str, float] = {}
@@ -134,9 +135,11 @@ class AffinityController:
                 loads.setdefault(row["model"], []).append(row["load_seconds"] / row["loads"])
         self._job_seconds = job_seconds
         self._load_seconds = {model: max(times) for model, times in loads.items()}
-        since = datetime.now(timezone.utc) - timedelta(seconds=ARRIVALS_SECONDS)
+        read_at = datetime.now(timezone.utc)
+        since = read_at - timedelta(seconds=ARRIVALS_SECONDS)
         self._arrivals = {q: at for base in self.base_queues
                           for q, at in self.store.latest_arrivals(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()}  # fmt: skip
+        self._arrivals_read_at = read_at
 
     def load_seconds(self) -> dict[str, float]:
         """Per model, the longest mean load time any worker measured (this one's own figures are fresh)."""
@@ -154,13 +157,17 @@ class AffinityController:
         for base in self.base_queues:
             backlog.update(self.store.backlog(f"{base}{MODEL_QUEUE_SEPARATOR}"))
         loads = self.load_seconds()
+        # Arrivals are read every COSTS_SECONDS: what came since is unknown, so each one counts as if
+        # it were that much newer. Otherwise a worker lingering one load time after its model's last
+        # job would leave a model whose jobs keep coming whenever the snapshot is older than a load.
+        unseen = datetime.now(timezone.utc) - self._arrivals_read_at
         demand = {}
         for queue in backlog.keys() | self._arrivals.keys():
             count, oldest = backlog.get(queue, (0, None))
             model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
             demand[queue] = Demand(queued=count, oldest=oldest, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
                                    load_seconds=loads.get(model, DEFAULT_LOAD_SECONDS),
-                                   last_arrival=self._arrivals.get(queue))  # fmt: skip
+                                   last_arrival=self._arrivals[queue] + unseen if queue in self._arrivals else None)  # fmt: skip
         return demand
 
     def peers(self, me: Peer, now: datetime) -> dict[str, Peer]:
