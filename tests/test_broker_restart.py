@@ -48,9 +48,11 @@ def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp
                     for i in range(12)]  # fmt: skip
         os.kill(broker.pid(), signal.SIGKILL)
         wait_for(lambda: not broker.ping(), timeout=10, what="the broker to die")
-        # while it is down, a submission is refused clearly (not accepted, then lost)
+        # while it is down, a submission is refused clearly (not accepted, then lost), and leaves no record
+        recorded = sum(app.modelq.store.counts().values())
         with pytest.raises(BrokerUnavailable, match="could not publish"):
             client.submit("echo", {"during": "outage"})
+        assert sum(app.modelq.store.counts().values()) == recorded
         # when it comes back (from its append-only file), more jobs are accepted
         broker.ensure_running()
         accepted += [client.submit("tests.slow_count", {"path": str(tmp_path / f"k{i}"), "seconds": 0.1})["id"]

@@ -78,3 +78,12 @@ def test_importing_modelq_stays_light() -> None:
     code = "import sys, modelq; heavy = [m for m in ('torch', 'fastapi', 'celery', 'sqlalchemy') if m in sys.modules]; print(heavy)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_workers_reconnect_to_the_broker_for_as_long_as_they_run(tmp_path: Path) -> None:
+    from modelq.celery_app import create_celery_app
+
+    app = create_celery_app(load_settings(home=tmp_path / "home"))
+    # Celery's default gives up after 100 tries (about 45 minutes of outage); None retries forever.
+    assert app.conf.broker_connection_max_retries is None
+    assert app.conf.broker_connection_retry_on_startup is True

@@ -152,9 +152,12 @@ def test_a_database_whose_llm_buckets_table_came_before_its_migration_upgrades(s
     with store.transaction() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
         conn.execute(text("DROP TABLE modelq_model_consumers"))  # revision 0005's, not there at 0003
+        conn.execute(text("DROP TABLE modelq_leases"))  # revision 0006's
+        conn.execute(text("DROP TABLE modelq_queue_reports"))
+        conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN republished"))
     # when it is migrated, revision 0004 keeps the table, and the buckets work
     store.migrate()
     with store.transaction() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"
     limits = Limits(request_rate=1.0, request_capacity=1.0, token_rate=0.0, token_capacity=0.0)
     assert DatabaseBuckets(store.engine).take("upgrade-test", limits, 1.0, 0.0) == 0.0

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: modelq priorities run 0 (lowest) to 9 (highest), as in AMQP.
 MAX_PRIORITY = 9
+#: Message header of a job the reconciler published again (modelq.reconciler): it starts only from queued.
+REPUBLISHED_HEADER = "modelq_republished"
 BUILTIN_MODULES = ("modelq.workloads.echo", "modelq.workloads.embed", "modelq.workloads.rerank", "modelq.workloads.timetable", "modelq.workloads.llm", "modelq.workloads.text2img", "modelq.workloads.enrich")
 
 
@@ -82,9 +84,12 @@ class JobTask(Task):
         job_id = request.id
         queue = runtime.settings.logical_queue((request.delivery_info or {}).get("routing_key") or "default")
         runner = "local" if request.is_eager else "worker"
-        attempt = store.mark_running(job_id, worker=request.hostname, task=self.name, queue=queue, input=kwargs, runner=runner)
+        republished = bool(request.get(REPUBLISHED_HEADER))
+        attempt = store.mark_running(job_id, worker=request.hostname, task=self.name, queue=queue, input=kwargs,
+                                     runner=runner, only_queued=republished)  # fmt: skip
         if attempt is None:
-            log.info("job %s was cancelled before it started; skipping", job_id)
+            log.info("job %s was %s; skipping", job_id,
+                     "started by another message" if republished else "cancelled before it started")  # fmt: skip
             raise Ignore()
         deliveries = attempt - (request.retries or 0)  # a retry is a new message; a crash redelivers the same one
         if deliveries > runtime.settings.max_deliveries:
@@ -226,6 +231,9 @@ def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Cele
         broker_transport_options=transport_options,
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
+        # A worker reconnects for as long as it runs (Celery gives up after 100 tries, about 45
+        # minutes, by default), waiting 2, 4, ... up to 30 s between tries.
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         enable_utc=True,

@@ -437,24 +437,42 @@ def _stdout_console():  # noqa: ANN202
 @pass_settings
 @handle_errors
 def status(settings: Any, as_json: bool) -> None:
-    """Queue depths, job counts and the workers that answer."""
+    """Every queue with jobs (per-model queues too) and who reads it, job counts, the workers that answer."""
     from modelq.celery_app import create_celery_app
     from modelq.jobs.service import JobService
-    from modelq.ops import queue_depths
+    from modelq.ops import queue_rows
 
     app = create_celery_app(settings)
     service = JobService(app)
+    try:
+        active = app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:  # an unreachable broker means no worker either
+        active = {}
+    readers: dict[str, list[str]] = {}
+    for worker, queues in sorted(active.items()):
+        for queue in queues:
+            readers.setdefault(settings.logical_queue(queue["name"]), []).append(worker)
+    rows = queue_rows(app, readers)
     report = {
         "broker": safe_url(app.conf.broker_url),
-        "queues": queue_depths(app, list(settings.queues)),
+        "queues": {row["name"]: row["depth"] for row in rows},  # messages on the broker
+        "queue_details": [{"queue": row["name"], "messages": row["depth"], "waiting": row["queued_jobs"],
+                           "readers": row["consumers"], "stranded": row["stranded"]} for row in rows],  # fmt: skip
         "jobs": service.store.counts(),
-        "workers": service.workers(timeout=1.0),
+        "workers": sorted(active) or service.workers(timeout=1.0),
     }
     if as_json:
         _echo_json(report)
         return
     click.echo(f"broker: {report['broker']}")
-    click.echo("queues: " + ", ".join(f"{q}={n}" for q, n in report["queues"].items()))
+    click.echo("queues:")
+    for row in report["queue_details"]:
+        messages = "?" if row["messages"] is None else row["messages"]
+        line = f"  {row['queue']}: {row['waiting']} waiting, {messages} on the broker, read by "
+        line += ", ".join(row["readers"]) or "no worker"
+        if row["stranded"]:
+            line += f"  [{row['stranded']} stranded: nobody serves them]"
+        click.echo(line)
     click.echo("jobs: " + (", ".join(f"{s}={n}" for s, n in sorted(report["jobs"].items())) or "none"))
     click.echo("workers: " + (", ".join(report["workers"]) or "none answered"))
 

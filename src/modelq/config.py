@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     #: Queue (without ``queue_prefix``) that holds jobs stopped after ``max_deliveries``.
     dead_letter_queue: str = "dead"
     retry_backoff_max: int = Field(default=600, ge=1)
+    #: Seconds a job may wait before the reconciler checks it against the broker (see modelq.reconciler):
+    #: republished when its queue holds no message and no worker holds it; reported when nobody reads its queue.
+    reconcile_grace: float = Field(default=30.0, gt=0)
+    #: Seconds between two passes of the reconciler (one worker at a time runs it).
+    reconcile_interval: float = Field(default=5.0, gt=0)
     visibility_timeout: int = Field(default=3600, ge=1)
 
     worker_concurrency: int | None = Field(default=None, ge=1)

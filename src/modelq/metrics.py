@@ -125,15 +125,12 @@ class ModelqCollector(Collector):
         yield self._stranded_family()
 
     def _stranded_family(self) -> Metric:
-        from modelq.models.affinity import STALE_SECONDS
+        from modelq.reconciler import stranded_counts
 
-        stranded = GaugeMetricFamily("modelq_stranded_jobs", "Jobs waiting in a queue while a worker that can serve "
-                                     "them sits idle (see modelq.models.affinity).", labels=["queue"])  # fmt: skip
-        per_queue: dict[str, int] = {}
-        for row in self.store.consumers(datetime.now(timezone.utc) - timedelta(seconds=STALE_SECONDS)):
-            if row["queue"]:
-                per_queue[row["queue"]] = max(per_queue.get(row["queue"], 0), row["stranded"])
-        for queue, count in sorted(per_queue.items()):
+        stranded = GaugeMetricFamily("modelq_stranded_jobs", "Jobs waiting in a queue that no live worker reads, or "
+                                     "beside an idle worker that can serve them (see modelq.reconciler and "
+                                     "modelq.models.affinity).", labels=["queue"])  # fmt: skip
+        for queue, count in sorted(stranded_counts(self.store, self.app.modelq.settings).items()):
             stranded.add_metric([queue], count)
         return stranded
 

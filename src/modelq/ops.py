@@ -27,6 +27,36 @@ def queue_depths(app: Celery, queues: list[str]) -> dict[str, int | None]:
     return depths
 
 
+def queue_rows(app: Celery, readers: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Every configured queue and every queue with waiting jobs, per-model queues included.
+
+    Each row: ``name``; ``depth``, the messages on the broker (None where it would not say);
+    ``queued_jobs``, the jobs the store holds as queued; ``consumers``, the live workers reading
+    it (``readers``, by logical queue name); ``stranded``, jobs waiting with nobody to serve them
+    (the reconciler's and the placement's reports).
+    """
+    from modelq.reconciler import stranded_counts
+
+    runtime = app.modelq
+    backlog = runtime.store.backlog("")
+    names = list(dict.fromkeys([*runtime.settings.queues, *sorted(readers), *sorted(backlog)]))
+    depths = queue_depths(app, names)
+    stranded = stranded_counts(runtime.store, runtime.settings)
+    return [{"name": name, "depth": depths.get(name), "queued_jobs": backlog.get(name, (0, None))[0],
+             "consumers": readers.get(name, []), "stranded": stranded.get(name, 0)} for name in names]  # fmt: skip
+
+
+def declare_queue(app: Celery, queue: str) -> None:
+    """Declare ``queue`` (the logical name) and its binding on the broker now, as Celery would.
+
+    Celery declares a queue once per connection and remembers it; after the broker lost its data
+    (on Redis, the bindings too), only an explicit declare brings them back.
+    """
+    entity = app.amqp.queues[app.modelq.settings.broker_queue(queue)]  # created like any missing queue
+    with app.connection_for_write() as conn:
+        entity(conn.default_channel).declare()
+
+
 def _dead_letter_queue(app: Celery) -> Queue:
     name = app.modelq.settings.broker_queue(app.modelq.settings.dead_letter_queue)
     return Queue(name, Exchange(name, type="direct"), routing_key=name)

@@ -113,6 +113,18 @@ def _start_models_in_main_process(sender: Any = None, **_: Any) -> None:
         _start_models()
     _start_affinity(sender)
     _start_leases()
+    _start_reconciler(sender)
+
+
+def _start_reconciler(consumer: Any) -> None:
+    """Every worker may reconcile the job store with the broker; one at a time does (a lease)."""
+    from modelq.reconciler import Reconciler
+
+    app = _state["app"]
+    if getattr(app, "modelq", None) is None:
+        return
+    hostname = getattr(consumer, "hostname", None) or f"worker-{os.getpid()}"
+    Reconciler(app, f"{hostname}:{os.getpid()}").start()
 
 
 def _start_leases() -> None:

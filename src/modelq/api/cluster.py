@@ -32,7 +32,7 @@ from modelq.api.schemas import JobOut, event_stream
 from modelq.errors import BrokerUnavailable, ModelqError
 from modelq.inspection import pool_name
 from modelq.jobs.records import record_dict
-from modelq.ops import queue_depths
+from modelq.ops import queue_rows
 
 router = APIRouter(tags=["cluster"])
 
@@ -113,18 +113,14 @@ def cluster_report(app: Any) -> dict[str, Any]:
     workers = [_worker_row(name, seen.get(name), per_worker.get(name, []), runtime.settings)
                for name in sorted({*seen, *per_worker})]  # fmt: skip
 
-    backlog = runtime.store.backlog("")
     consumers: dict[str, list[str]] = {}
     for worker in workers:
         for queue in worker["queues"]:
             consumers.setdefault(queue, []).append(worker["name"])
-    names = list(dict.fromkeys([*runtime.settings.queues, *sorted(consumers), *sorted(backlog)]))
     try:
-        depths = queue_depths(app, names)
+        queues = queue_rows(app, consumers)
     except Exception as exc:
         raise BrokerUnavailable(f"cannot reach the broker to read queue depths: {exc}") from exc
-    queues = [{"name": name, "depth": depths.get(name), "queued_jobs": backlog.get(name, (0, None))[0],
-               "consumers": consumers.get(name, [])} for name in names]  # fmt: skip
     return {
         "broker": maybe_sanitize_url(app.conf.broker_url),
         "workers": workers,

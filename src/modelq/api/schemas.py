@@ -73,6 +73,8 @@ class JobOut(BaseModel):
     result: Any = None
     artifacts: list[dict[str, Any]] = []
     idempotency_key: str | None = None
+    republished: int = Field(default=0, description="times the reconciler published the job again after the broker "
+                                                    "lost its message")
     created: bool | None = Field(default=None, description="False when an idempotency key returned an earlier job")
 
 

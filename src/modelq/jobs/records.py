@@ -62,6 +62,8 @@ class Job(Base):
     artifacts: Mapped[Any] = mapped_column(JSON, default=list)
     owner: Mapped[str] = mapped_column(String(200), default="")
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: Times the reconciler published the job again after the broker lost its message.
+    republished: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 
@@ -85,6 +87,7 @@ def record_dict(row: Any) -> dict[str, Any]:
         "result": row["result"],
         "artifacts": list(row["artifacts"] or []),
         "idempotency_key": row["idempotency_key"],
+        "republished": row.get("republished") or 0,
     }
 
 
@@ -133,5 +136,32 @@ class ModelConsumer(Base):
     #: row with an empty queue has ``serves`` set. Other workers serve any model.
     serves: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Jobs that wait in this queue while this worker, which could serve them, sits idle.
+    stranded: Mapped[int] = mapped_column(Integer, default=0)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Lease(Base):
+    """A cluster-wide lease: one holder at a time, until ``expires_at`` (then anyone may take it)."""
+
+    __tablename__ = "modelq_leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QueueReport(Base):
+    """What the reconciler last found for a queue with waiting jobs (see :mod:`modelq.reconciler`)."""
+
+    __tablename__ = "modelq_queue_reports"
+
+    queue: Mapped[str] = mapped_column(String(400), primary_key=True)
+    #: Jobs the store holds as queued for this queue.
+    waiting: Mapped[int] = mapped_column(Integer)
+    #: Messages the broker holds in it (None: it would not say).
+    messages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Live workers that read it, comma-separated.
+    readers: Mapped[str] = mapped_column(Text, default="")
+    #: Jobs waiting in it with nobody to serve them (0: none).
     stranded: Mapped[int] = mapped_column(Integer, default=0)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -16,7 +16,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from modelq.broker import is_redis_url
-from modelq.celery_app import MAX_PRIORITY, redis_priority
+from modelq.celery_app import MAX_PRIORITY, REPUBLISHED_HEADER, redis_priority
 from modelq.errors import (BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, OwnerQueueFull, QueueFull,
                            TaskNotFound)
 from modelq.jobs.records import JobStatus
@@ -24,6 +24,9 @@ from modelq.models.affinity import model_queue
 from modelq.tasks import TaskSpec, registered_tasks
 
 _WORKER_PING_CACHE_SECONDS = 5.0
+#: One quick retry of a publish (or of the result subscription before it), then 503: a broker
+#: that is down refuses a submission within a fraction of a second.
+SUBMIT_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
 
 
 class JobService:
@@ -32,6 +35,12 @@ class JobService:
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.settings = app.modelq.settings
+        # A submission subscribes to its result before it publishes; Celery's Redis result backend
+        # retries a lost connection 20 times, a second apart. A submitter refuses at once instead
+        # (503), and the client retries; workers keep the patient default. Backends are built per
+        # thread on first use, from the configuration as it is then.
+        options = app.conf.result_backend_transport_options = dict(app.conf.result_backend_transport_options or {})
+        options.setdefault("retry_policy", SUBMIT_RETRY_POLICY)
         self._workers_seen_at = 0.0
         self._workers: list[str] = []
 
@@ -95,7 +104,7 @@ class JobService:
         try:
             self._publish(spec, job["id"], kwargs, queue, priority)
         except Exception as exc:
-            self.store.mark_failed(job["id"], f"could not publish to the broker: {exc}")
+            self.store.delete(job["id"])  # refused: nothing stays recorded (the message was not sent)
             raise BrokerUnavailable(f"could not publish job to queue {queue!r}: {exc}") from exc
         return {**job, "created": True}
 
@@ -120,10 +129,7 @@ class JobService:
             raise OwnerQueueFull(owner, queued, limit, self.settings.queue_full_retry_after)
 
     def _publish(self, spec: TaskSpec, job_id: str, kwargs: dict, queue: str, priority: int | None) -> None:
-        options: dict[str, Any] = {"task_id": job_id, "queue": self.settings.broker_queue(queue)}
-        if priority is not None:
-            options["priority"] = redis_priority(priority) if is_redis_url(self.app.conf.broker_url) else priority
-        self.app.send_task(spec.name, kwargs=kwargs, retry=True, retry_policy={"max_retries": 2}, **options)
+        publish(self.app, spec.name, job_id, kwargs, queue, priority)
 
     def _run_locally(self, spec: TaskSpec, job_id: str, kwargs: dict) -> None:
         # apply() runs the task through the same JobTask call, eagerly: the record
@@ -224,3 +230,17 @@ class JobService:
         except Exception:  # the record already says cancelled; workers check it before running
             pass
         return self.get(job_id, owner)
+
+
+def publish(app: Celery, task: str, job_id: str, kwargs: dict, queue: str, priority: int | None,
+            *, republished: bool = False) -> None:  # fmt: skip
+    """Send a recorded job's message to its queue (the logical name; ``queue_prefix`` is added here).
+
+    A republished message is marked, so it starts its job only from ``queued`` (see modelq.reconciler).
+    """
+    options: dict[str, Any] = {"task_id": job_id, "queue": app.modelq.settings.broker_queue(queue)}
+    if republished:
+        options["headers"] = {REPUBLISHED_HEADER: True}
+    if priority is not None:
+        options["priority"] = redis_priority(priority) if is_redis_url(app.conf.broker_url) else priority
+    app.send_task(task, kwargs=kwargs, retry=True, retry_policy=SUBMIT_RETRY_POLICY, **options)

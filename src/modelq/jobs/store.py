@@ -44,6 +44,9 @@ _MARK_RUNNING = (
     )
     .returning(jobs.c.attempts)
 )
+#: A republished message (see modelq.reconciler) starts its job only if nothing else did: its
+#: original message may have turned up after all.
+_MARK_RUNNING_IF_QUEUED = _MARK_RUNNING.where(jobs.c.status == JobStatus.QUEUED.value)
 _MARK_SUCCEEDED = (
     update(jobs)
     .where(_by_id, _unfinished)
@@ -193,20 +196,25 @@ class JobStore:
         return record_dict(row), True
 
     def mark_running(
-        self, job_id: str, *, worker: str | None, task: str, queue: str, input: Any, runner: str = "worker"
+        self, job_id: str, *, worker: str | None, task: str, queue: str, input: Any, runner: str = "worker",
+        only_queued: bool = False,
     ) -> int | None:
         """Record a delivery: status running, one more attempt.
 
         A message published without a record (plain ``task.delay()``) gets one here.
 
+        Args:
+            only_queued: start it only from ``queued`` (a republished message), not again while it runs.
+
         Returns:
             The attempt number, or None when the job was cancelled (or already
-            finished) and must not run.
+            finished, or, with ``only_queued``, already started) and must not run.
         """
         now = utcnow()
         with self.transaction() as conn:
             attempt = conn.execute(
-                _MARK_RUNNING, {"job_id": job_id, "worker": worker, "runner": runner, "now": now}
+                _MARK_RUNNING_IF_QUEUED if only_queued else _MARK_RUNNING,
+                {"job_id": job_id, "worker": worker, "runner": runner, "now": now},
             ).scalar_one_or_none()
             if attempt is not None:
                 return int(attempt)
@@ -355,6 +363,11 @@ class JobStore:
             rows = conn.execute(query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)).mappings()
             return JobPage(jobs=[record_dict(row) for row in rows], total=int(total))
 
+    def delete(self, job_id: str) -> None:
+        """Forget a job that was refused after it was recorded (its message never left)."""
+        with self.transaction() as conn:
+            conn.execute(jobs.delete().where(jobs.c.id == job_id))
+
     def queued_count(self, owner: str) -> int:
         """Jobs of ``owner`` waiting to start."""
         with self.engine.connect() as conn:
@@ -449,6 +462,84 @@ class JobStore:
         for queue, started, finished in rows:
             seconds.setdefault(queue, []).append((_aware(finished) - _aware(started)).total_seconds())
         return seconds
+
+    # The reconciler ---------------------------------------------------------------------
+
+    def take_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Hold lease ``name`` for ``seconds`` more, if ``holder`` holds it or it expired; True when held."""
+        from datetime import timedelta
+
+        from modelq.jobs.records import Lease
+
+        table = Lease.__table__
+        now = utcnow()
+        until = now + timedelta(seconds=seconds)
+        with self.transaction() as conn:
+            taken = conn.execute(
+                update(table).where(table.c.name == name, or_(table.c.holder == holder, table.c.expires_at < now))
+                .values(holder=holder, expires_at=until)
+            ).rowcount  # fmt: skip
+            if taken:
+                return True
+            if conn.execute(select(table.c.name).where(table.c.name == name)).first() is not None:
+                return False
+        try:
+            with self.transaction() as conn:
+                conn.execute(insert(table).values(name=name, holder=holder, expires_at=until))
+        except IntegrityError:  # another process created it first
+            return False
+        return True
+
+    def drop_lease(self, name: str, holder: str) -> None:
+        from modelq.jobs.records import Lease
+
+        table = Lease.__table__
+        with self.transaction() as conn:
+            conn.execute(table.delete().where(table.c.name == name, table.c.holder == holder))
+
+    def queued_until(self, until: datetime, *, limit: int) -> list[dict[str, Any]]:
+        """Jobs queued that were created up to ``until``, oldest first (id, queue, created_at, republished):
+        what the reconciler counts against the broker."""
+        columns = (jobs.c.id, jobs.c.queue, jobs.c.created_at, jobs.c.republished)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*columns).where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.created_at <= until)
+                .order_by(jobs.c.created_at).limit(limit)
+            ).mappings().all()  # fmt: skip
+        return [{**row, "created_at": _aware(row["created_at"])} for row in rows]
+
+    def count_republished(self, job_id: str) -> dict[str, Any] | None:
+        """Count one republish of a job still queued, and return what publishing it takes (task, input,
+        queue, priority); None when it left ``queued`` meanwhile."""
+        with self.transaction() as conn:
+            counted = conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+                .values(republished=jobs.c.republished + 1)
+            ).rowcount  # fmt: skip
+            if not counted:
+                return None
+            row = conn.execute(select(jobs.c.task, jobs.c.input, jobs.c.queue, jobs.c.priority)
+                               .where(jobs.c.id == job_id)).mappings().first()  # fmt: skip
+        return dict(row) if row is not None else None
+
+    def report_queues(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the reconciler's per-queue findings with ``rows``."""
+        from modelq.jobs.records import QueueReport
+
+        table = QueueReport.__table__
+        now = utcnow()
+        with self.transaction() as conn:
+            conn.execute(table.delete())
+            if rows:
+                conn.execute(insert(table), [{**row, "seen_at": now} for row in rows])
+
+    def queue_reports(self, seen_after: datetime) -> list[dict[str, Any]]:
+        from modelq.jobs.records import QueueReport
+
+        table = QueueReport.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.seen_at >= seen_after).order_by(table.c.queue)).mappings()
+            return [{**row, "seen_at": _aware(row["seen_at"])} for row in rows]
 
     # Model consumers (placement) ------------------------------------------------------
 

@@ -1,0 +1,240 @@
+"""The reconciler: every accepted job ends, whatever the broker lost.
+
+The job store is the source of truth; the broker only carries each job to a worker. A message
+can be lost: a worker killed between Redis handing it a message (``BRPOP``) and kombu recording
+it as unacknowledged; a Redis without persistence that restarted, or was restored from an older
+snapshot, or failed over to a replica that lagged; a queue purged or deleted behind modelq's
+back. The job's record then says ``queued`` forever. Or a message waits in a queue that no live
+worker reads, and nobody is told.
+
+Each worker runs a :class:`Reconciler` thread; one of them at a time acts (the lease
+``reconciler`` in the job store: when its holder dies, another takes it within
+:data:`LEASE_SECONDS`). Every ``reconcile_interval`` seconds (5) the holder:
+
+1. **Republishes lost jobs.** It counts: a queue's messages belong to its queued jobs that no
+   live worker holds (running, reserved or scheduled, as ``inspect`` tells). When the jobs queued
+   for longer than ``reconcile_grace`` outnumber the messages left for them, the difference is
+   lost (see :meth:`Reconciler.lost`), and that many are published again with the same ids,
+   marked as republished: such a message starts its job only from ``queued`` (the store's
+   conditional transition), so a message thought lost that turns up never makes a second run;
+   the record counts each republish (``republished``).
+2. **Reports stranded jobs.** A queue whose jobs have waited longer than the grace while no live
+   worker reads it is logged (naming the queue, and the workers that read its base queue and so
+   could serve it) and counted in ``modelq_stranded_jobs{queue}``. Each queue with waiting jobs,
+   its message count and its readers are written to the store for ``modelq status``, ``/metrics``
+   and the cluster page.
+
+What each broker can tell it: Redis and RabbitMQ both give each queue's message count (a passive
+declare; Redis sums every priority level; RabbitMQ needs no management plugin); neither is asked
+which jobs its messages carry, so one rule serves both. On Redis a message a worker took and did
+not acknowledge sits in kombu's unacknowledged hash and comes back by itself after the
+visibility timeout; those jobs count as held. Workers say what they hold and read through Celery's
+control broadcast (``inspect``), asked only when some job is past the grace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from modelq.models.affinity import MODEL_QUEUE_SEPARATOR
+
+log = logging.getLogger(__name__)
+
+LEASE = "reconciler"
+#: A holder that stops renewing loses the lease after this long.
+LEASE_SECONDS = 30.0
+#: Seconds to wait for workers' replies to ``inspect``.
+INSPECT_TIMEOUT = 1.0
+#: Jobs checked per pass (the oldest first).
+BATCH = 1000
+
+
+class Reconciler:
+    """One process's reconciler thread (acts only while it holds the cluster's lease)."""
+
+    def __init__(self, app: Any, holder: str) -> None:
+        self.app = app
+        self.holder = holder
+        self.settings = app.modelq.settings
+        self.store = app.modelq.store
+        self._stop = threading.Event()
+        self._warned: dict[str, float] = {}
+        self._declared: set[str] = set()
+
+    # One pass ---------------------------------------------------------------------------
+
+    def reconcile(self) -> dict[str, Any]:
+        """One pass (the caller holds the lease). Returns what it found and did."""
+        self._declared = set()  # declare each queue again on its first republish of the pass
+        grace = timedelta(seconds=self.settings.reconcile_grace)
+        waiting = self.store.backlog("")  # every queue with queued jobs: (count, oldest)
+        depths = self.depths(sorted(waiting))
+        read_at = datetime.now(timezone.utc)  # the depths are at most this recent
+        jobs = self.store.queued_until(read_at, limit=BATCH)
+        overdue = [job for job in jobs if read_at - job["created_at"] >= grace]
+        held: set[str] = set()
+        readers: dict[str, list[str]] = {}
+        if overdue:
+            held, readers = self.workers_view()
+        republished = []
+        for queue, lost in sorted(self.lost(jobs, overdue, held, depths, read_at - grace).items()):
+            republished += [job["id"] for job in lost if self.republish(job["id"], queue)]
+        reports, stranded = [], {}
+        for queue, (count, oldest) in sorted(waiting.items()):
+            reading = readers.get(queue, [])
+            late = oldest is not None and read_at - oldest >= grace
+            base = queue.split(MODEL_QUEUE_SEPARATOR, 1)[0]
+            # Nobody reads it, nor its base queue (a model queue that a worker of its base queue leaves
+            # unread is the placement's choice; one left unread beside an idle worker, the placement reports).
+            if late and overdue and not reading and not readers.get(base) and depths.get(queue):
+                stranded[queue] = count
+                self.warn_stranded(queue, count, readers)
+            reports.append({"queue": queue, "waiting": count, "messages": depths.get(queue),
+                            "readers": ",".join(reading), "stranded": stranded.get(queue, 0)})  # fmt: skip
+        self.store.report_queues(reports)
+        return {"republished": republished, "stranded": stranded, "checked": len(overdue)}
+
+    @staticmethod
+    def lost(jobs: list[dict[str, Any]], overdue: list[dict[str, Any]], held: set[str],
+             depths: dict[str, int | None], cutoff: datetime) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+        """Per queue, the overdue jobs whose messages are gone, by counting (works on every broker).
+
+        A queue's messages belong to its queued jobs that no worker holds. The newer ones (created
+        after ``cutoff``, up to when the depth was read) are taken to be there (a queue is served
+        oldest first); the overdue ones share what is left. Those beyond it are lost: the ones
+        republished fewest times, then the oldest (messages are taken oldest first, so a message
+        lost on its way to a worker is the oldest one).
+        """
+        found: dict[str, list[dict[str, Any]]] = {}
+        for queue in {job["queue"] for job in overdue}:
+            messages = depths.get(queue)
+            if messages is None:  # the broker would not say: do nothing
+                continue
+            newer = sum(1 for job in jobs if job["queue"] == queue and job["created_at"] > cutoff and job["id"] not in held)
+            waiting = [job for job in overdue if job["queue"] == queue and job["id"] not in held]
+            missing = len(waiting) - max(messages - newer, 0)
+            if missing > 0:
+                found[queue] = sorted(waiting, key=lambda job: (job["republished"], job["created_at"]))[:missing]
+        return found
+
+    def depths(self, queues: list[str]) -> dict[str, int | None]:
+        """Messages waiting on the broker per queue (None where it would not say)."""
+        from modelq.ops import queue_depths
+
+        try:
+            return queue_depths(self.app, queues)
+        except Exception:  # the broker is down: nothing can be told, nothing is republished
+            log.debug("reconciler: no queue depths", exc_info=True)
+            return dict.fromkeys(queues)
+
+    def workers_view(self) -> tuple[set[str], dict[str, list[str]]]:
+        """Job ids live workers hold (and, on Redis, unacknowledged ones), and the readers of each queue.
+
+        A model queue (``gpu.model.x``) is read by the workers reading it; the workers that read
+        its base queue (``gpu``) could serve it.
+        """
+        inspect = self.app.control.inspect(timeout=INSPECT_TIMEOUT)
+        held: set[str] = set()
+        for reply in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+            for requests in (reply or {}).values():
+                for request in requests:
+                    info = request.get("request", request)  # scheduled() wraps each request
+                    if info.get("id"):
+                        held.add(info["id"])
+        held |= self.unacked_ids()
+        readers: dict[str, list[str]] = {}
+        for worker, queues in sorted((inspect.active_queues() or {}).items()):
+            for queue in queues:
+                readers.setdefault(self.settings.logical_queue(queue["name"]), []).append(worker)
+        return held, readers
+
+    def unacked_ids(self) -> set[str]:
+        """Job ids of the messages kombu's Redis transport holds as delivered and not acknowledged."""
+        from modelq.broker import is_redis_url
+
+        if not is_redis_url(self.app.conf.broker_url):
+            return set()
+        from modelq.lease import UNACKED
+
+        ids = set()
+        try:
+            with self.app.connection_for_read() as conn:
+                client = conn.default_channel.client
+                for raw in client.hvals(UNACKED):
+                    payload = json.loads(raw)[0]
+                    job_id = (payload.get("headers") or {}).get("id")
+                    if job_id:
+                        ids.add(job_id)
+        except Exception:
+            log.debug("reconciler: could not read the unacknowledged messages", exc_info=True)
+        return ids
+
+    def republish(self, job_id: str, queue: str) -> bool:
+        """Publish a queued job's message again (same id); True when it was still queued.
+
+        The queue is declared first, whatever this process declared before: a broker that lost its
+        data lost the queue's bindings too (kombu's Redis transport keeps them in Redis), and a
+        message published without them is dropped.
+        """
+        from modelq.jobs.service import publish
+        from modelq.ops import declare_queue
+
+        job = self.store.count_republished(job_id)
+        if job is None:
+            return False
+        if queue not in self._declared:
+            declare_queue(self.app, queue)
+            self._declared.add(queue)
+        publish(self.app, job["task"], job_id, job["input"] or {}, queue, job["priority"], republished=True)
+        log.warning("job %s (%s) in %s: its message is on no queue and no worker holds it; published it again",
+                    job_id, job["task"], queue)  # fmt: skip
+        return True
+
+    def warn_stranded(self, queue: str, count: int, readers: dict[str, list[str]]) -> None:
+        if time.monotonic() - self._warned.get(queue, -60.0) < 60.0:
+            return
+        self._warned[queue] = time.monotonic()
+        base = queue.split(MODEL_QUEUE_SEPARATOR, 1)[0]
+        workers = sorted({w for names in readers.values() for w in names})
+        log.warning("%d job(s) wait in queue %s, which no live worker reads (live workers: %s); start one that "
+                    "serves it: modelq worker -Q %s", count, queue, ", ".join(workers) or "none", base)  # fmt: skip
+
+    # The thread -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._stop.wait(self.settings.reconcile_interval):
+            try:
+                if self.store.take_lease(LEASE, self.holder, LEASE_SECONDS):
+                    self.reconcile()
+            except Exception:  # the database or broker blinked: next pass
+                log.warning("reconciler pass failed", exc_info=True)
+        try:
+            self.store.drop_lease(LEASE, self.holder)
+        except Exception:
+            log.debug("could not drop the reconciler lease", exc_info=True)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="modelq-reconciler", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def stranded_counts(store: Any, settings: Any) -> dict[str, int]:
+    """Jobs stranded per queue, from the reconciler's last pass and every worker's placement report."""
+    from modelq.models.affinity import STALE_SECONDS
+
+    now = datetime.now(timezone.utc)
+    counts: dict[str, int] = {}
+    fresh = now - timedelta(seconds=max(3 * settings.reconcile_interval, LEASE_SECONDS))
+    for row in [*store.queue_reports(fresh), *store.consumers(now - timedelta(seconds=STALE_SECONDS))]:
+        if row["queue"]:
+            counts[row["queue"]] = max(counts.get(row["queue"], 0), row["stranded"])
+    return counts

@@ -1,0 +1,147 @@
+"""The reconciler: jobs whose messages the broker lost are published again and run once; jobs
+waiting in a queue nobody reads are reported (log, /metrics, modelq status).
+
+Real workers on the embedded Redis, the system Redis and RabbitMQ. A watcher worker reads only
+the ``io`` queue (the reconciler runs in it); ``echo`` jobs go to ``default``, which nobody reads
+until the test starts a worker for it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import (REDIS_URL, _fresh_rabbitmq_vhost, _flush_redis, child_env, start_worker, stop_process, wait_for,
+                      wait_for_worker)  # fmt: skip
+
+BROKER_DB, RESULT_DB = 10, 11
+JOBS = 30
+
+
+@pytest.fixture(params=["embedded", "redis", "rabbitmq"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    from modelq.broker import EmbeddedRedis
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+
+    name, home = request.param, tmp_path / "home"
+    env = {"MODELQ_HOME": str(home), "MODELQ_RECONCILE_GRACE": "2", "MODELQ_RECONCILE_INTERVAL": "0.5"}
+    if name == "redis":
+        _flush_redis(BROKER_DB)
+        env["MODELQ_BROKER_URL"] = f"{REDIS_URL}/{BROKER_DB}"
+    elif name == "rabbitmq":
+        _flush_redis(RESULT_DB)
+        env["MODELQ_BROKER_URL"] = _fresh_rabbitmq_vhost(f"reconcile_{uuid.uuid4().hex[:6]}")  # one per test
+        env["MODELQ_RESULT_BACKEND"] = f"{REDIS_URL}/{RESULT_DB}"
+    settings = load_settings(home=home, broker_url=env.get("MODELQ_BROKER_URL"), imports=["modelq_test_tasks"],
+                             result_backend=env.get("MODELQ_RESULT_BACKEND"), reconcile_grace=2,
+                             reconcile_interval=0.5)  # fmt: skip
+    app = create_celery_app(settings, start_broker=True)
+    app.modelq.store  # noqa: B018 - migrate before the workers start
+    workers = [start_worker(env, "io", f"watch-{name}@%h")]
+    try:
+        wait_for_worker(app, f"watch-{name}@")
+        yield {"name": name, "app": app, "env": env, "workers": workers}
+    finally:
+        for worker in workers:
+            stop_process(worker)
+        app.modelq.store.dispose()
+        if settings.uses_embedded_broker:
+            EmbeddedRedis(home).stop()
+
+
+def _depth(app: Any) -> int:
+    from modelq.ops import queue_depths
+
+    return queue_depths(app, ["default"])["default"] or 0
+
+
+def _lose_everything(cluster: dict[str, Any]) -> None:
+    """FLUSHDB of the broker's database (Redis), or a purge of the queue behind modelq's back (RabbitMQ)."""
+    app = cluster["app"]
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        if cluster["name"] == "rabbitmq":
+            channel.queue_purge("default")
+        else:
+            channel.client.flushdb()
+
+
+def test_queued_jobs_survive_a_broker_that_lost_them_and_each_runs_once(cluster: dict[str, Any]) -> None:
+    from modelq.client import Client
+
+    app = cluster["app"]
+    client = Client.in_process(app=app)
+    ids = [client.submit("echo", {"n": n})["id"] for n in range(JOBS)]
+    wait_for(lambda: _depth(app) == JOBS, timeout=30, what="the messages to be queued")
+    _lose_everything(cluster)
+    assert _depth(app) == 0
+    # The reconciler publishes them again; nobody reads "default" yet, so it reports them stranded.
+    wait_for(lambda: _depth(app) == JOBS, timeout=60,
+             what=f"the lost jobs to be published again ({_depth(app)} messages now)")  # fmt: skip
+    reports = wait_for(lambda: [r for r in app.modelq.store.queue_reports(_long_ago()) if r["stranded"]],
+                       timeout=60, what="the stranded report")  # fmt: skip
+    assert reports == [{**reports[0], "queue": "default", "waiting": JOBS, "messages": JOBS, "stranded": JOBS,
+                        "readers": ""}]  # fmt: skip
+    status = subprocess.run([sys.executable, "-m", "modelq", "status", "--json"], env=child_env(**cluster["env"]),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    listed = {row["queue"]: row for row in json.loads(status.stdout)["queue_details"]}
+    assert listed["default"]["waiting"] == JOBS and listed["default"]["stranded"] == JOBS, listed
+    # A worker for the queue: every job runs, once.
+    cluster["workers"].append(start_worker(cluster["env"], "default", f"serve-{cluster['name']}@%h"))
+    done = [client.wait(job_id, timeout=90) for job_id in ids]
+    assert [job["status"] for job in done] == ["succeeded"] * JOBS
+    assert [job["result"] for job in done] == [{"n": n} for n in range(JOBS)]
+    assert {job["attempts"] for job in done} == {1} and {job["republished"] for job in done} == {1}
+
+
+def test_a_message_taken_off_its_queue_is_published_again(cluster: dict[str, Any]) -> None:
+    """The BRPOP window: a client takes a message and dies before anyone records it."""
+    from modelq.client import Client
+
+    app = cluster["app"]
+    client = Client.in_process(app=app)
+    ids = [client.submit("echo", {"n": n})["id"] for n in range(5)]
+    wait_for(lambda: _depth(app) == 5, timeout=30, what="the messages to be queued")
+    with app.connection_for_write() as conn:
+        if cluster["name"] == "rabbitmq":
+            taken = conn.default_channel.basic_get("default", no_ack=True)
+            assert taken is not None
+        else:
+            assert conn.default_channel.client.rpop("default") is not None  # kombu pushes left, pops right
+    assert _depth(app) == 4
+    cluster["workers"].append(start_worker(cluster["env"], "default", f"serve-{cluster['name']}@%h"))
+    done = [client.wait(job_id, timeout=90) for job_id in ids]
+    assert [job["status"] for job in done] == ["succeeded"] * 5
+    assert sorted(job["republished"] for job in done) == [0, 0, 0, 0, 1]
+    assert {job["attempts"] for job in done} == {1}
+
+
+def _long_ago():  # noqa: ANN202
+    from datetime import datetime, timezone
+
+    return datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("cluster", ["embedded"], indirect=True)
+def test_a_republished_message_never_starts_a_second_run(cluster: dict[str, Any]) -> None:
+    """A message thought lost that turns up: the republished copy starts its job only from queued."""
+    from modelq.client import Client
+    from modelq.jobs.service import publish
+
+    app = cluster["app"]
+    cluster["workers"].append(start_worker(cluster["env"], "default", "serve-twice@%h"))  # prefork, 2 processes
+    wait_for_worker(app, "serve-twice@")
+    client = Client.in_process(app=app)
+    job = client.submit("sleep", {"seconds": 3, "steps": 30})
+    wait_for(lambda: client.get(job["id"])["status"] == "running", timeout=60, what="the job to start")
+    publish(app, "sleep", job["id"], {"seconds": 3, "steps": 30}, "default", None, republished=True)
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
