@@ -348,6 +348,9 @@ def test_cluster_shows_workers_queues_and_resident_models(page, served: dict) ->
         # and the queues with their depths and consumers, and the models
         queues = page.locator("#queues-table")
         expect(queues.locator("tr", has_text="cpu").first).to_contain_text("uicpu@")
+        # per-model queues too, with who reads them, and a stranded count per queue
+        expect(queues.locator("tr", has_text="gpu.model.minilm")).to_contain_text("uigpu@")
+        expect(queues.locator("th", has_text="stranded")).to_have_count(1)
         expect(page.locator("#models-table")).to_contain_text(MODEL)
         screenshot(page, "cluster")
     finally:

@@ -9,7 +9,8 @@ default 2, quick 0.5) and a job (``bench.cluster_job``, :mod:`modelq.bench.clust
 holds its model for J = 0.1 s (quick 0.05 s) with the CPU free, like an accelerator at work.
 Workers are started afresh for every run, so each run starts with no model resident. Full:
 W in (1, 2, 4) and N = 200; quick: W in (1, 2) and N = 24. ``MODELQ_BENCH_STREAMS`` and
-``MODELQ_BENCH_WORKERS`` (comma-separated) rerun a subset, e.g. one stream on 2 workers.
+``MODELQ_BENCH_WORKERS`` (comma-separated) rerun a subset, e.g. one stream on 2 workers;
+``MODELQ_AFFINITY_MAX_WAIT`` and ``MODELQ_AFFINITY_SWITCH_FACTOR`` pass through to the workers.
 
 Streams, submitted through this process's in-process client:
 
@@ -145,6 +146,12 @@ def plan_for(quick: bool) -> Plan:
     return dataclasses.replace(chosen, streams=streams, workers=workers)
 
 
+def scheduling_settings() -> dict[str, str]:
+    """``MODELQ_AFFINITY_*`` from this process's environment, passed to the workers (the bench is
+    otherwise hermetic), so it can show the trade-off between waits and loads they set."""
+    return {key: value for key, value in os.environ.items() if key.startswith("MODELQ_AFFINITY_")}
+
+
 def subset(variable: str, full: tuple, convert: Callable[[str], Any]) -> tuple:
     """The items of ``full`` named in the comma-separated environment ``variable`` (all when unset).
 
@@ -243,6 +250,7 @@ def start_workers(stack: ExitStack, bench: Bench, hostnames: list[str], pinned: 
     children = []
     for i, hostname in enumerate(hostnames):
         extra = {"MODELQ_WORKER_MODELS": pinned[i]} if pinned else {}
+        extra.update(scheduling_settings())
         env = child_env(bench.home, MODELQ_IMPORTS=cluster_tasks.__name__, MODELQ_MODELS=bench.models_json,
                         MODELQ_CPU_MAX_MODELS="1", **extra)  # fmt: skip
         child = Child(
@@ -514,6 +522,7 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
         # Other work on the machine shows here (1-minute load average at the start and the end).
         "load_average_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "budget": "MODELQ_CPU_MAX_MODELS=1",
+        "scheduling_settings": scheduling_settings(),
         "pool": "threads",
         "concurrency": 1,
         "broker": "embedded redis (unix socket)",

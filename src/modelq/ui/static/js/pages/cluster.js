@@ -41,9 +41,12 @@ export function mount(root) {
           h("span", { class: "muted" }, `${fmt.bytes(m.bytes)} · ${m.device} · pid ${m.pid}`)))) : h("span", { class: "muted" }, "none"),
       ]), { id: "workers-table" }) : h("div", { class: "empty" }, "No worker answered. Start one with: modelq worker -Q default"));
     fill(queues, table(
-      ["queue", { title: "depth (broker)", attrs: { class: "num" } }, { title: "queued jobs", attrs: { class: "num" } }, "consumers"],
+      ["queue", { title: "depth (broker)", attrs: { class: "num" } }, { title: "queued jobs", attrs: { class: "num" } }, "consumers",
+        { title: "stranded", attrs: { class: "num" } }],
       report.queues.map((q) => [h("span", { class: "mono" }, q.name), { value: q.depth ?? "?", attrs: { class: "num" } },
-        { value: q.queued_jobs, attrs: { class: "num" } }, h("span", { class: "small" }, q.consumers.join(", ") || "none")]),
+        { value: q.queued_jobs, attrs: { class: "num" } }, h("span", { class: "small" }, q.consumers.join(", ") || "none"),
+        q.stranded ? h("span", { class: "badge failed", title: "waiting with no worker to serve them" }, String(q.stranded))
+          : { value: 0, attrs: { class: "num muted" } }]),
       { id: "queues-table" }));
     fill(models, report.models.length ? table(
       ["model", "declared", "resident on", { title: "loads", attrs: { class: "num" } }, { title: "hits", attrs: { class: "num" } }],
