@@ -84,12 +84,15 @@ class JobTask(Task):
         job_id = request.id
         queue = runtime.settings.logical_queue((request.delivery_info or {}).get("routing_key") or "default")
         runner = "local" if request.is_eager else "worker"
+        # A message redelivered (its worker died, or gave it back) may start its job again while the
+        # record still says running; any other delivery starts it only from queued, so a job whose
+        # message was published again (modelq.reconciler) never runs twice at once.
         republished = bool(request.get(REPUBLISHED_HEADER))
+        redelivered = bool((request.delivery_info or {}).get("redelivered")) and not republished
         attempt = store.mark_running(job_id, worker=request.hostname, task=self.name, queue=queue, input=kwargs,
-                                     runner=runner, only_queued=republished)  # fmt: skip
+                                     runner=runner, only_queued=not redelivered and not request.is_eager)  # fmt: skip
         if attempt is None:
-            log.info("job %s was %s; skipping", job_id,
-                     "started by another message" if republished else "cancelled before it started")  # fmt: skip
+            log.info("job %s was cancelled, finished or started by another message; skipping", job_id)
             raise Ignore()
         deliveries = attempt - (request.retries or 0)  # a retry is a new message; a crash redelivers the same one
         if deliveries > runtime.settings.max_deliveries:

@@ -24,6 +24,8 @@ from modelq.jobs.records import Job, JobStatus, record_dict, utcnow
 #: The table, for Core statements: the hot paths (submit, start, finish, poll)
 #: skip the ORM's unit of work, which costs more than the SQL itself here.
 jobs = Job.__table__
+#: Engines a forked process inherited from its parent: referenced so they are never closed here.
+_INHERITED_ENGINES: list[Engine] = []
 
 # Statements on the per-job path, built once: building a statement costs several
 # times what SQLite takes to run it.
@@ -103,6 +105,12 @@ class JobStore:
         if self._engine is None or self._pid != os.getpid():
             with self._guard:
                 if self._engine is None or self._pid != os.getpid():
+                    if self._engine is not None:
+                        # A forked child never closes the connections it inherited: closing what
+                        # looks to it like the last connection to a SQLite database in WAL mode
+                        # checkpoints and deletes the -wal and -shm files under the parent's feet
+                        # (other processes then find the database locked). They are kept, unused.
+                        _INHERITED_ENGINES.append(self._engine)
                     self._engine = self._create_engine()
                     self._pid = os.getpid()
         return self._engine
