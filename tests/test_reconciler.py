@@ -45,7 +45,8 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
                              reconcile_interval=0.5)  # fmt: skip
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the workers start
-    workers = [start_worker(env, "io", f"watch-{name}@%h")]
+    # a threads pool: a prefork parent over a SQLite store does not reconcile (see modelq.worker)
+    workers = [start_worker(env, "io", f"watch-{name}@%h", "--pool", "threads")]
     try:
         wait_for_worker(app, f"watch-{name}@")
         yield {"name": name, "app": app, "env": env, "workers": workers}

@@ -117,11 +117,19 @@ def _start_models_in_main_process(sender: Any = None, **_: Any) -> None:
 
 
 def _start_reconciler(consumer: Any) -> None:
-    """Every worker may reconcile the job store with the broker; one at a time does (a lease)."""
+    """Every worker may reconcile the job store with the broker; one at a time does (a lease).
+
+    Not in the parent of a prefork pool over a SQLite store: SQLite keeps its lock bookkeeping
+    per process, and a child forked while a thread of the parent was inside a transaction
+    inherits a lock nobody will release (that child then finds the database locked for good).
+    ``modelq up`` also starts threads-pool workers, which reconcile.
+    """
     from modelq.reconciler import Reconciler
 
     app = _state["app"]
     if getattr(app, "modelq", None) is None:
+        return
+    if _state["prefork"] and app.modelq.settings.job_database_url.startswith("sqlite"):
         return
     hostname = getattr(consumer, "hostname", None) or f"worker-{os.getpid()}"
     Reconciler(app, f"{hostname}:{os.getpid()}").start()

@@ -1,7 +1,7 @@
 """Scenario ``chaos`` (target R1): submit jobs while killing workers and the broker; count what is lost.
 
 One embedded Redis under a fresh temporary home, two ``modelq worker --pool prefork -c 2``
-processes on the ``default`` queue, and this process submitting ``bench.chaos_work`` jobs (0.5 s
+processes on the ``default`` queue (and a threads-pool worker on ``io``, which runs the reconciler), and this process submitting ``bench.chaos_work`` jobs (0.5 s
 of "work" each, :mod:`modelq.bench.chaos_tasks`) through the in-process client at a steady pace.
 At fixed points of the stream, each once every worker answers a ping again, it
 
@@ -13,7 +13,14 @@ At fixed points of the stream, each once every worker answers a ping again, it
   (``EmbeddedRedis.ensure_running()``) after ``OUTAGE_SECONDS`` or the first refusal, whichever
   ends later;
 * **kills a whole worker** (SIGKILL to its process group) while all its pool processes run
-  jobs, then starts it again.
+  jobs, then starts it again;
+* **takes a message off the queue** and drops it, as a worker killed between Redis handing it the
+  message (``BRPOP``) and kombu recording it would (the BRPOP window);
+* **flushes the broker** (``FLUSHDB`` of its database: every waiting message, the unacknowledged
+  ones and the queues' bindings are gone), as a Redis without persistence that restarted would.
+
+The last two lose messages for good: the reconciler (:mod:`modelq.reconciler`, grace 3 s, a pass
+a second here) must publish their jobs again.
 
 Workers run with a visibility timeout of 6 s, so a dead worker's jobs come back within seconds.
 Then it waits, up to a deadline, for every accepted job to finish, stops the workers (warm
@@ -37,7 +44,8 @@ Figures:
   ``completed_more_than_once`` (body ran to its end twice) are reported beside, as are
   ``max_attempts`` (the highest ``attempts`` of a record), ``worker_kills`` (pool processes and
   whole workers), ``worker_exits`` (workers that ended without being killed: a bug),
-  ``broker_restarts``, ``broker_down_seconds`` and ``wall_seconds``.
+  ``broker_restarts``, ``broker_down_seconds``, ``messages_taken``, ``broker_flushes``,
+  ``republished`` (jobs the reconciler published again) and ``wall_seconds``.
 
 Targets: ``lost == 0`` and ``duplicated_concurrently == 0``. Figures are reported, never asserted here.
 
@@ -90,10 +98,14 @@ SETTLE_TIMEOUT = 90.0
 BUSY_TIMEOUT = 20.0
 
 #: What happens where in the stream: (jobs accepted before it, event).
-QUICK_PLAN = [(10, "kill_child"), (20, "long_job"), (25, "kill_broker"), (40, "kill_worker")]
-FULL_PLAN = [(20, "kill_child"), (40, "kill_worker"), (60, "long_job"), (65, "kill_broker"), (90, "kill_child"),
-             (110, "kill_worker"), (130, "long_job"), (135, "kill_broker"), (160, "kill_child"),
-             (180, "kill_worker")]  # fmt: skip
+QUICK_PLAN = [(10, "kill_child"), (20, "long_job"), (25, "kill_broker"), (35, "take_message"), (40, "kill_worker"),
+              (50, "flush_broker")]  # fmt: skip
+FULL_PLAN = [(20, "kill_child"), (40, "kill_worker"), (60, "long_job"), (65, "kill_broker"), (80, "take_message"),
+             (90, "kill_child"), (100, "flush_broker"), (110, "kill_worker"), (130, "long_job"), (135, "kill_broker"),
+             (150, "take_message"), (160, "kill_child"), (170, "flush_broker"), (180, "kill_worker")]  # fmt: skip
+#: The reconciler's grace and interval here: lost messages come back within seconds.
+RECONCILE_GRACE = 3
+RECONCILE_INTERVAL = 1
 
 
 def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None] = lambda _m: None) -> Report:
@@ -122,6 +134,9 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
         refused_after_seconds=round(max(chaos.refusals, default=0.0), 2),
         worker_kills=count("kill_child", "kill_worker"),
         broker_restarts=count("restart_broker"),
+        messages_taken=count("take_message"),
+        broker_flushes=count("flush_broker"),
+        republished=sum(1 for record in records.values() if record and record.get("republished")),
         broker_down_seconds=round(max(chaos.down_seconds, default=0.0), 2),
         worker_exits=count("worker_exited"),
         wall_seconds=round(wall, 2),
@@ -165,6 +180,8 @@ class Chaos:
             MODELQ_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
             # No job can reach this through the scenario's kills alone: a job that fails is a finding.
             MODELQ_MAX_DELIVERIES=str(self.max_deliveries),
+            MODELQ_RECONCILE_GRACE=str(RECONCILE_GRACE),
+            MODELQ_RECONCILE_INTERVAL=str(RECONCILE_INTERVAL),
         )
         settings = hermetic_settings(self.home, {k: v for k, v in self.env.items() if k.startswith("MODELQ_")})
         self.app = create_celery_app(settings)
@@ -174,8 +191,15 @@ class Chaos:
         self.workers: list[Child] = []
         self.trees: list[list[tuple[int, int]]] = [[] for _ in range(WORKERS)]
         self.stack.callback(self._kill_all)
-        self.say(f"starting {WORKERS} workers (prefork, {CONCURRENCY} processes each)")
+        self.say(f"starting {WORKERS} workers (prefork, {CONCURRENCY} processes each) and a threads-pool watcher")
         self.workers = [self._spawn(i) for i in range(WORKERS)]
+        # As `modelq up` has one: the reconciler runs in a threads-pool worker (a prefork parent over
+        # a SQLite store does not run it). It reads only the io queue, and no fault touches it.
+        watcher = Child("chaos-watch@modelq-bench",
+                        [sys.executable, "-m", "modelq", "worker", "-Q", "io", "--pool", "threads", "-c", "1",
+                         "--loglevel", "WARNING", "--hostname", "chaos-watch@modelq-bench"],
+                        env=self.env, cwd=self.home, log=self.home / "watcher.log")  # fmt: skip
+        self.stack.callback(watcher.stop)
         self._settle()
 
     # Workers ---------------------------------------------------------------------------
@@ -325,6 +349,26 @@ class Chaos:
                     at_capacity=len(busy) == CONCURRENCY)  # fmt: skip
         self.workers[i] = self._spawn(i)
 
+    def _take_message(self, nth: int) -> None:
+        """Take a waiting message off the queue and drop it (the BRPOP window: its taker died)."""
+        import json
+
+        def take() -> str | None:
+            with self.app.connection_for_write() as conn:
+                raw = conn.default_channel.client.rpop("default")  # kombu pushes left, pops right
+            return json.loads(raw)["headers"]["id"] if raw else None
+
+        job_id = wait_until(take, timeout=BUSY_TIMEOUT, what="a message waiting in the queue", interval=0.01)
+        self._event("take_message", job=job_id)
+
+    def _flush_broker(self, nth: int) -> None:
+        """FLUSHDB the broker's database: waiting and unacknowledged messages and bindings, all gone."""
+        queued = self.store.counts().get("queued", 0)
+        with self.app.connection_for_write() as conn:
+            conn.default_channel.client.flushdb()
+        self.app.pool.force_close_all()  # declare queues and bindings again on fresh connections
+        self._event("flush_broker", queued_jobs=queued)
+
     def _broker_down(self) -> None:
         """SIGKILL redis-server while a worker has a job running and a process free.
 
@@ -426,11 +470,13 @@ def _report(figures: dict[str, Any]) -> Report:
         ["worker kills / exits by themselves", f"{f['worker_kills']} / {f['worker_exits']}", "", ""],
         ["broker restarts (longest outage)", f"{f['broker_restarts']} ({f['broker_down_seconds']:.1f} s)", "", ""],
         ["submissions refused (longest refusal)", f"{f['refused']} ({f['refused_after_seconds']:.1f} s)", "", ""],
+        ["messages taken off the queue / broker flushes", f"{f['messages_taken']} / {f['broker_flushes']}", "", ""],
+        ["jobs the reconciler published again", str(f["republished"]), "", ""],
         ["wall", f"{f['wall_seconds']:.1f} s", "", ""],
     ]  # fmt: skip
     return Report(
         scenario="chaos",
-        title="R1: jobs under worker kills and broker restarts (embedded Redis)",
+        title="R1: jobs under worker kills, broker restarts and lost messages (embedded Redis)",
         figures=figures,
         columns=["", "value", "target", "met"],
         rows=rows,
@@ -438,7 +484,9 @@ def _report(figures: dict[str, Any]) -> Report:
             Panel("accepted jobs", "jobs", {"submitted": f["submitted"], "succeeded": f["succeeded"], "failed": f["failed"],
                                             "lost": f["lost"], "run twice at once": f["duplicated_concurrently"]}),
             Panel("chaos", "count", {"worker kills": f["worker_kills"], "broker restarts": f["broker_restarts"],
-                                     "refused": f["refused"], "runs killed": f["killed_runs"]}),
+                                     "messages taken": f["messages_taken"], "broker flushes": f["broker_flushes"],
+                                     "republished": f["republished"], "refused": f["refused"],
+                                     "runs killed": f["killed_runs"]}),
         ],  # fmt: skip
         notes=[
             f"{WORKERS} prefork workers x {CONCURRENCY}, visibility timeout {VISIBILITY_TIMEOUT} s, jobs of {JOB_SECONDS} s "
