@@ -18,6 +18,9 @@ Each worker runs a :class:`Reconciler` thread; one of them at a time acts (the l
    marked as republished: such a message starts its job only from ``queued`` (the store's
    conditional transition), so a message thought lost that turns up never makes a second run;
    the record counts each republish (``republished``).
+   On Redis, a job that runs on no live worker (two passes in a row) and whose message is not
+   among the unacknowledged ones either (a broker that lost its data while the job's worker died)
+   is queued again and published the same way.
 2. **Reports stranded jobs.** A queue whose jobs have waited longer than the grace while no live
    worker reads it is logged (naming the queue, and the workers that read its base queue and so
    could serve it) and counted in ``modelq_stranded_jobs{queue}``. Each queue with waiting jobs,
@@ -65,6 +68,7 @@ class Reconciler:
         self._stop = threading.Event()
         self._warned: dict[str, float] = {}
         self._declared: set[str] = set()
+        self._unheld_before: set[str] = set()
 
     # One pass ---------------------------------------------------------------------------
 
@@ -77,11 +81,12 @@ class Reconciler:
         read_at = datetime.now(timezone.utc)  # the depths are at most this recent
         jobs = self.store.queued_until(read_at, limit=BATCH)
         overdue = [job for job in jobs if read_at - job["created_at"] >= grace]
+        running = self.store.running_before(read_at - grace, limit=BATCH) if self.on_redis() else []
         held: set[str] = set()
         readers: dict[str, list[str]] = {}
-        if overdue:
+        if overdue or running:
             held, readers = self.workers_view()
-        republished = []
+        republished = [job["id"] for job in self.orphans(running, held) if self.requeue(job)]
         for queue, lost in sorted(self.lost(jobs, overdue, held, depths, read_at - grace).items()):
             republished += [job["id"] for job in lost if self.republish(job["id"], queue)]
         reports, stranded = [], {}
@@ -98,6 +103,29 @@ class Reconciler:
                             "readers": ",".join(reading), "stranded": stranded.get(queue, 0)})  # fmt: skip
         self.store.report_queues(reports)
         return {"republished": republished, "stranded": stranded, "checked": len(overdue)}
+
+    def orphans(self, running: list[dict[str, Any]], held: set[str]) -> list[dict[str, Any]]:
+        """Running jobs that no live worker held in this pass nor in the one before, and whose message
+        is not among the unacknowledged ones either (Redis): their worker died and the broker lost
+        the message that would have brought them back (the visibility timeout restores only what is
+        still in the unacknowledged hash)."""
+        unheld = {job["id"] for job in running if job["id"] not in held}
+        orphaned = [job for job in running if job["id"] in unheld and job["id"] in self._unheld_before]
+        self._unheld_before = unheld
+        return orphaned
+
+    def requeue(self, job: dict[str, Any]) -> bool:
+        """Queue an orphaned running job again and publish it; True when it was still so."""
+        if not self.store.requeue_orphan(job["id"], job["attempts"]):
+            return False
+        log.warning("job %s was running on %s, which no longer holds it, and its message is gone: queuing it again",
+                    job["id"], job["worker"])  # fmt: skip
+        return self.republish(job["id"], job["queue"])
+
+    def on_redis(self) -> bool:
+        from modelq.broker import is_redis_url
+
+        return is_redis_url(self.app.conf.broker_url)
 
     @staticmethod
     def lost(jobs: list[dict[str, Any]], overdue: list[dict[str, Any]], held: set[str],

@@ -366,7 +366,8 @@ class Chaos:
         queued = self.store.counts().get("queued", 0)
         with self.app.connection_for_write() as conn:
             conn.default_channel.client.flushdb()
-        self.app.pool.force_close_all()  # declare queues and bindings again on fresh connections
+        # The queue's binding went too: until the reconciler declares it again (its first republish),
+        # what this process publishes is dropped, and those jobs come back through the reconciler as well.
         self._event("flush_broker", queued_jobs=queued)
 
     def _broker_down(self) -> None:

@@ -530,6 +530,26 @@ class JobStore:
                                .where(jobs.c.id == job_id)).mappings().first()  # fmt: skip
         return dict(row) if row is not None else None
 
+    def running_before(self, before: datetime, *, limit: int) -> list[dict[str, Any]]:
+        """Jobs running since before ``before`` (id, worker, attempts): the reconciler looks for orphans."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.worker, jobs.c.attempts, jobs.c.queue)
+                .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.started_at < before)
+                .order_by(jobs.c.started_at).limit(limit)
+            ).mappings().all()  # fmt: skip
+        return [dict(row) for row in rows]
+
+    def requeue_orphan(self, job_id: str, attempts: int) -> bool:
+        """Put a running job whose worker and message are gone back to queued (counted as a republish);
+        False when it moved on meanwhile."""
+        with self.transaction() as conn:
+            return bool(conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
+                                   jobs.c.attempts == attempts)
+                .values(status=JobStatus.QUEUED.value, error="its worker and its message were lost: queued again")
+            ).rowcount)  # fmt: skip
+
     def report_queues(self, rows: list[dict[str, Any]]) -> None:
         """Replace the reconciler's per-queue findings with ``rows``."""
         from modelq.jobs.records import QueueReport
