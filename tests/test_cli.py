@@ -93,7 +93,9 @@ def test_submit_wait_status_jobs(backend: Backend, tmp_path: Path) -> None:
     assert queued["status"] == "queued"
 
     status = json.loads(modelq("status", "--json", env=backend.env, cwd=tmp_path).stdout)
-    assert set(status["queues"]) == {"default", "cpu", "gpu", "io"}
+    # every configured queue, and any other queue with jobs (per-model ones), each with its details
+    assert {"default", "cpu", "gpu", "io"} <= set(status["queues"])
+    assert {row["queue"] for row in status["queue_details"]} == set(status["queues"])
     assert status["jobs"]["succeeded"] >= 1 and status["jobs"]["failed"] >= 1
     assert any(w.startswith("contract-embedded@") for w in status["workers"])
 

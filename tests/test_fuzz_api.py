@@ -87,7 +87,9 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                            "options": {"pipeline": "StableDiffusionPipeline"}}}  # fmt: skip
     env = {"MODELQ_HOME": str(home), "MODELQ_MODELS": json.dumps(models), "HF_HUB_OFFLINE": "1",
            **{f"MODELQ_{key.upper()}": str(value) for key, value in CAPS.items()}}  # fmt: skip
-    settings_ = load_settings(home=home, models=models, imports=["modelq_test_tasks"], **CAPS)
+    # Schemathesis calls the ASGI app as host "testserver": a name the trusted-host rule must be told of.
+    settings_ = load_settings(home=home, models=models, imports=["modelq_test_tasks"], allowed_hosts=["testserver"],
+                              **CAPS)  # fmt: skip
     app = create_celery_app(settings_, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the worker starts
     worker = start_worker(env, "gpu", "fuzz@%h", "--pool", "threads", "-c", "4")
