@@ -85,12 +85,14 @@ class JobTask(Task):
         queue = runtime.settings.logical_queue((request.delivery_info or {}).get("routing_key") or "default")
         runner = "local" if request.is_eager else "worker"
         # A message redelivered (its worker died, or gave it back) may start its job again while the
-        # record still says running; any other delivery starts it only from queued, so a job whose
-        # message was published again (modelq.reconciler) never runs twice at once.
+        # record still says running, as may a retry (published before its job's record says queued
+        # again); the first delivery of a job starts it only from queued, so a job whose message was
+        # published again (modelq.reconciler) never runs twice at once.
         republished = bool(request.get(REPUBLISHED_HEADER))
-        redelivered = bool((request.delivery_info or {}).get("redelivered")) and not republished
+        again = bool((request.delivery_info or {}).get("redelivered")) or bool(request.retries)
+        only_queued = republished or not (again or request.is_eager)
         attempt = store.mark_running(job_id, worker=request.hostname, task=self.name, queue=queue, input=kwargs,
-                                     runner=runner, only_queued=not redelivered and not request.is_eager)  # fmt: skip
+                                     runner=runner, only_queued=only_queued)  # fmt: skip
         if attempt is None:
             log.info("job %s was cancelled, finished or started by another message; skipping", job_id)
             raise Ignore()
