@@ -33,8 +33,6 @@ def test_chaos_scenario_loses_no_job_and_runs_none_twice_at_once(tmp_path: Path)
     assert figures["scenario"] == "chaos" and figures["target_id"] == "R1" and figures["quick"] is True
     # and the chaos happened
     assert figures["worker_kills"] >= 1 and figures["broker_restarts"] >= 1
-    # messages lost for good (the BRPOP window, a flushed broker): the reconciler brought them back
-    assert figures["messages_taken"] >= 1 and figures["broker_flushes"] >= 1 and figures["republished"] >= 1
     assert figures["killed_runs"] >= 1, "no job body was running when its process was killed"
     # and every accepted job finished, exactly once at a time, and succeeded
     assert figures["submitted"] > 0

@@ -18,9 +18,10 @@ Each worker runs a :class:`Reconciler` thread; one of them at a time acts (the l
    marked as republished: such a message starts its job only from ``queued`` (the store's
    conditional transition), so a message thought lost that turns up never makes a second run;
    the record counts each republish (``republished``).
-   On Redis, a job that runs on no live worker (two passes in a row) and whose message is not
+   On Redis, a job that runs on no live worker (two passes in a row), whose message is not
    among the unacknowledged ones either (a broker that lost its data while the job's worker died)
-   is queued again and published the same way.
+   and whose queue holds no message (one put back would restart it), is queued again and
+   published the same way.
 2. **Reports stranded jobs.** A queue whose jobs have waited longer than the grace while no live
    worker reads it is logged (naming the queue, and the workers that read its base queue and so
    could serve it) and counted in ``modelq_stranded_jobs{queue}``. Each queue with waiting jobs,
@@ -77,16 +78,20 @@ class Reconciler:
         self._declared = set()  # declare each queue again on its first republish of the pass
         grace = timedelta(seconds=self.settings.reconcile_grace)
         waiting = self.store.backlog("")  # every queue with queued jobs: (count, oldest)
-        depths = self.depths(sorted(waiting))
+        started = datetime.now(timezone.utc)
+        running = self.store.running_before(started - grace, limit=BATCH) if self.on_redis() else []
+        depths = self.depths(sorted(set(waiting) | {job["queue"] for job in running}))
         read_at = datetime.now(timezone.utc)  # the depths are at most this recent
         jobs = self.store.queued_until(read_at, limit=BATCH)
         overdue = [job for job in jobs if read_at - job["created_at"] >= grace]
-        running = self.store.running_before(read_at - grace, limit=BATCH) if self.on_redis() else []
         held: set[str] = set()
         readers: dict[str, list[str]] = {}
         if overdue or running:
             held, readers = self.workers_view()
-        republished = [job["id"] for job in self.orphans(running, held) if self.requeue(job)]
+        # Only from a queue that holds no message: a message put back (a dead worker's, after the
+        # visibility timeout) may be waiting there, and would restart the job beside a republished one.
+        orphans = [job for job in self.orphans(running, held) if depths.get(job["queue"]) == 0]
+        republished = [job["id"] for job in orphans if self.requeue(job)]
         for queue, lost in sorted(self.lost(jobs, overdue, held, depths, read_at - grace).items()):
             republished += [job["id"] for job in lost if self.republish(job["id"], queue)]
         reports, stranded = [], {}
