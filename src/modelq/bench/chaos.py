@@ -116,7 +116,8 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="modelq-bench-chaos-"))
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        chaos = Chaos(stack, home, say, max_deliveries=len(plan) + 2)
+        losing = any(event in ("take_message", "flush_broker") for _, event in plan)
+        chaos = Chaos(stack, home, say, max_deliveries=len(plan) + 2, reconcile=losing)
         started = time.monotonic()
         chaos.submit(n_jobs, plan)
         say(f"{len(chaos.accepted)} jobs accepted ({chaos.refused} submissions refused); waiting for them")
@@ -154,6 +155,8 @@ class Chaos:
     home: Path
     say: Callable[[str], None]
     max_deliveries: int
+    #: Start a threads-pool watcher that runs the reconciler (the plans that lose messages for good).
+    reconcile: bool = False
     accepted: list[str] = field(default_factory=list)
     long_jobs: list[str] = field(default_factory=list)
     refused: int = 0
@@ -196,6 +199,9 @@ class Chaos:
         self.workers = [self._spawn(i) for i in range(WORKERS)]
         # As `modelq up` has one: the reconciler runs in a threads-pool worker (a prefork parent over
         # a SQLite store does not run it). It reads only the io queue, and no fault touches it.
+        if not self.reconcile:
+            self._settle()
+            return
         watcher = Child("chaos-watch@modelq-bench",
                         [sys.executable, "-m", "modelq", "worker", "-Q", "io", "--pool", "threads", "-c", "1",
                          "--loglevel", "WARNING", "--hostname", "chaos-watch@modelq-bench"],
