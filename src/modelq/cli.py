@@ -440,7 +440,7 @@ def status(settings: Any, as_json: bool) -> None:
     """Every queue with jobs (per-model queues too) and who reads it, job counts, the workers that answer."""
     from modelq.celery_app import create_celery_app
     from modelq.jobs.service import JobService
-    from modelq.ops import queue_rows
+    from modelq.ops import queue_rows, readers_of
 
     app = create_celery_app(settings)
     service = JobService(app)
@@ -448,11 +448,7 @@ def status(settings: Any, as_json: bool) -> None:
         active = app.control.inspect(timeout=1.0).active_queues() or {}
     except Exception:  # an unreachable broker means no worker either
         active = {}
-    readers: dict[str, list[str]] = {}
-    for worker, queues in sorted(active.items()):
-        for queue in queues:
-            readers.setdefault(settings.logical_queue(queue["name"]), []).append(worker)
-    rows = queue_rows(app, readers)
+    rows = queue_rows(app, readers_of(settings, active))
     report = {
         "broker": safe_url(app.conf.broker_url),
         "queues": {row["name"]: row["depth"] for row in rows},  # messages on the broker

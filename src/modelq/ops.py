@@ -27,6 +27,15 @@ def queue_depths(app: Celery, queues: list[str]) -> dict[str, int | None]:
     return depths
 
 
+def readers_of(settings: Any, active_queues: dict[str, list[dict[str, Any]]] | None) -> dict[str, list[str]]:
+    """The live workers reading each queue (logical name), from ``inspect().active_queues()``."""
+    readers: dict[str, list[str]] = {}
+    for worker, queues in sorted((active_queues or {}).items()):
+        for queue in queues:
+            readers.setdefault(settings.logical_queue(queue["name"]), []).append(worker)
+    return readers
+
+
 def queue_rows(app: Celery, readers: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Every configured queue and every queue with waiting jobs, per-model queues included.
 

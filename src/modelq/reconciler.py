@@ -46,6 +46,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from modelq.models.affinity import MODEL_QUEUE_SEPARATOR
+from modelq.ops import readers_of
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +181,11 @@ class Reconciler:
                     if info.get("id"):
                         held.add(info["id"])
         held |= self.unacked_ids()
-        readers: dict[str, list[str]] = {}
-        for worker, queues in sorted((inspect.active_queues() or {}).items()):
-            for queue in queues:
-                readers.setdefault(self.settings.logical_queue(queue["name"]), []).append(worker)
-        return held, readers
+        return held, readers_of(self.settings, inspect.active_queues())
 
     def unacked_ids(self) -> set[str]:
         """Job ids of the messages kombu's Redis transport holds as delivered and not acknowledged."""
-        from modelq.broker import is_redis_url
-
-        if not is_redis_url(self.app.conf.broker_url):
+        if not self.on_redis():
             return set()
         from modelq.lease import UNACKED
 
