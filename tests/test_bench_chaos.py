@@ -16,7 +16,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def test_chaos_scenario_loses_no_job_and_runs_none_twice_at_once(tmp_path: Path) -> None:
-    # given a quick chaos run: pool processes and a whole worker killed, the broker killed and restarted
+    # given a quick chaos run: pool processes and a whole worker killed, the broker killed and restarted,
+    # a message taken off its queue, the broker's data flushed
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELQ_")}
     proc = subprocess.run(
@@ -33,11 +34,13 @@ def test_chaos_scenario_loses_no_job_and_runs_none_twice_at_once(tmp_path: Path)
     assert figures["scenario"] == "chaos" and figures["target_id"] == "R1" and figures["quick"] is True
     # and the chaos happened
     assert figures["worker_kills"] >= 1 and figures["broker_restarts"] >= 1
+    # and the broker lost messages for good (one taken off its queue, a FLUSHDB): the reconciler published them again
+    assert figures["messages_taken"] >= 1 and figures["broker_flushes"] >= 1 and figures["republished"] >= 1
     assert figures["killed_runs"] >= 1, "no job body was running when its process was killed"
     # and every accepted job finished, exactly once at a time, and succeeded
     assert figures["submitted"] > 0
     assert figures["lost"] == 0, figures["lost_jobs"]
-    assert figures["duplicated_concurrently"] == 0
+    assert figures["duplicated_concurrently"] == 0, figures["duplicated_jobs"]
     assert figures["unexplained_open_runs"] == 0
     assert figures["succeeded"] == figures["submitted"]
     assert figures["failed"] == 0

@@ -144,6 +144,56 @@ def test_a_republished_message_never_starts_a_second_run(cluster: dict[str, Any]
     client = Client.in_process(app=app)
     job = client.submit("sleep", {"seconds": 3, "steps": 30})
     wait_for(lambda: client.get(job["id"])["status"] == "running", timeout=60, what="the job to start")
-    publish(app, "sleep", job["id"], {"seconds": 3, "steps": 30}, "default", None, republished=True)
+    publish(app, "sleep", job["id"], {"seconds": 3, "steps": 30}, "default", None, generation=1)
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+
+
+@pytest.mark.parametrize("cluster", ["embedded"], indirect=True)
+def test_the_original_message_coming_back_after_a_republish_never_restarts_the_job(cluster: dict[str, Any]) -> None:
+    """The reconciler took a message for lost (a worker held it unseen, a broker restarted) and published
+    the job again; the original comes back redelivered while the republished copy runs: it is dropped."""
+    from modelq.client import Client
+
+    app = cluster["app"]
+    client = Client.in_process(app=app)
+    job = client.submit("sleep", {"seconds": 4, "steps": 40})
+    wait_for(lambda: _depth(app) == 1, timeout=30, what="the message to be queued")
+    with app.connection_for_write() as conn:
+        original = json.loads(conn.default_channel.client.rpop("default"))
+    wait_for(lambda: client.get(job["id"])["republished"] == 1 and _depth(app) == 1, timeout=60,
+             what="the reconciler to publish the job again")  # fmt: skip
+    cluster["workers"].append(start_worker(cluster["env"], "default", "serve-again@%h"))  # prefork, 2 processes
+    wait_for(lambda: client.get(job["id"])["status"] == "running", timeout=60, what="the job to start")
+    original["headers"]["redelivered"] = True  # as kombu restores an unacknowledged message
+    original["properties"]["delivery_info"]["redelivered"] = True
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.lpush("default", json.dumps(original))
+    wait_for(lambda: _depth(app) == 0, timeout=30, what="a worker to take the original message")
+    done = client.wait(job["id"], timeout=60)
+    assert done["status"] == "succeeded" and done["attempts"] == 1 and done["republished"] == 1
+
+
+@pytest.mark.parametrize("cluster", ["embedded"], indirect=True)
+def test_a_message_that_comes_back_while_its_job_still_runs_does_not_restart_it(cluster: dict[str, Any]) -> None:
+    """A broker outage that outlived a running job's lease (or a connection closed under it) puts its
+    message back; the job's run still beats its heartbeat, so the message is deferred, not run."""
+    from modelq.client import Client
+    from modelq.lease import UNACKED
+
+    app = cluster["app"]
+    env = {**cluster["env"], "MODELQ_RUN_HEARTBEAT_INTERVAL": "0.5"}
+    cluster["workers"].append(start_worker(env, "default", "serve-beat@%h"))  # prefork, 2 processes
+    wait_for_worker(app, "serve-beat@")
+    client = Client.in_process(app=app)
+    job = client.submit("sleep", {"seconds": 5, "steps": 50})
+    wait_for(lambda: client.get(job["id"])["status"] == "running", timeout=60, what="the job to start")
+    with app.connection_for_write() as conn:
+        redis = conn.default_channel.client
+        payload = next(p for p in (json.loads(raw)[0] for raw in redis.hvals(UNACKED)) if p["headers"]["id"] == job["id"])
+        payload["headers"]["redelivered"] = True  # as kombu restores a message whose lease lapsed
+        payload["properties"]["delivery_info"]["redelivered"] = True
+        redis.lpush("default", json.dumps(payload))
+    wait_for(lambda: _depth(app) == 0, timeout=30, what="the worker's free process to take the message back")
     done = client.wait(job["id"], timeout=60)
     assert done["status"] == "succeeded" and done["attempts"] == 1

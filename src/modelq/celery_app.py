@@ -24,7 +24,9 @@ from modelq.broker import broker_url, is_redis_url, result_backend_url
 from modelq.config import Settings
 from modelq.errors import JobCancelled
 from modelq.jobs.artifacts import LocalArtifactStore
+from modelq.jobs.records import utcnow
 from modelq.jobs.store import JobStore
+from modelq.lease import heartbeats, quiet_for
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_PRIORITY = 9
 #: Message header of a job the reconciler published again (modelq.reconciler): it starts only from queued.
 REPUBLISHED_HEADER = "modelq_republished"
+#: Marks a redelivered message that was deferred while its job's run still beat (see modelq.lease).
+REDELIVERED_HEADER = "modelq_redelivered"
 BUILTIN_MODULES = ("modelq.workloads.echo", "modelq.workloads.embed", "modelq.workloads.rerank", "modelq.workloads.timetable", "modelq.workloads.llm", "modelq.workloads.text2img", "modelq.workloads.enrich")
 
 
@@ -86,14 +90,21 @@ class JobTask(Task):
         runner = "local" if request.is_eager else "worker"
         # A message redelivered (its worker died, or gave it back) may start its job again while the
         # record still says running, as may a retry (published before its job's record says queued
-        # again); the first delivery of a job starts it only from queued, so a job whose message was
-        # published again (modelq.reconciler) never runs twice at once.
-        republished = bool(request.get(REPUBLISHED_HEADER))
-        again = bool((request.delivery_info or {}).get("redelivered")) or bool(request.retries)
-        only_queued = republished or not (again or request.is_eager)
+        # again); the first delivery of a job starts it only from queued. A job whose message the
+        # reconciler published again has a new generation: a message of an older one (the original,
+        # thought lost, turning up or coming back) never starts it, so it never runs twice at once.
+        # A redelivered message restarts a running job only once its run's heartbeat went quiet.
+        generation = int(request.get(REPUBLISHED_HEADER) or 0)
+        redelivered = bool((request.delivery_info or {}).get("redelivered")) or bool(request.get(REDELIVERED_HEADER))
+        only_queued = bool(generation) or not (redelivered or request.retries or request.is_eager)
+        quiet = quiet_for(runtime.settings.run_heartbeat_interval)
         attempt = store.mark_running(job_id, worker=request.hostname, task=self.name, queue=queue, input=kwargs,
-                                     runner=runner, only_queued=only_queued)  # fmt: skip
+                                     runner=runner, only_queued=only_queued,
+                                     generation=None if request.retries else generation,
+                                     quiet_since=utcnow() - quiet if redelivered else None)  # fmt: skip
         if attempt is None:
+            if redelivered and store.runs_elsewhere(job_id, utcnow() - quiet):
+                self._defer(job_id, kwargs, queue, generation, quiet.total_seconds())
             log.info("job %s was cancelled, finished or started by another message; skipping", job_id)
             raise Ignore()
         deliveries = attempt - (request.retries or 0)  # a retry is a new message; a crash redelivers the same one
@@ -103,6 +114,7 @@ class JobTask(Task):
         ctx = sdk.JobContext(id=job_id, task=self.name, attempt=attempt, store=store, artifacts=runtime.artifacts,
                              settings=runtime.settings, residency_source=lambda: runtime.residency)  # fmt: skip
         token = sdk._current.set(ctx)
+        heartbeats.hold(store, job_id, runtime.settings.run_heartbeat_interval)
         try:
             result = self.run(*args, **kwargs)
             ctx.flush()
@@ -121,11 +133,23 @@ class JobTask(Task):
             store.mark_failed(job_id, f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            heartbeats.release(job_id)
             sdk._current.reset(token)
             for name in ctx.held:
                 runtime.residency.release(name)
         store.mark_succeeded(job_id, result)
         return result
+
+    def _defer(self, job_id: str, kwargs: dict, queue: str, generation: int, seconds: float) -> None:
+        """A message came back while its job's run still beats (a broker outage outlived the lease, a
+        connection closed under a running job): check again in ``seconds``, with a copy marked as a
+        redelivery. The copy runs the job if that run died meanwhile, and is dropped if it ended."""
+        from modelq.jobs.service import publish
+
+        log.warning("job %s: its message came back while it still runs elsewhere; checking again in %.0f s",
+                    job_id, seconds)  # fmt: skip
+        publish(self.app, self.name, job_id, kwargs, queue, None, generation=generation, redelivered=True,
+                countdown=seconds)  # fmt: skip
 
     def _dead_letter(self, job_id: str, kwargs: dict, deliveries: int) -> None:
         """Fail a job that ended its worker on every delivery, and park it in the dead-letter queue."""

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     #: Seconds between two passes of the reconciler (one worker at a time runs it).
     reconcile_interval: float = Field(default=5.0, gt=0)
     visibility_timeout: int = Field(default=3600, ge=1)
+    #: Seconds between two heartbeats of a running job in the job store (see modelq.lease): a message
+    #: redelivered while its job runs restarts it only after three beats were missed.
+    run_heartbeat_interval: float = Field(default=5.0, gt=0)
 
     worker_concurrency: int | None = Field(default=None, ge=1)
     worker_max_tasks_per_child: int | None = Field(default=None, ge=1)

@@ -8,13 +8,22 @@ holds (running or reserved) at a third of the timeout. A worker that really died
 renewing, and its jobs come back one visibility timeout later.
 
 RabbitMQ needs none of this: it redelivers only when the consumer's connection closes.
+
+A message can still come back while its job runs: a broker outage longer than the lease's slack
+(the lease lapses, and the first worker to reconnect puts the message back), or a RabbitMQ
+connection that closed under a running job. So the process running a job also beats a heartbeat
+in the job store (:class:`RunHeartbeat`), which an outage of the broker does not stop. A
+redelivered message restarts a running job only when that heartbeat went quiet (its process
+died); while it beats, the message is deferred, and checked again later (modelq.celery_app).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -96,3 +105,44 @@ class LeaseRenewer:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class RunHeartbeat:
+    """The jobs this process runs, and a daemon thread that beats their heartbeat in the job store
+    every ``interval`` seconds. One per process (a forked child starts its own thread)."""
+
+    def __init__(self) -> None:
+        self._jobs: set[str] = set()
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    def hold(self, store: Any, job_id: str, interval: float) -> None:
+        with self._lock:
+            self._jobs.add(job_id)
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, args=(store, interval), name="modelq-heartbeat", daemon=True).start()
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.discard(job_id)
+
+    def _run(self, store: Any, interval: float) -> None:
+        pid = os.getpid()
+        while os.getpid() == pid:
+            time.sleep(interval)
+            with self._lock:
+                held = sorted(self._jobs)
+            try:
+                store.beat(held)
+            except Exception:  # the database blinked: the next beat is soon enough
+                log.debug("run heartbeat failed", exc_info=True)
+
+
+#: This process's running jobs (see :class:`RunHeartbeat`).
+heartbeats = RunHeartbeat()
+
+
+def quiet_for(interval: float) -> timedelta:
+    """How long a run's heartbeat is silent before its process counts as dead: three missed beats."""
+    return timedelta(seconds=3 * interval)

@@ -14,10 +14,13 @@ Each worker runs a :class:`Reconciler` thread; one of them at a time acts (the l
 1. **Republishes lost jobs.** It counts: a queue's messages belong to its queued jobs that no
    live worker holds (running, reserved or scheduled, as ``inspect`` tells). When the jobs queued
    for longer than ``reconcile_grace`` outnumber the messages left for them, the difference is
-   lost (see :meth:`Reconciler.lost`), and that many are published again with the same ids,
-   marked as republished: such a message starts its job only from ``queued`` (the store's
-   conditional transition), so a message thought lost that turns up never makes a second run;
-   the record counts each republish (``republished``).
+   lost (see :meth:`Reconciler.lost`), and that many are published again with the same ids.
+   The record counts each republish (``republished``), and the message carries that count, its
+   generation: a message starts its job only if it is of the job's current generation, and a
+   republished one only from ``queued`` (the store's conditional transition), so a message thought
+   lost that turns up, or comes back redelivered while the new copy runs, never makes a second run.
+   A pass in which a live worker did not answer (a broker that just restarted) republishes nothing:
+   what that worker holds is unknown.
    On Redis, a job that runs on no live worker (two passes in a row), whose message is not
    among the unacknowledged ones either (a broker that lost its data while the job's worker died)
    and whose queue holds no message (one put back would restart it), is queued again and
@@ -88,7 +91,10 @@ class Reconciler:
         held: set[str] = set()
         readers: dict[str, list[str]] = {}
         if overdue or running:
-            held, readers = self.workers_view()
+            held, readers, complete = self.workers_view()
+            if not complete:  # a worker did not answer (a broker that just restarted): what it holds is unknown
+                log.info("reconciler: not every live worker answered; republishing nothing this pass")
+                overdue, running = [], []
         # Only from a queue that holds no message: a message put back (a dead worker's, after the
         # visibility timeout) may be waiting there, and would restart the job beside a republished one.
         orphans = [job for job in self.orphans(running, held) if depths.get(job["queue"]) == 0]
@@ -166,22 +172,31 @@ class Reconciler:
             log.debug("reconciler: no queue depths", exc_info=True)
             return dict.fromkeys(queues)
 
-    def workers_view(self) -> tuple[set[str], dict[str, list[str]]]:
-        """Job ids live workers hold (and, on Redis, unacknowledged ones), and the readers of each queue.
+    def workers_view(self) -> tuple[set[str], dict[str, list[str]], bool]:
+        """Job ids live workers hold (and, on Redis, unacknowledged ones), the readers of each queue, and
+        whether the view is complete: every worker that answered one question answered them all, and
+        every worker that reported its placement lately answered.
 
         A model queue (``gpu.model.x``) is read by the workers reading it; the workers that read
         its base queue (``gpu``) could serve it.
         """
+        from modelq.models.affinity import STALE_SECONDS
+
         inspect = self.app.control.inspect(timeout=INSPECT_TIMEOUT)
+        replies = [inspect.active(), inspect.reserved(), inspect.scheduled(), inspect.active_queues()]
+        answered = [set(reply or {}) for reply in replies]
+        recent = datetime.now(timezone.utc) - timedelta(seconds=STALE_SECONDS)
+        reporting = {row["worker"] for row in self.store.consumers(recent)}
+        complete = all(names == answered[0] for names in answered) and reporting <= answered[0]
         held: set[str] = set()
-        for reply in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        for reply in replies[:3]:
             for requests in (reply or {}).values():
                 for request in requests:
                     info = request.get("request", request)  # scheduled() wraps each request
                     if info.get("id"):
                         held.add(info["id"])
         held |= self.unacked_ids()
-        return held, readers_of(self.settings, inspect.active_queues())
+        return held, readers_of(self.settings, replies[3]), complete
 
     def unacked_ids(self) -> set[str]:
         """Job ids of the messages kombu's Redis transport holds as delivered and not acknowledged."""
@@ -218,7 +233,7 @@ class Reconciler:
         if queue not in self._declared:
             declare_queue(self.app, queue)
             self._declared.add(queue)
-        publish(self.app, job["task"], job_id, job["input"] or {}, queue, job["priority"], republished=True)
+        publish(self.app, job["task"], job_id, job["input"] or {}, queue, job["priority"], generation=job["republished"])
         log.warning("job %s (%s) in %s: its message is on no queue and no worker holds it; published it again",
                     job_id, job["task"], queue)  # fmt: skip
         return True

@@ -64,6 +64,8 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     #: Times the reconciler published the job again after the broker lost its message.
     republished: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When the process running the job last said it still runs it (see modelq.lease.RunHeartbeat).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 

@@ -16,7 +16,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from modelq.broker import is_redis_url
-from modelq.celery_app import MAX_PRIORITY, REPUBLISHED_HEADER, redis_priority
+from modelq.celery_app import MAX_PRIORITY, REDELIVERED_HEADER, REPUBLISHED_HEADER, redis_priority
 from modelq.errors import (BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, OwnerQueueFull, QueueFull,
                            TaskNotFound)
 from modelq.jobs.records import JobStatus
@@ -233,14 +233,22 @@ class JobService:
 
 
 def publish(app: Celery, task: str, job_id: str, kwargs: dict, queue: str, priority: int | None,
-            *, republished: bool = False) -> None:  # fmt: skip
+            *, generation: int = 0, redelivered: bool = False, countdown: float | None = None) -> None:  # fmt: skip
     """Send a recorded job's message to its queue (the logical name; ``queue_prefix`` is added here).
 
-    A republished message is marked, so it starts its job only from ``queued`` (see modelq.reconciler).
+    A republished message carries its generation (the job's republish count when it was sent): only
+    a message of the job's current generation may start it (see modelq.reconciler). A deferred
+    redelivery (``redelivered``, sent ``countdown`` seconds ahead) counts as its job's message coming
+    back (see modelq.lease).
     """
     options: dict[str, Any] = {"task_id": job_id, "queue": app.modelq.settings.broker_queue(queue)}
-    if republished:
-        options["headers"] = {REPUBLISHED_HEADER: True}
+    headers = {REPUBLISHED_HEADER: generation} if generation else {}
+    if redelivered:  # a deferred redelivery (see modelq.lease)
+        headers[REDELIVERED_HEADER] = True
+    if headers:
+        options["headers"] = headers
+    if countdown is not None:
+        options["countdown"] = countdown
     if priority is not None:
         options["priority"] = redis_priority(priority) if is_redis_url(app.conf.broker_url) else priority
     app.send_task(task, kwargs=kwargs, retry=True, retry_policy=SUBMIT_RETRY_POLICY, **options)

@@ -42,6 +42,7 @@ _MARK_RUNNING = (
         runner=bindparam("runner"),
         attempts=jobs.c.attempts + 1,
         started_at=func.coalesce(jobs.c.started_at, bindparam("now")),
+        heartbeat_at=bindparam("now"),
         error=None,
     )
     .returning(jobs.c.attempts)
@@ -205,7 +206,7 @@ class JobStore:
 
     def mark_running(
         self, job_id: str, *, worker: str | None, task: str, queue: str, input: Any, runner: str = "worker",
-        only_queued: bool = False,
+        only_queued: bool = False, generation: int | None = None, quiet_since: datetime | None = None,
     ) -> int | None:
         """Record a delivery: status running, one more attempt.
 
@@ -213,16 +214,25 @@ class JobStore:
 
         Args:
             only_queued: start it only from ``queued`` (a republished message), not again while it runs.
+            generation: the message's generation (the job's republish count when it was sent; None for a
+                retry, which only a started run publishes): a message of an older one never starts the job.
+            quiet_since: for a redelivered message, start a running job again only if its run's
+                heartbeat is older than this (its process died); one still beating keeps it.
 
         Returns:
             The attempt number, or None when the job was cancelled (or already
             finished, or, with ``only_queued``, already started) and must not run.
         """
         now = utcnow()
+        statement = _MARK_RUNNING_IF_QUEUED if only_queued else _MARK_RUNNING
+        if generation is not None:
+            statement = statement.where(jobs.c.republished == generation)
+        if quiet_since is not None:
+            statement = statement.where(or_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.heartbeat_at.is_(None),
+                                            jobs.c.heartbeat_at < quiet_since))  # fmt: skip
         with self.transaction() as conn:
             attempt = conn.execute(
-                _MARK_RUNNING_IF_QUEUED if only_queued else _MARK_RUNNING,
-                {"job_id": job_id, "worker": worker, "runner": runner, "now": now},
+                statement, {"job_id": job_id, "worker": worker, "runner": runner, "now": now}
             ).scalar_one_or_none()
             if attempt is not None:
                 return int(attempt)
@@ -236,6 +246,22 @@ class JobStore:
                 )
             )  # fmt: skip
             return 1
+
+    def beat(self, job_ids: list[str]) -> None:
+        """The heartbeat of running jobs: their process still runs them."""
+        if not job_ids:
+            return
+        with self.transaction() as conn:
+            conn.execute(update(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.RUNNING.value)
+                         .values(heartbeat_at=utcnow()))  # fmt: skip
+
+    def runs_elsewhere(self, job_id: str, beating_since: datetime) -> bool:
+        """Whether the job runs and its run's heartbeat is newer than ``beating_since``."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
+                                        jobs.c.heartbeat_at >= beating_since)
+            ).first() is not None  # fmt: skip
 
     def mark_succeeded(self, job_id: str, result: Any) -> bool:
         with self.transaction() as conn:
@@ -518,7 +544,7 @@ class JobStore:
 
     def count_republished(self, job_id: str) -> dict[str, Any] | None:
         """Count one republish of a job still queued, and return what publishing it takes (task, input,
-        queue, priority); None when it left ``queued`` meanwhile."""
+        queue, priority, and the new generation, ``republished``); None when it left ``queued`` meanwhile."""
         with self.transaction() as conn:
             counted = conn.execute(
                 update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
@@ -526,7 +552,7 @@ class JobStore:
             ).rowcount  # fmt: skip
             if not counted:
                 return None
-            row = conn.execute(select(jobs.c.task, jobs.c.input, jobs.c.queue, jobs.c.priority)
+            row = conn.execute(select(jobs.c.task, jobs.c.input, jobs.c.queue, jobs.c.priority, jobs.c.republished)
                                .where(jobs.c.id == job_id)).mappings().first()  # fmt: skip
         return dict(row) if row is not None else None
 

@@ -83,17 +83,21 @@ export function mount(root) {
     h("section", { class: "card" }, h("h2", {}, "History ", galleryCount), gallery));
 
   const shown = new Set();
-  function addToGallery(job, { first = true } = {}) {
+  // Newest first, whatever order the listing and the live stream deliver jobs in (on a reload
+  // the stream also replays jobs that just finished, and may do so before the listing answers).
+  function addToGallery(job) {
     if (shown.has(job.id) || !job.result?.images?.length) return;
     shown.add(job.id);
     gallery.querySelector("#gallery-empty")?.remove();
     const p = job.result.parameters || {};
-    const card = h("button", { type: "button", class: "thumb", "data-job": job.id, title: job.input?.prompt || "",
-      onclick: () => showResult(job) },
+    const created = Date.parse(job.created_at) || 0;
+    const card = h("button", { type: "button", class: "thumb", "data-job": job.id, "data-created": created,
+      title: job.input?.prompt || "", onclick: () => showResult(job) },
       h("img", { src: job.result.images[0].url, alt: job.input?.prompt || "image", loading: "lazy" }),
       h("div", { class: "cap" }, job.input?.prompt || ""),
       h("div", { class: "cap muted" }, `seed ${p.seed ?? "?"} · ${p.width}×${p.height}`));
-    if (first) gallery.prepend(card); else gallery.append(card);
+    const older = [...gallery.querySelectorAll(".thumb")].find((other) => Number(other.dataset.created) < created);
+    gallery.insertBefore(card, older || null);
     galleryCount.textContent = ` · ${shown.size} image job${shown.size === 1 ? "" : "s"}`;
   }
 
@@ -175,7 +179,7 @@ export function mount(root) {
       for (const model of listing.data) {
         if (!model.declared || String(model.declared.loader).includes("diffusers")) models.append(h("option", { value: model.id }));
       }
-      for (const job of past) addToGallery(job, { first: false });
+      for (const job of past) addToGallery(job);
       if (!shown.size) gallery.append(h("div", { class: "empty", id: "gallery-empty" }, "No images yet."));
     } catch (err) {
       status.error(err);
