@@ -100,7 +100,7 @@ def test_torch_fitness_gives_the_same_scores_and_run_as_numpy(planted) -> None:
     pytest.importorskip("torch")
     import numpy as np
 
-    from modelq.workloads.timetable.evaluate import fitness_backend, population_scores
+    from modelq.workloads.timetable.scoring import fitness_backend, population_scores
     from modelq.workloads.timetable.tables import tables_of
 
     instance, _ = planted

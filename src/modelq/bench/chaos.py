@@ -456,6 +456,9 @@ def analyse(accepted: list[str], records: dict[str, dict[str, Any] | None], all_
         "unexplained_open_runs": sum(r["ended"] == "unexplained" for r in all_runs),
         "lost_jobs": [{"id": j, "status": s, "attempts": (records.get(j) or {}).get("attempts")}
                       for j, s in status.items() if s not in finished],  # fmt: skip
+        "failed_jobs": [{"id": j, "status": s, "error": (records.get(j) or {}).get("error"),
+                         "attempts": (records.get(j) or {}).get("attempts")}
+                        for j, s in status.items() if s in ("failed", "cancelled")],  # fmt: skip
         # each job that ran twice at once, with its runs (pid, start, end, how it ended) and record
         "duplicated_jobs": [{"id": j, "attempts": (records.get(j) or {}).get("attempts"),
                              "republished": (records.get(j) or {}).get("republished"),

@@ -1,4 +1,5 @@
-"""``timetable``: university course timetabling by a genetic-algorithm island model.
+"""``timetable``: university course timetabling by a memetic island model (a genetic algorithm
+around simulated annealing).
 
 The problem is ITC-2007's curriculum-based course timetabling (read and written as ``.ctt``
 text or JSON). K islands evolve apart on the ``cpu`` queue, one chord per epoch, and exchange
@@ -8,8 +9,9 @@ hard and soft scores.
 
 Modules, one concept each: :mod:`.problem` (the instance and its JSON form), :mod:`.ctt` (the
 ITC-2007 text format), :mod:`.inputs` (a job's input and quality modes), :mod:`.tables`
-(numpy arrays of an instance), :mod:`.evaluate` (hard and soft constraints, numpy or torch),
-:mod:`.ga` (one island's genetic algorithm), :mod:`.islands` (epochs, migration, local
+(numpy arrays of an instance), :mod:`.scoring` (hard and soft constraints, numpy or torch),
+:mod:`.ga` (one island's genetic algorithm), :mod:`.anneal` (simulated annealing with
+incremental costs: each island's memetic local search), :mod:`.islands` (epochs, migration, local
 processes), :mod:`.flow` (the epochs on Celery), :mod:`.tasks` (the registered tasks),
 :mod:`.generate` (instances with a planted solution, samples).
 
@@ -43,8 +45,8 @@ __all__ = [
 
 
 def evaluate(instance: Instance, assignments: list[dict[str, Any]]) -> dict[str, Any]:
-    """Hard and soft scores of one timetable (see :func:`.evaluate.evaluate`)."""
-    from modelq.workloads.timetable.evaluate import evaluate as run
+    """Hard and soft scores of one timetable (see :func:`.scoring.evaluate`)."""
+    from modelq.workloads.timetable.scoring import evaluate as run
 
     return run(instance, assignments)
 

@@ -53,7 +53,7 @@ def start(app: Any, job_id: str, config: RunConfig) -> None:
     """Publish the first epoch of job ``job_id``."""
     from modelq.workloads.timetable.islands import new_run
 
-    publish_epoch(app, job_id, config, 0, [None] * config.islands, new_run())
+    publish_epoch(app, job_id, config.started(), 0, [None] * config.islands, new_run())
 
 
 def publish_epoch(app: Any, job_id: str, config: RunConfig, epoch: int, states: list[Any], run: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ stacks N of them. One generation:
    among the lectures in a hard violation when there are any, to the period and room that
    cost least given the rest of its timetable (hard violations first, then room capacity,
    room stability, minimum working days and compactness);
-6. the children are scored by :mod:`.evaluate` (numpy, or torch on a GPU).
+6. the children are scored by :mod:`.scoring` (numpy, or torch on a GPU).
 
 The first population is built greedily: each individual places the lectures, hardest first
 (with random tie-breaks), each in its cheapest slot. Everything random comes from one
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelq.workloads.timetable._numpy import np
-from modelq.workloads.timetable.evaluate import NUMPY, Backend, population_scores
+from modelq.workloads.timetable.scoring import NUMPY, Backend, population_scores
 from modelq.workloads.timetable.tables import Tables
 
 #: Weight of one hard violation against soft penalties inside the repair step's slot costs.
@@ -43,7 +43,7 @@ class GAParams:
 
 @dataclass
 class Population:
-    """N timetables and their scores (see :func:`~.evaluate.population_scores`)."""
+    """N timetables and their scores (see :func:`~.scoring.population_scores`)."""
 
     period: np.ndarray
     room: np.ndarray

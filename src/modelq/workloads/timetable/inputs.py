@@ -2,16 +2,19 @@
 
 Quality modes set the island model's size; any setting can be overridden per job:
 
-========== ======= ========== ======== =========== ========== ============
-mode       islands population epochs  generations migrants   local search
-========== ======= ========== ======== =========== ========== ============
-fast       2       24         3        15          2          3
-balanced   4       32         5        30          2          4
-best       4       48         8        60          3          6
-========== ======= ========== ======== =========== ========== ============
+========== ======= ========== ======== =========== ========== ============ =========
+mode       islands population epochs  generations migrants   local search anneal
+========== ======= ========== ======== =========== ========== ============ =========
+fast       2       24         3        15          2          3            200000
+balanced   4       32         5        30          2          4            1000000
+best       4       48         8        60          3          6            3000000
+========== ======= ========== ======== =========== ========== ============ =========
 
-``generations`` counts per island per epoch. Pure Python: the API validates input with it
-before anything is queued.
+``generations`` and ``anneal`` (annealing steps on the island's best timetable, see
+:mod:`.anneal`) count per island per epoch. ``time_limit`` (seconds) replaces the step count
+by the clock: every island anneals until its epoch's share of the limit is spent (a wall-clock
+deadline, so an island that starts late anneals less), and the job ends at about that time.
+Pure Python: the API validates input with it before anything is queued.
 """
 
 from __future__ import annotations
@@ -23,15 +26,20 @@ from modelq.errors import InvalidInput
 from modelq.workloads.timetable.problem import Instance, instance_from_dict
 
 QUALITY_MODES: dict[str, dict[str, int]] = {
-    "fast": {"islands": 2, "population": 24, "epochs": 3, "generations": 15, "migrants": 2, "local_search": 3},
-    "balanced": {"islands": 4, "population": 32, "epochs": 5, "generations": 30, "migrants": 2, "local_search": 4},
-    "best": {"islands": 4, "population": 48, "epochs": 8, "generations": 60, "migrants": 3, "local_search": 6},
+    "fast": {"islands": 2, "population": 24, "epochs": 3, "generations": 15, "migrants": 2, "local_search": 3,
+             "anneal": 200_000},
+    "balanced": {"islands": 4, "population": 32, "epochs": 5, "generations": 30, "migrants": 2, "local_search": 4,
+                 "anneal": 1_000_000},
+    "best": {"islands": 4, "population": 48, "epochs": 8, "generations": 60, "migrants": 3, "local_search": 6,
+             "anneal": 3_000_000},
 }
 TOPOLOGIES = ("ring", "full", "none")
 FITNESS = ("numpy", "torch", "auto")
 #: Upper bounds per setting (inclusive); every setting is at least 1 except migrants (0).
 LIMITS = {"islands": 64, "population": 512, "epochs": 200, "generations": 5000, "migrants": 64,
-          "local_search": 64, "variants": 20}  # fmt: skip
+          "local_search": 64, "variants": 20, "anneal": 100_000_000}  # fmt: skip
+#: Longest ``time_limit`` a job may ask for, in seconds.
+MAX_TIME_LIMIT = 86_400
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,24 @@ class RunConfig:
     topology: str = "ring"
     variants: int = 3
     fitness: str = "numpy"
+    anneal: int = 1_000_000
+    #: seconds for the whole run (islands anneal by the clock), or None (``anneal`` steps)
+    time_limit: float | None = None
+    #: when the run started (``time.time()``), set by whoever starts it when ``time_limit`` is given
+    started_at: float | None = None
+
+    def started(self) -> RunConfig:
+        """This config with ``started_at`` set to now (when a time limit needs it)."""
+        import time
+        from dataclasses import replace
+
+        return replace(self, started_at=time.time()) if self.time_limit is not None else self
+
+    def epoch_deadline(self, epoch: int) -> float | None:
+        """Wall-clock time (``time.time()``) by which epoch ``epoch``'s islands stop annealing."""
+        if self.time_limit is None or self.started_at is None:
+            return None
+        return self.started_at + self.time_limit * (epoch + 1) / self.epochs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +109,11 @@ def resolve_config(quality_mode: str = "balanced", *, field: str = "input", **ov
     for key, value in overrides.items():
         if value is None:
             continue
-        if key in ("topology", "fitness"):
+        if key == "time_limit":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= MAX_TIME_LIMIT:
+                raise InvalidInput(f"time_limit must be a number of seconds above 0 and at most {MAX_TIME_LIMIT}, "
+                                   f"got {value!r}", field=_at(field, key))  # fmt: skip
+        elif key in ("topology", "fitness"):
             choices = TOPOLOGIES if key == "topology" else FITNESS
             if value not in choices:
                 raise InvalidInput(f"{key} must be one of {', '.join(choices)}, got {value!r}", field=_at(field, key))
@@ -91,7 +121,7 @@ def resolve_config(quality_mode: str = "balanced", *, field: str = "input", **ov
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
                 raise InvalidInput(f"seed must be a non-negative integer, got {value!r}", field=_at(field, "seed"))
         elif key in LIMITS:
-            low = 0 if key == "migrants" else 1
+            low = 0 if key in ("migrants", "anneal") else 1
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= LIMITS[key]:
                 raise InvalidInput(f"{key} must be an integer from {low} to {LIMITS[key]}, got {value!r}",
                                    field=_at(field, key))  # fmt: skip
@@ -130,7 +160,8 @@ def load_instance(instance: Any = None, ctt: Any = None, *, field: str = "input"
 def check_input(data: dict[str, Any], field: str = "input") -> tuple[Instance, RunConfig]:
     """Validate a ``timetable`` job's whole input: the instance and every setting."""
     settings = {k: data.get(k) for k in ("seed", "islands", "population", "epochs", "generations", "migrants",
-                                         "local_search", "topology", "variants", "fitness")}  # fmt: skip
+                                         "local_search", "topology", "variants", "fitness", "anneal",
+                                         "time_limit")}  # fmt: skip
     config = resolve_config(data.get("quality_mode") or "balanced", field=field, **settings)
     meta = data.get("meta")
     if meta is not None and not isinstance(meta, dict):

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from modelq.workloads.timetable._numpy import np
-from modelq.workloads.timetable.evaluate import fitness_backend, population_scores, score_dict
+from modelq.workloads.timetable.scoring import fitness_backend, population_scores, score_dict
 from modelq.workloads.timetable.ga import Population, generation, initial_population
 from modelq.workloads.timetable.inputs import RunConfig
 from modelq.workloads.timetable.problem import Instance
@@ -54,7 +54,42 @@ def run_island_epoch(instance: Instance, config: RunConfig, island: int, epoch: 
     for _ in range(config.generations):
         pop = generation(tb, pop, params, rng, backend)
         evaluations += pop.size - params.elite
-    return {"island": island, "epoch": epoch, "evaluations": evaluations, **pack(pop, tb)}
+    pop, steps = anneal_best(tb, pop, config, island, epoch, backend)
+    return {"island": island, "epoch": epoch, "evaluations": evaluations + steps, **pack(pop, tb)}
+
+
+def anneal_best(tb: Tables, pop: Population, config: RunConfig, island: int, epoch: int,
+                backend: Any) -> tuple[Population, int]:  # fmt: skip
+    """Anneal the island's best complete timetable (the memetic step) and put the result in its place.
+
+    The temperature follows the whole run: epoch ``e`` of ``E`` cools from where epoch ``e - 1``
+    stopped, so the islands anneal once over the run, with migration between the epochs. With a
+    time limit it anneals until the epoch's deadline; else ``config.anneal`` steps.
+    """
+    from modelq.workloads.timetable.anneal import Schedule, anneal
+
+    if config.anneal == 0 and config.time_limit is None:
+        return pop, 0
+    order = pop.order()
+    best = next((int(i) for i in order if (pop.period[i] >= 0).all() and (pop.room[i] >= 0).all()), None)
+    if best is None:
+        return pop, 0
+    schedule = Schedule().share(epoch / config.epochs, (epoch + 1) / config.epochs)
+    seed = int(np.random.default_rng([config.seed, island, epoch, 1]).integers(2**31 - 1))
+    deadline = config.epoch_deadline(epoch)
+    if deadline is not None:
+        import time
+
+        seconds = deadline - time.time()
+        if seconds <= 0.05:  # this island started after its epoch's deadline (fewer slots than islands)
+            return pop, 0
+        period, room, _cost, steps = anneal(tb, pop.period[best], pop.room[best], seed=seed, seconds=seconds,
+                                            schedule=schedule)  # fmt: skip
+    else:
+        period, room, _cost, steps = anneal(tb, pop.period[best], pop.room[best], seed=seed,
+                                            iterations=config.anneal, schedule=schedule)  # fmt: skip
+    pop.period[best], pop.room[best] = period, room
+    return Population(pop.period, pop.room, population_scores(tb, pop.period, pop.room, backend=backend)), steps
 
 
 def pack(pop: Population, tb: Tables) -> dict[str, Any]:
@@ -222,6 +257,7 @@ def solve_locally(
     Returns:
         The same result a Celery run with the same seed returns.
     """
+    config = config.started()
     if processes is None:
         processes = min(config.islands, os.cpu_count() or 1)
     if multiprocessing.current_process().daemon:

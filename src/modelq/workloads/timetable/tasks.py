@@ -35,6 +35,8 @@ def timetable(
     local_search: int | None = None,
     topology: str | None = None,
     fitness: str | None = None,
+    anneal: int | None = None,
+    time_limit: float | None = None,
     meta: dict | None = None,
 ) -> dict[str, Any]:
     """Course timetables by a genetic-algorithm island model; returns the best distinct variants."""
