@@ -45,6 +45,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("embed", "modelq.bench.embed", "P3", "many one-sentence embed jobs, batched, vs in-process encode and vs no batching"),
         Scenario("switch", "modelq.bench.switch", "P4", "mixed stream over two models with room for one vs a single-model stream"),
         Scenario("timetable", "modelq.bench.timetable", "P6", "timetable islands on 2 workers vs 1 at equal evaluations, best scores per mode"),
+        Scenario("itc", "modelq.bench.itc", "T1", "ITC-2007 comp01-comp07 at a fixed time budget on 1 and 2 workers, beside the winner"),
         Scenario("cluster", "modelq.bench.cluster", "C1", "bursts and Poisson arrivals over 3 models on 1, 2, 4 workers vs a static placement"),
         Scenario("chaos", "modelq.bench.chaos", "R1", "jobs submitted while workers and the broker are killed: lost and run twice at once"),
     )

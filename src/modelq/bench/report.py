@@ -15,13 +15,16 @@ from modelq.errors import MissingDependency
 
 @dataclass
 class Panel:
-    """One subplot of the chart: a bar per label, and an optional target line."""
+    """One subplot of the chart: a bar per label, and an optional target line; or, with ``lines``,
+    a curve per label (its ``(x, y)`` points) instead of the bars."""
 
     title: str
     ylabel: str
     bars: dict[str, float]
     target: float | None = None
     target_label: str = "target"
+    lines: dict[str, list[tuple[float, float]]] | None = None
+    xlabel: str = ""
 
 
 @dataclass
@@ -90,6 +93,16 @@ def write_chart(report: Report, path: Path) -> Path:
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     colors = ["#8c8c8c", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728"]
     for ax, panel in zip(axes, panels, strict=False):
+        if panel.lines is not None:
+            for label, points in panel.lines.items():
+                if points:
+                    ax.plot([x for x, _ in points], [y for _, y in points], marker=".", linewidth=1, label=label)
+            ax.set_yscale("log")
+            ax.set_title(panel.title, fontsize=10)
+            ax.set_ylabel(panel.ylabel)
+            ax.set_xlabel(panel.xlabel)
+            ax.legend(fontsize=6, loc="upper right")
+            continue
         labels = list(panel.bars)
         values = [panel.bars[k] for k in labels]
         bars = ax.bar(labels, values, color=[colors[i % len(colors)] for i in range(len(labels))])

@@ -132,9 +132,10 @@ def _timed_epoch(instance: Any, config: Any, island: int) -> float:
     return time.perf_counter() - started
 
 
-def _start(stack: ExitStack, home: Path, say: Callable[[str], None]) -> tuple[Any, Callable, Callable]:
-    """The broker, a client, and functions that start workers and turn a worker's consumption of the cpu
-    queue on or off."""
+def _start(stack: ExitStack, home: Path, say: Callable[[str], None],
+           concurrency: int | None = 1) -> tuple[Any, Callable, Callable]:  # fmt: skip
+    """The broker, a client, and functions that start workers (``concurrency`` processes each; None: the
+    worker's default, one per core) and turn a worker's consumption of the cpu queue on or off."""
     from modelq.broker import EmbeddedRedis
     from modelq.celery_app import create_celery_app
     from modelq.client import Client
@@ -152,10 +153,12 @@ def _start(stack: ExitStack, home: Path, say: Callable[[str], None]) -> tuple[An
 
     def start_workers(*names: str) -> None:
         hostnames = [f"{name}@modelq-bench" for name in names]
-        say(f"starting workers {', '.join(hostnames)} (cpu queue, prefork, 1 process each)")
+        processes = ["-c", str(concurrency)] if concurrency else []
+        each = f"{concurrency} process(es)" if concurrency else "one process per core"
+        say(f"starting workers {', '.join(hostnames)} (cpu queue, prefork, {each} each)")
         children = [
             Child(f"worker {name}", [sys.executable, "-m", "modelq", "worker", "-Q", "cpu", "--pool", "prefork",
-                                     "-c", "1", "--loglevel", "WARNING", "--hostname", hostname],
+                                     *processes, "--loglevel", "WARNING", "--hostname", hostname],
                   env=env, cwd=home, log=home / f"{name}.log")
             for name, hostname in zip(names, hostnames, strict=True)
         ]  # fmt: skip

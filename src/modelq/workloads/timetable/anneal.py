@@ -113,7 +113,7 @@ def _arrays(tb: Tables, g: Graph, s: State) -> tuple:
 # The inner loop (compiled) -------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _isolated(cp: np.ndarray, q: int, t: int, ppd: int) -> int:
     """1 when curriculum ``q`` is busy at ``t`` with no lecture just before or after on that day."""
     if cp[q, t] == 0:
@@ -126,7 +126,7 @@ def _isolated(cp: np.ndarray, q: int, t: int, ppd: int) -> int:
     return 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _window(cp: np.ndarray, q: int, t: int, ppd: int) -> int:
     """Isolated periods of curriculum ``q`` among ``t`` and its neighbours on the same day."""
     total = _isolated(cp, q, t, ppd)
@@ -138,7 +138,7 @@ def _window(cp: np.ndarray, q: int, t: int, ppd: int) -> int:
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _add(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
          rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
     """Place ``lecture`` at period ``t`` in room ``r``; returns the change in cost."""
@@ -179,7 +179,7 @@ def _add(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, excess,
     return delta
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _remove(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
             rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
     """Take ``lecture`` out of period ``t`` and room ``r``; returns the change in cost."""
@@ -221,6 +221,17 @@ def _remove(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, exce
 
 
 @njit(cache=True)
+def _relocate(lecture, t0, r0, t1, r1, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
+              rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
+    """Move ``lecture`` from (``t0``, ``r0``) to (``t1``, ``r1``); returns the change in cost.
+    (Not inlined: one compiled copy of the counting code keeps numba's compile time short.)"""
+    delta = _remove(lecture, t0, r0, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
+                    rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+    return delta + _add(lecture, t1, r1, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq,
+                        cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+
+
+@njit(cache=True)
 def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iterations, temperature, cooling, rooms,
            periods, seed, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
            rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
@@ -228,7 +239,8 @@ def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iter
 
     A step picks a lecture and a random period and room: a move there when the room is free then,
     else a swap with the lecture that holds it. ``occupant`` is a lecture in each (room, period),
-    or -1 (checked before use: with two lectures in one room it may name either).
+    or -1 (checked before use: with two lectures in one room it may name either). A swap takes
+    ``b`` out first, so that ``a`` finds its new room free.
 
     Returns the cost, the best cost seen (``best_period``/``best_room`` hold that timetable), the
     temperature reached and the number of accepted steps.
@@ -248,15 +260,12 @@ def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iter
             b = -1
         if b >= 0 and lecture_course[b] == lecture_course[a]:
             continue  # the same course: nothing changes
-        delta = _remove(a, ta, ra, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                        rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+        delta = 0
         if b >= 0:
-            delta += _remove(b, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                             rp, crp, qp, cd, cr, days_used, rooms_used, hard)
-            delta += _add(b, ta, ra, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                          rp, crp, qp, cd, cr, days_used, rooms_used, hard)
-        delta += _add(a, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                      rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+            delta += _relocate(b, t, r, ta, ra, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
+                               cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+        delta += _relocate(a, ta, ra, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
+                           cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
         if delta <= 0 or np.random.random() < math.exp(-delta / temperature):
             period[a], room[a] = t, r
             occupant[r, t] = a
@@ -272,15 +281,11 @@ def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iter
                 best_period[:] = period
                 best_room[:] = room
         else:
-            _remove(a, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                    rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+            _relocate(a, t, r, ta, ra, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
+                      cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
             if b >= 0:
-                _remove(b, ta, ra, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                        rp, crp, qp, cd, cr, days_used, rooms_used, hard)
-                _add(b, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                     rp, crp, qp, cd, cr, days_used, rooms_used, hard)
-            _add(a, ta, ra, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                 rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+                _relocate(b, ta, ra, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
+                          cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
         temperature *= cooling
     return cost, best_cost, temperature, accepted
 
@@ -292,7 +297,7 @@ def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iter
 class Schedule:
     """Geometric cooling from ``start`` to ``end`` over the run (iterations or seconds)."""
 
-    start: float = 3.0
+    start: float = 10.0
     end: float = 0.05
     chunk: int = 20_000
 

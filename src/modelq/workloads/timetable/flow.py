@@ -53,7 +53,24 @@ def start(app: Any, job_id: str, config: RunConfig) -> None:
     """Publish the first epoch of job ``job_id``."""
     from modelq.workloads.timetable.islands import new_run
 
-    publish_epoch(app, job_id, config.started(), 0, [None] * config.islands, new_run())
+    config = config.started(island_slots(app) if config.islands_per_slot else config.islands)
+    publish_epoch(app, job_id, config, 0, [None] * config.islands, new_run())
+
+
+def island_slots(app: Any) -> int:
+    """Pool processes of the live workers that read the islands' queue (at least 1)."""
+    settings = app.modelq.settings
+    queue = settings.broker_queue(settings.queue_for(ISLAND_TASK, "cpu"))
+    try:
+        inspect = app.control.inspect(timeout=1.0)
+        readers = inspect.active_queues() or {}
+        stats = inspect.stats() or {}
+    except Exception:  # the broker blinked: one island per default slot count
+        log.debug("could not count the workers' slots", exc_info=True)
+        return 1
+    slots = sum(int((stats.get(worker) or {}).get("pool", {}).get("max-concurrency") or 1)
+                for worker, queues in readers.items() if any(q.get("name") == queue for q in queues))  # fmt: skip
+    return max(slots, 1)
 
 
 def publish_epoch(app: Any, job_id: str, config: RunConfig, epoch: int, states: list[Any], run: dict[str, Any]) -> None:

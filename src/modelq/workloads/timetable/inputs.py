@@ -62,13 +62,20 @@ class RunConfig:
     time_limit: float | None = None
     #: when the run started (``time.time()``), set by whoever starts it when ``time_limit`` is given
     started_at: float | None = None
+    #: one island per free slot, counted when the run starts (a time limit without ``islands``)
+    islands_per_slot: bool = False
 
-    def started(self) -> RunConfig:
-        """This config with ``started_at`` set to now (when a time limit needs it)."""
+    def started(self, slots: int) -> RunConfig:
+        """This config as its run starts on ``slots`` parallel slots: ``started_at`` set to now, and
+        one island per slot when ``islands_per_slot`` (with a time limit, an island without a slot
+        would only wait for its epoch's deadline to pass)."""
         import time
         from dataclasses import replace
 
-        return replace(self, started_at=time.time()) if self.time_limit is not None else self
+        if self.time_limit is None:
+            return self
+        islands = min(max(slots, 1), LIMITS["islands"]) if self.islands_per_slot else self.islands
+        return replace(self, started_at=time.time(), islands=islands, islands_per_slot=False)
 
     def epoch_deadline(self, epoch: int) -> float | None:
         """Wall-clock time (``time.time()``) by which epoch ``epoch``'s islands stop annealing."""
@@ -128,6 +135,11 @@ def resolve_config(quality_mode: str = "balanced", *, field: str = "input", **ov
         else:
             raise InvalidInput(f"unknown setting {key!r}", field=_at(field, key))
         values[key] = value
+    if values.get("time_limit") is not None:
+        # by the clock, the annealing is what buys quality: one generation per epoch, one island per slot
+        if overrides.get("generations") is None:
+            values["generations"] = 1
+        values["islands_per_slot"] = overrides.get("islands") is None
     config = RunConfig(**values)
     if config.population < 2:
         raise InvalidInput("population must be at least 2", field=_at(field, "population"))

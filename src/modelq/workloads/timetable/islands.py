@@ -257,9 +257,9 @@ def solve_locally(
     Returns:
         The same result a Celery run with the same seed returns.
     """
-    config = config.started()
     if processes is None:
-        processes = min(config.islands, os.cpu_count() or 1)
+        processes = min(config.islands, os.cpu_count() or 1) if not config.islands_per_slot else (os.cpu_count() or 1)
+    config = config.started(max(processes, 1))
     if multiprocessing.current_process().daemon:
         processes = 0
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) if processes > 1 else None
