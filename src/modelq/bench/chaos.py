@@ -17,9 +17,11 @@ At fixed points of the stream, each once every worker answers a ping again, it
 * **takes a message off the queue** and drops it, as a worker killed between Redis handing it the
   message (``BRPOP``) and kombu recording it would (the BRPOP window);
 * **flushes the broker** (``FLUSHDB`` of its database: every waiting message, the unacknowledged
-  ones and the queues' bindings are gone), as a Redis without persistence that restarted would.
+  ones and the queues' bindings are gone), as a Redis without persistence that restarted would;
+* **wipes the broker** (the full plan): kills it as above with a long job running, and restarts
+  it without its append-only file, a Redis without persistence that really restarted.
 
-The last two lose messages for good: the reconciler (:mod:`modelq.reconciler`, grace 3 s, a pass
+The last three lose messages for good: the reconciler (:mod:`modelq.reconciler`, grace 3 s, a pass
 a second here) must publish their jobs again.
 
 Workers run with a visibility timeout of 6 s, so a dead worker's jobs come back within seconds.
@@ -44,7 +46,8 @@ Figures:
   ``completed_more_than_once`` (body ran to its end twice) are reported beside, as are
   ``max_attempts`` (the highest ``attempts`` of a record), ``worker_kills`` (pool processes and
   whole workers), ``worker_exits`` (workers that ended without being killed: a bug),
-  ``broker_restarts``, ``broker_down_seconds``, ``messages_taken``, ``broker_flushes``,
+  ``broker_restarts``, ``broker_wipes`` (restarts without the append-only file),
+  ``broker_down_seconds``, ``messages_taken``, ``broker_flushes``,
   ``republished`` (jobs the reconciler published again) and ``wall_seconds``.
 
 Targets: ``lost == 0`` and ``duplicated_concurrently == 0``. Figures are reported, never asserted here.
@@ -101,7 +104,7 @@ BUSY_TIMEOUT = 20.0
 QUICK_PLAN = [(10, "kill_child"), (20, "long_job"), (25, "kill_broker"), (32, "take_message"), (40, "kill_worker"),
               (50, "flush_broker")]  # fmt: skip
 FULL_PLAN = [(20, "kill_child"), (40, "kill_worker"), (60, "long_job"), (65, "kill_broker"), (80, "take_message"),
-             (90, "kill_child"), (100, "flush_broker"), (110, "kill_worker"), (130, "long_job"), (135, "kill_broker"),
+             (90, "kill_child"), (100, "flush_broker"), (110, "kill_worker"), (130, "long_job"), (135, "wipe_broker"),
              (150, "take_message"), (160, "kill_child"), (170, "flush_broker"), (180, "kill_worker")]  # fmt: skip
 #: The reconciler's grace and interval here: lost messages come back within seconds.
 RECONCILE_GRACE = 3
@@ -117,7 +120,7 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="modelq-bench-chaos-"))
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        losing = any(event in ("take_message", "flush_broker") for _, event in plan)
+        losing = any(event in ("take_message", "flush_broker", "wipe_broker") for _, event in plan)
         chaos = Chaos(stack, home, say, max_deliveries=len(plan) + 2, reconcile=losing)
         started = time.monotonic()
         chaos.submit(n_jobs, plan)
@@ -137,6 +140,7 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
         refused_after_seconds=round(max(chaos.refusals, default=0.0), 2),
         worker_kills=count("kill_child", "kill_worker"),
         broker_restarts=count("restart_broker"),
+        broker_wipes=count("wipe_broker"),
         messages_taken=count("take_message"),
         broker_flushes=count("flush_broker"),
         republished=sum(1 for record in records.values() if record and record.get("republished")),
@@ -158,6 +162,8 @@ class Chaos:
     max_deliveries: int
     #: Start a threads-pool watcher that runs the reconciler (the plans that lose messages for good).
     reconcile: bool = False
+    #: The broker now down comes back without its append-only file.
+    wipe: bool = False
     accepted: list[str] = field(default_factory=list)
     long_jobs: list[str] = field(default_factory=list)
     refused: int = 0
@@ -280,8 +286,8 @@ class Chaos:
             while todo and todo[0][0] <= len(self.accepted) - len(self.long_jobs) and outage_until is None:
                 _, event = todo.pop(0)
                 self._settle()
-                if event == "kill_broker":
-                    self._broker_down()
+                if event in ("kill_broker", "wipe_broker"):
+                    self._broker_down(wipe=event == "wipe_broker")
                     outage_until = time.monotonic() + OUTAGE_SECONDS
                 else:
                     getattr(self, f"_{event}")(sum(1 for e in self.events if e["event"] == event))
@@ -384,11 +390,13 @@ class Chaos:
         # what this process publishes is dropped, and those jobs come back through the reconciler as well.
         self._event("flush_broker", queued_jobs=queued)
 
-    def _broker_down(self) -> None:
+    def _broker_down(self, *, wipe: bool = False) -> None:
         """SIGKILL redis-server while a worker has a job running and a process free.
 
         A free process means its worker is waiting on the broker for the next message, the
-        moment a lost connection is hardest on a worker.
+        moment a lost connection is hardest on a worker. With ``wipe``, it comes back without its
+        append-only file: a Redis without persistence that restarted, with every waiting and
+        unacknowledged message and every queue binding gone.
         """
         try:
             i = wait_until(lambda: [j for j in range(WORKERS) if 0 < len(self._busy(j)) < CONCURRENCY],
@@ -403,10 +411,18 @@ class Chaos:
         # Not ``broker.ping()``: against a dead server, redis-py retries for seconds before it says no.
         wait_until(lambda: not still_running([server]), timeout=10, what="the broker to die")
         self.down_since = time.monotonic()
-        self._event("kill_broker", pid=pid, running_jobs=sum(len(self._busy(j)) for j in range(WORKERS)),
+        self.wipe = wipe
+        self._event("wipe_broker" if wipe else "kill_broker", pid=pid,
+                    running_jobs=sum(len(self._busy(j)) for j in range(WORKERS)),
                     waiting_worker=None if i is None else self._name(i))  # fmt: skip
 
     def _broker_up(self) -> None:
+        if self.wipe:
+            for stale in [self.broker.dir / "appendonlydir", *self.broker.dir.glob("*.aof"), *self.broker.dir.glob("*.rdb")]:
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
         self.broker.ensure_running()
         self.down_seconds.append(time.monotonic() - self.down_since)
         self._event("restart_broker", pid=self.broker.pid(), down_seconds=round(self.down_seconds[-1], 2))
@@ -493,6 +509,7 @@ def _report(figures: dict[str, Any]) -> Report:
         ["max attempts", str(f["max_attempts"]), "", ""],
         ["worker kills / exits by themselves", f"{f['worker_kills']} / {f['worker_exits']}", "", ""],
         ["broker restarts (longest outage)", f"{f['broker_restarts']} ({f['broker_down_seconds']:.1f} s)", "", ""],
+        ["of them without the append-only file", str(f["broker_wipes"]), "", ""],
         ["submissions refused (longest refusal)", f"{f['refused']} ({f['refused_after_seconds']:.1f} s)", "", ""],
         ["messages taken off the queue / broker flushes", f"{f['messages_taken']} / {f['broker_flushes']}", "", ""],
         ["jobs the reconciler published again", str(f["republished"]), "", ""],

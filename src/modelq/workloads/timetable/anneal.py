@@ -1,11 +1,12 @@
 """Simulated annealing on one timetable, with incremental cost updates: each island's local search.
 
 A step takes one lecture to another period and room, swapping it with the lecture there if any.
-Neither re-evaluates the timetable: the state keeps, per period, how many lectures each room,
+It never re-evaluates the timetable: the state keeps, per period, how many lectures each room,
 course and curriculum has there, per course how many lectures fall on each day and in each room,
-and a move changes only the few counts it touches, so its cost difference (hard violations
-weighted by ``hard_weight``, then the ITC-2007 soft penalties) costs O(conflicting courses), not
-O(lectures). Every cost agrees with :mod:`.scoring` (a test recounts it there).
+and a step changes only the few counts it touches, so its cost difference (hard violations,
+weighted by the schedule's ``hard_weight``, and the ITC-2007 soft penalties) costs
+O(conflicting courses), not O(lectures). Every score agrees with :mod:`.scoring` (a test
+recounts it there).
 
 Why numba: the inner loop is millions of tiny, data-dependent steps (one random move, a dozen
 array reads, accept or undo). numpy pays its per-call overhead on every step and cannot batch
@@ -30,8 +31,9 @@ from modelq.workloads.timetable._numpy import np
 from modelq.workloads.timetable.scoring import SOFT_WEIGHTS
 from modelq.workloads.timetable.tables import Tables
 
-#: One hard violation costs as much as this many soft penalty points inside the annealing.
-HARD_WEIGHT = 10_000
+#: The counting code adds a hard violation as this many units, so one integer carries both parts
+#: (soft penalties, of one step or of a whole timetable, stay far below it): ``divmod`` splits them.
+HARD_UNIT = 1 << 20
 _MWD = SOFT_WEIGHTS["min_working_days"]
 _COMPACT = SOFT_WEIGHTS["curriculum_compactness"]
 
@@ -78,7 +80,8 @@ class State:
     course_room: np.ndarray  # (C, R)
     days_used: np.ndarray  # (C,)
     rooms_used: np.ndarray  # (C,)
-    cost: int
+    #: hard violations and soft penalties of the timetable
+    scores: tuple[int, int] = (0, 0)
 
 
 def new_state(tb: Tables, g: Graph, period: np.ndarray, room: np.ndarray) -> State:
@@ -89,12 +92,13 @@ def new_state(tb: Tables, g: Graph, period: np.ndarray, room: np.ndarray) -> Sta
         room_period=np.zeros((tb.rooms, tb.periods), np.int64), course_period=np.zeros((tb.courses, tb.periods), np.int64),
         curriculum_period=np.zeros((Q, tb.periods), np.int64), course_day=np.zeros((tb.courses, tb.days), np.int64),
         course_room=np.zeros((tb.courses, tb.rooms), np.int64), days_used=np.zeros(tb.courses, np.int64),
-        rooms_used=np.zeros(tb.courses, np.int64), cost=0,
+        rooms_used=np.zeros(tb.courses, np.int64),
     )  # fmt: skip
-    cost = _base_cost(tb.min_working_days)
+    total = _base_cost(tb.min_working_days)
     for lecture in range(tb.lectures):
-        cost += _add(lecture, s.period[lecture], s.room[lecture], *_arrays(tb, g, s))
-    s.cost = int(cost)
+        total += _add(lecture, s.period[lecture], s.room[lecture], *_arrays(tb, g, s))
+    hard, soft = divmod(int(total), HARD_UNIT)
+    s.scores = (hard, soft)
     return s
 
 
@@ -107,7 +111,7 @@ def _arrays(tb: Tables, g: Graph, s: State) -> tuple:
     return (tb.lecture_course, tb.day_of_period, tb.periods_per_day, tb.unavailable, tb.excess,
             tb.min_working_days, g.neighbours, g.neighbour_offsets, g.curricula, g.curriculum_offsets,
             s.room_period, s.course_period, s.curriculum_period, s.course_day, s.course_room, s.days_used,
-            s.rooms_used, HARD_WEIGHT)  # fmt: skip
+            s.rooms_used, HARD_UNIT)  # fmt: skip
 
 
 # The inner loop (compiled) -------------------------------------------------------------------
@@ -159,7 +163,7 @@ def _add(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, excess,
             if qp[q, t] == 0:
                 before = _window(qp, q, t, ppd)
                 qp[q, t] += 1
-                delta += (_window(qp, q, t, ppd) - before) * 2
+                delta += (_window(qp, q, t, ppd) - before) * _COMPACT
             else:
                 qp[q, t] += 1
     crp[c, t] += 1
@@ -174,7 +178,7 @@ def _add(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, excess,
     if cd[c, d] == 0:
         days_used[c] += 1
         if days_used[c] <= mwd[c]:
-            delta -= 5
+            delta -= _MWD
     cd[c, d] += 1
     return delta
 
@@ -201,7 +205,7 @@ def _remove(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, exce
             if qp[q, t] == 1:
                 before = _window(qp, q, t, ppd)
                 qp[q, t] -= 1
-                delta += (_window(qp, q, t, ppd) - before) * 2
+                delta += (_window(qp, q, t, ppd) - before) * _COMPACT
             else:
                 qp[q, t] -= 1
     if unavailable[c, t]:
@@ -215,7 +219,7 @@ def _remove(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, exce
     cd[c, d] -= 1
     if cd[c, d] == 0:
         if days_used[c] <= mwd[c]:
-            delta += 5
+            delta += _MWD
         days_used[c] -= 1
     return delta
 
@@ -232,8 +236,8 @@ def _relocate(lecture, t0, r0, t1, r1, lecture_course, day_of_period, ppd, unava
 
 
 @njit(cache=True)
-def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iterations, temperature, cooling, rooms,
-           periods, seed, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
+def _chunk(period, room, occupant, best_period, best_room, hard_now, soft_now, best_hard, best_soft, weight, iterations,
+           temperature, cooling, rooms, periods, seed, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
            rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
     """``iterations`` steps of annealing from ``temperature``, cooling by ``cooling`` per step.
 
@@ -242,8 +246,11 @@ def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iter
     or -1 (checked before use: with two lectures in one room it may name either). A swap takes
     ``b`` out first, so that ``a`` finds its new room free.
 
-    Returns the cost, the best cost seen (``best_period``/``best_room`` hold that timetable), the
-    temperature reached and the number of accepted steps.
+    A step costs ``weight`` per hard violation it adds plus the soft penalties it adds; the best
+    timetable is the one with the fewest hard violations, then the least soft penalty.
+
+    Returns the hard and soft scores now, the best ones seen (``best_period``/``best_room`` hold
+    that timetable), the temperature reached and the number of accepted steps.
     """
     np.random.seed(seed)
     lectures = period.shape[0]
@@ -266,7 +273,10 @@ def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iter
                                cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
         delta += _relocate(a, ta, ra, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
                            cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
-        if delta <= 0 or np.random.random() < math.exp(-delta / temperature):
+        dh = (delta + hard // 2) // hard
+        ds = delta - dh * hard
+        cost = dh * weight + ds
+        if cost <= 0 or np.random.random() < math.exp(-cost / temperature):
             period[a], room[a] = t, r
             occupant[r, t] = a
             if b >= 0:
@@ -274,10 +284,11 @@ def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iter
                 occupant[ra, ta] = b
             elif occupant[ra, ta] == a:
                 occupant[ra, ta] = -1
-            cost += delta
+            hard_now += dh
+            soft_now += ds
             accepted += 1
-            if cost < best_cost:
-                best_cost = cost
+            if hard_now < best_hard or (hard_now == best_hard and soft_now < best_soft):
+                best_hard, best_soft = hard_now, soft_now
                 best_period[:] = period
                 best_room[:] = room
         else:
@@ -287,7 +298,7 @@ def _chunk(period, room, occupant, best_period, best_room, cost, best_cost, iter
                 _relocate(b, ta, ra, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
                           cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
         temperature *= cooling
-    return cost, best_cost, temperature, accepted
+    return hard_now, soft_now, best_hard, best_soft, temperature, accepted
 
 
 # Driving it ----------------------------------------------------------------------------------
@@ -300,6 +311,8 @@ class Schedule:
     start: float = 10.0
     end: float = 0.05
     chunk: int = 20_000
+    #: what one hard violation costs a step, in soft penalty points
+    hard_weight: float = 10_000.0
 
     def at(self, fraction: float) -> float:
         """The temperature after ``fraction`` of the run."""
@@ -307,18 +320,19 @@ class Schedule:
 
     def share(self, begin: float, end: float) -> Schedule:
         """The part of this schedule from fraction ``begin`` to ``end`` of the run."""
-        return Schedule(start=self.at(begin), end=self.at(end), chunk=self.chunk)
+        return Schedule(start=self.at(begin), end=self.at(end), chunk=self.chunk, hard_weight=self.hard_weight)
 
 
 def anneal(tb: Tables, period: np.ndarray, room: np.ndarray, *, seed: int, iterations: int | None = None,
            seconds: float | None = None, schedule: Schedule = Schedule(),
-           trace: list[tuple[float, int]] | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
+           trace: list[tuple[float, int, int]] | None = None,
+           ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], int]:  # fmt: skip
     """Anneal one complete timetable for ``iterations`` steps (the same result for the same seed) or
-    for ``seconds`` of wall time (whichever is given); returns the best timetable seen, its cost
-    (:data:`HARD_WEIGHT` times its hard violations plus its soft penalties) and the steps taken.
+    for ``seconds`` of wall time (whichever is given); returns the best timetable seen, its
+    (hard violations, soft penalties) and the steps taken.
 
-    ``trace``, when given, receives ``(seconds since the start, best cost)`` after every chunk that
-    improved it.
+    ``trace``, when given, receives ``(seconds since the start, hard, soft)`` after every chunk that
+    improved the best.
     """
     if (iterations is None) == (seconds is None):
         raise ValueError("give iterations or seconds")
@@ -327,7 +341,7 @@ def anneal(tb: Tables, period: np.ndarray, room: np.ndarray, *, seed: int, itera
     best_period, best_room = s.period.copy(), s.room.copy()
     occupant = np.full((tb.rooms, tb.periods), -1, dtype=np.int64)
     occupant[s.room, s.period] = np.arange(tb.lectures)
-    cost = best = s.cost
+    (hard, soft), best = s.scores, s.scores
     rng = np.random.default_rng(seed)
     started = time.monotonic()
     total = iterations if iterations is not None else None
@@ -344,12 +358,12 @@ def anneal(tb: Tables, period: np.ndarray, room: np.ndarray, *, seed: int, itera
         temperature = schedule.at(fraction)
         ahead = (schedule.end / schedule.start) ** (steps / total) if total is not None else 1.0
         cooling = ahead ** (1.0 / steps)
-        cost, new_best, temperature, _ = _chunk(s.period, s.room, occupant, best_period, best_room, cost, best, steps,
-                                                temperature, cooling, tb.rooms, tb.periods,
-                                                int(rng.integers(2**31 - 1)), *arrays)  # fmt: skip
-        if new_best < best and trace is not None:
-            trace.append((round(time.monotonic() - started, 3), int(new_best)))
-        best = new_best
+        hard, soft, *new_best, temperature, _ = _chunk(
+            s.period, s.room, occupant, best_period, best_room, hard, soft, *best, schedule.hard_weight, steps,
+            temperature, cooling, tb.rooms, tb.periods, int(rng.integers(2**31 - 1)), *arrays)  # fmt: skip
+        if tuple(new_best) < best and trace is not None:
+            trace.append((round(time.monotonic() - started, 3), int(new_best[0]), int(new_best[1])))
+        best = (int(new_best[0]), int(new_best[1]))
         done += steps
-    return best_period, best_room, int(best), done
+    return best_period, best_room, best, done
 

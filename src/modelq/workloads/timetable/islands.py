@@ -83,10 +83,10 @@ def anneal_best(tb: Tables, pop: Population, config: RunConfig, island: int, epo
         seconds = deadline - time.time()
         if seconds <= 0.05:  # this island started after its epoch's deadline (fewer slots than islands)
             return pop, 0
-        period, room, _cost, steps = anneal(tb, pop.period[best], pop.room[best], seed=seed, seconds=seconds,
+        period, room, _scores, steps = anneal(tb, pop.period[best], pop.room[best], seed=seed, seconds=seconds,
                                             schedule=schedule)  # fmt: skip
     else:
-        period, room, _cost, steps = anneal(tb, pop.period[best], pop.room[best], seed=seed,
+        period, room, _scores, steps = anneal(tb, pop.period[best], pop.room[best], seed=seed,
                                             iterations=config.anneal, schedule=schedule)  # fmt: skip
     pop.period[best], pop.room[best] = period, room
     return Population(pop.period, pop.room, population_scores(tb, pop.period, pop.room, backend=backend)), steps
