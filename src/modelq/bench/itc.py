@@ -1,9 +1,10 @@
 """Scenario ``itc`` (target T1): ITC-2007 comp01–comp07 at a fixed time budget, on 1 and 2 workers,
 beside the competition winner's soft costs.
 
-One embedded Redis under a fresh temporary home; workers as ``modelq up`` starts its cpu worker
-(``modelq worker -Q cpu``, prefork, one process per core). Each instance runs as a ``timetable``
-job with ``time_limit`` set to the budget (one island per free slot, see
+One embedded Redis under a fresh temporary home; two ``modelq worker -Q cpu`` processes of one
+slot each, so a worker is one core (on a 2-core machine the two together are what ``modelq up``
+starts: one cpu worker of one process per core). Each instance runs as a ``timetable`` job with
+``time_limit`` set to the budget (one island per free slot, see
 :mod:`modelq.workloads.timetable.inputs`), first on 1 worker (the second one stops consuming
 the cpu queue), then on 2 workers, at the same wall-clock budget and seed.
 
@@ -63,7 +64,7 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="modelq-bench-itc-"))
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        client, start_workers, consume = _start(stack, home, say, concurrency=None)
+        client, start_workers, consume = _start(stack, home, say, concurrency=1)
         start_workers("w1", "w2")
         _warm_up(client, jobs=2)  # numba's compiled annealing is cached on disk by the first jobs
         say(f"{len(names)} instance(s), {budget:.0f} s each on 1 worker, then on 2 workers")
@@ -124,8 +125,7 @@ def _report(rows: dict[str, dict[str, Any]], budget: float) -> Report:
         "feasible": feasible,
         "target": dict(TARGET),
         "meets_target": meets,
-        "workers": "2 x modelq worker -Q cpu --pool prefork (one process per core; the second one off for the "
-                   "1-worker runs)",
+        "workers": "2 x modelq worker -Q cpu --pool prefork -c 1 (the second one off for the 1-worker runs)",
         "cpu_count": os.cpu_count(),
     }
     yes = {True: "[green]yes[/green]", False: "[red]no[/red]"}
