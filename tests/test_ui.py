@@ -299,10 +299,13 @@ def test_jobs_page_submits_follows_filters_and_cancels(page) -> None:  # noqa: A
     def submit(task: str, job_input: dict) -> str:
         page.select_option("#submit-task", task)
         page.fill("#submit-input", json.dumps(job_input))
+        card = page.locator("#detail-card")
+        shown_before = card.get_attribute("data-id") if card.count() else None
         page.click("#submit-job")
         expect(page.locator("#status")).to_contain_text(f"Submitted {task} job")
-        card = page.locator("#detail-card")
         expect(card).to_be_visible()
+        if shown_before:  # the card still shows the job submitted before until the new one's details arrive
+            expect(card).not_to_have_attribute("data-id", shown_before)
         return card.get_attribute("data-id")
 
     # when a short job is submitted, its row follows it to the end, and its result is shown
