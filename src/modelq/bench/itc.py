@@ -94,7 +94,8 @@ def _timed(client: Any, ctt: str, budget: float, what: str, say: Callable[[str],
     say(f"  {what}: hard {best['hard']} soft {best['soft']} in {seconds:.0f} s "
         f"({result['settings']['islands']} islands)")  # fmt: skip
     return {"hard": best["hard"], "soft": best["soft"], "seconds": round(seconds, 1),
-            "islands": result["settings"]["islands"], "trace": trace}  # fmt: skip
+            "islands": result["settings"]["islands"], "evaluations": result["evaluations"],
+            "trace": trace}  # fmt: skip
 
 
 def _geomean(values: list[float]) -> float:

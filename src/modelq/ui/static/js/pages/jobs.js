@@ -74,6 +74,14 @@ export function mount(root) {
     if (top) rows.prepend(row); else rows.append(row);
   }
 
+  // A job new to this page: on top, in place of the "No jobs match." row if that is shown.
+  function add(job) {
+    rows.querySelector("td.empty")?.parentElement.remove();
+    put(job, { top: true });
+    total += 1;
+    count();
+  }
+
   function count() {
     counter.textContent = `${jobs.size} shown of ${total}`;
     more.hidden = jobs.size >= total;
@@ -125,7 +133,7 @@ export function mount(root) {
     catch (err) { throw new Error(`Input is not valid JSON: ${err.message}`); }
     const job = await api("/v1/jobs", { json: { task: data.get("task"), input: parsed, priority: num(data, "priority") } });
     status.info(`Submitted ${job.task} job ${fmt.shortId(job.id)}.`);
-    if (matches(job)) { put(job, { top: true }); total += 1; count(); }
+    if (matches(job) && !jobs.has(job.id)) add(job);
     showDetail(job.id);
   });
   statusFilter.addEventListener("change", () => load());
@@ -141,7 +149,7 @@ export function mount(root) {
 
   const stop = onJobChange((job) => {
     if (jobs.has(job.id)) put(job);
-    else if (matches(job)) { rows.querySelector("td.empty")?.parentElement.remove(); put(job, { top: true }); total += 1; count(); }
+    else if (matches(job)) add(job);
   });
   // Running jobs' durations tick.
   const timer = setInterval(() => {
