@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 from modelq.models.placement import Demand, Peer, plan
@@ -124,3 +125,13 @@ def test_a_worker_lingers_with_a_model_whose_jobs_keep_coming() -> None:
     drained = {A: Demand(queued=0, oldest=None, job_seconds=0.1, load_seconds=2.0, last_arrival=ago(30)),
                B: demand(3, waited=1)}  # fmt: skip
     assert plans([busy], drained) == {"w0": {B}}
+
+
+def test_a_burst_that_is_in_gets_one_more_server_as_soon_as_it_finishes_sooner() -> None:
+    # B holds 3 s of work on one server; a second one that first loads for 2 s finishes it at 2.5 s, not 3
+    busy = Peer("w0", chosen={B: ago(5)}, holds={B}, slots=1)
+    closed = {B: Demand(queued=30, oldest=ago(5), job_seconds=0.1, load_seconds=2.0, last_arrival=ago(5))}
+    assert servers(plans([busy, Peer("w1", slots=1)], closed))[B] == 2
+    # while B's jobs keep coming the backlog may be short-lived: one more server only when R / (S + 1) > L
+    arriving = {B: dataclasses.replace(closed[B], last_arrival=ago(0.5))}
+    assert servers(plans([busy, Peer("w1", slots=1)], arriving))[B] == 1

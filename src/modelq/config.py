@@ -205,8 +205,8 @@ class Settings(BaseSettings):
     affinity_max_wait: float = Field(default=5.0, gt=0)
     #: k: a worker that is the only one serving its model leaves it for another model only after
     #: serving it for k times the other model's measured load time (so a switch costs at most
-    #: 1/(k+1) of the worker's time).
-    affinity_switch_factor: float = Field(default=4.0, ge=0)
+    #: 1/(k+1) of the worker's time: a tenth with the default).
+    affinity_switch_factor: float = Field(default=9.0, ge=0)
     #: Models this worker serves, and no others (a static placement: "dedicated workers"); None: any.
     worker_models: Annotated[list[str] | None, NoDecode] = None
     batch_max_size: int = Field(default=32, ge=1)

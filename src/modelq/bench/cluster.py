@@ -36,7 +36,8 @@ load seconds / (W x makespan); p95 and max wait (started - created) overall and 
 and modelq / static makespan. Targets: bursts at W=1 and W=4 within 1.2x the bound with at
 most M + W loads; on stationary streams (skewed, uniform) modelq within 1.05x static; on the
 shifting stream modelq at least 1.5x faster than static (W >= 2; at W=1 both sides are one
-worker holding every model); under Poisson arrivals at most 10 % of worker time loading.
+worker holding every model); under Poisson arrivals at most 10 % of worker time loading, and no
+job waiting longer than the starvation bound of :mod:`modelq.models.placement` (``starvation_bound_s``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from typing import Any
 from modelq.bench import BenchError
 from modelq.bench.report import Panel, Report, fmt, verdict
 from modelq.bench.support import Child, child_env, hermetic_settings, percentile, release_results, wait_until
+from modelq.models.placement import starvation_bound
 
 TASK = "bench.cluster_job"
 MODELS = ("m0", "m1", "m2")
@@ -150,6 +152,16 @@ def scheduling_settings() -> dict[str, str]:
     """``MODELQ_AFFINITY_*`` from this process's environment, passed to the workers (the bench is
     otherwise hermetic), so it can show the trade-off between waits and loads they set."""
     return {key: value for key, value in os.environ.items() if key.startswith("MODELQ_AFFINITY_")}
+
+
+def scheduling_factors() -> dict[str, float]:
+    """The switch factor and max wait the workers run with (``MODELQ_AFFINITY_*`` or the defaults)."""
+    from modelq.config import Settings
+
+    defaults = Settings.model_fields
+    names = {"switch_factor": "affinity_switch_factor", "max_wait": "affinity_max_wait"}
+    return {key: float(os.environ.get(f"MODELQ_{field.upper()}", defaults[field].default))
+            for key, field in names.items()}  # fmt: skip
 
 
 def subset(variable: str, full: tuple, convert: Callable[[str], Any]) -> tuple:
@@ -451,6 +463,8 @@ def run_figures(plan: Plan, stream: str, workers: int, records: list[dict[str, A
     else:
         figures.update(lower_bound_s=None, makespan_vs_bound=None, min_loads=None,
                        arrival_rate_per_s=round(UTILIZATION * workers / plan.job_seconds, 3))  # fmt: skip
+    figures["starvation_bound_s"] = round(starvation_bound(len(MODELS), plan.load_seconds, plan.job_seconds,
+                                                           **scheduling_factors()), 3)  # fmt: skip
     if pinned is not None:
         allowed = {h: set(models.split(",")) for h, models in zip(hostnames, pinned, strict=True)}
         figures["placement"] = dict(zip(hostnames, pinned, strict=True))
@@ -479,6 +493,7 @@ def judge(plan: Plan, runs: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict[
                 meets[f"shifting_w{workers}_speedup"] = run["speedup"] >= TARGET["shifting_speedup_min"]
             if stream == "poisson":
                 meets[f"poisson_w{workers}_load_share"] = mine["load_share"] <= TARGET["poisson_load_share_max"]
+                meets[f"poisson_w{workers}_wait_within_bound"] = mine["wait_max_s"] <= mine["starvation_bound_s"]
     return target, meets
 
 
@@ -570,7 +585,8 @@ def report(plan: Plan, figures: dict[str, Any]) -> Report:
             f"{plan.jobs} jobs per burst ({plan.shifting_jobs} in the shifting one) of J = {plan.job_seconds:g} s each, loads of L = {plan.load_seconds:g} s "
             f"({LOAD_SECONDS_ENV}); Poisson arrivals at {UTILIZATION:.0%} of capacity for {plan.poisson_seconds:g} s. "
             "Workers are threads-pool (-c 1) processes with MODELQ_CPU_MAX_MODELS=1, started afresh for every run.",
-            "bound = (N x J + max(M, W) x L) / W. static = each worker pinned with MODELQ_WORKER_MODELS in proportion "
+            "bound = (N x J + max(M, W) x L) / W; starvation bound (longest wait allowed under Poisson arrivals) = "
+            "max_wait + (M - 1) x ((k + 1) x L + J) + L. static = each worker pinned with MODELQ_WORKER_MODELS in proportion "
             "to the stream's (first half's) demand; off_placement_jobs in the JSON counts jobs it ran elsewhere.",
         ],
     )  # fmt: skip

@@ -19,10 +19,12 @@ The rules, in the order :func:`plan` applies them:
    first), then a served model whose expected wait with one more server, R / (S + 1) for R
    seconds of queued work and S servers, is still longer than a load (a worker that already holds
    the model pays none). One more server that first loads for L finishes the work sooner as soon
-   as R / S > L; asking for R / (S + 1) > L gives up a little of that gain on bursts and keeps
-   steady arrivals from moving workers on every short-lived backlog (``modelq bench cluster``,
-   Poisson arrivals on 4 workers: 4 loads in a minute with this rule, 27 with R / S > L). Two idle workers never both take a cold model: the plan gives
-   it one of them, and gives the other one only if the expected wait still exceeds a load.
+   as R / S > L, and that is the rule once no job of the model arrived for a load time (a burst
+   that is in: R is all there is). While jobs keep arriving it asks for R / (S + 1) > L, which
+   keeps steady arrivals from moving workers on every short-lived backlog (``modelq bench
+   cluster``, Poisson arrivals on 4 workers: 4 loads in a minute with this rule, 27 with
+   R / S > L). Two idle workers never both take a cold model: the plan gives it one of them, and
+   gives the other one only if the expected wait still exceeds a load.
 5. **Overdue models** nobody serves, once their oldest job has waited ``max_wait`` seconds, take
    a busy worker: one whose model has other servers, or else one that has served its model for
    at least ``k`` loads of the model it would load (``k = switch_factor``, the *measured* load
@@ -41,6 +43,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+
+
+def starvation_bound(models: int, load_seconds: float, job_seconds: float, *, switch_factor: float,
+                     max_wait: float) -> float:  # fmt: skip
+    """The longest a queued job waits to start on one worker (see the module docstring):
+    ``max_wait + (M - 1) x ((k + 1) x L + J) + L``."""
+    return max_wait + (models - 1) * ((switch_factor + 1) * load_seconds + job_seconds) + load_seconds
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,11 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     def expected_wait(queue: str, extra: int = 0) -> float:
         return waiting[queue].work / max(servers[queue] + extra, 1)
 
+    def closed(queue: str) -> bool:
+        """No job arrived for a load time: its queued work is all the work (a burst that is in)."""
+        last = waiting[queue].last_arrival
+        return last is None or (now - last).total_seconds() >= waiting[queue].load_seconds
+
     def age(queue: str) -> float:
         oldest = waiting[queue].oldest
         return (now - oldest).total_seconds() if oldest else 0.0
@@ -140,7 +154,8 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     while True:
         candidates = [(name, q) for name in sorted(peers) if free_slots(name)
                       for q in waiting if q not in busy[name] and peers[name].can_serve(q)]  # fmt: skip
-        needy = [(name, q) for name, q in candidates if servers[q] == 0 or expected_wait(q, 1) > cost(name, q)]
+        needy = [(name, q) for name, q in candidates
+                 if servers[q] == 0 or expected_wait(q, 0 if closed(q) else 1) > cost(name, q)]
         if not needy:
             break
         # Unserved models first, to a worker that holds one (no load), else oldest job first; then the
