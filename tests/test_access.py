@@ -96,6 +96,24 @@ def test_each_owner_sees_only_their_own_jobs_events_and_artifacts(api_url: str) 
         assert first.json()["id"] == again.json()["id"] != bobs.json()["id"]
 
 
+def test_each_owner_sees_only_their_own_counts_of_waiting_and_running_jobs(api_url: str, tmp_path: Path) -> None:
+    with _as(api_url, ALICE_KEY) as alice, _as(api_url, BOB_KEY) as bob:
+        # given jobs of bob's and then one of alice's on "cpu", which no worker here reads: a window of
+        # bob's on the broker, the rest held for their turn
+        jobs = [bob.post("/v1/jobs", json={"task": "tests.touch", "input": {"path": str(tmp_path / f"b{i}")}}).json()
+                for i in range(6)]  # fmt: skip
+        jobs.append(alice.post("/v1/jobs", json={"task": "tests.touch", "input": {"path": str(tmp_path / "a")}}).json())
+        try:
+            # then each owner sees their own counts, and nobody else's
+            assert alice.get("/v1/owners").json() == {
+                "owners": [{"owner": "alice", "queued": 1, "held": 1, "running": 0, "weight": 1.0}]}
+            assert bob.get("/v1/owners").json() == {
+                "owners": [{"owner": "bob", "queued": 6, "held": 2, "running": 0, "weight": 1.0}]}
+        finally:
+            for job in jobs:
+                (alice if job is jobs[-1] else bob).delete(f"/v1/jobs/{job['id']}")
+
+
 def test_the_key_is_read_from_x_api_key_and_the_ui_cookie(api_url: str) -> None:
     with _as(api_url, None, **{"X-API-Key": ALICE_KEY}) as by_header:
         assert by_header.get("/v1/jobs").status_code == 200

@@ -49,6 +49,13 @@ def http(api_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
+def test_an_interactive_job_is_recorded_with_the_top_priority(http: httpx.Client) -> None:
+    response = http.post("/v1/jobs", json={"task": "echo", "input": {"x": 1}, "priority": "interactive"})
+    assert response.status_code == 202 and response.json()["priority"] == 9
+    batch = http.post("/v1/jobs", json={"task": "echo", "input": {"x": 1}, "priority": "batch"})
+    assert batch.status_code == 202 and batch.json()["priority"] is None
+
+
 def test_submit_then_get_answers_202_then_200(http: httpx.Client) -> None:
     response = http.post("/v1/jobs", json={"task": "echo", "input": {"x": 1}})
     assert response.status_code == 202
@@ -73,7 +80,9 @@ def test_running_job_answers_202_with_progress(http: httpx.Client) -> None:
         ({"task": "nope", "input": {}}, 404, "unknown task 'nope'"),
         ({"task": "echo", "input": [1, 2]}, 422, "input: Input should be a valid dictionary"),
         ({"task": "sleep", "input": {"colour": "red"}}, 422, "unexpected keyword argument 'colour'"),
-        ({"task": "echo", "input": {}, "priority": 99}, 422, "priority: Input should be less than or equal to 9"),
+        ({"task": "echo", "input": {}, "priority": 99}, 422,
+         "priority: must be a number from 0 (lowest) to 9 (highest), 'interactive' or 'batch'; got 99"),
+        ({"task": "echo", "input": {}, "priority": "urgent"}, 422, "'interactive' or 'batch'; got 'urgent'"),
         ({"task": "echo", "inputs": {}}, 422, "inputs: Extra inputs are not permitted"),
         ({"input": {}}, 422, "task: Field required"),
     ],

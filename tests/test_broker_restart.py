@@ -48,11 +48,18 @@ def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp
                     for i in range(12)]  # fmt: skip
         os.kill(broker.pid(), signal.SIGKILL)
         wait_for(lambda: not broker.ping(), timeout=10, what="the broker to die")
-        # while it is down, a submission is refused clearly (not accepted, then lost), and leaves no record
+        # while it is down, a submission that would go to the broker at once (nothing waits on "cpu") is
+        # refused clearly (not accepted, then lost), and leaves no record
         recorded = sum(app.modelq.store.counts().values())
         with pytest.raises(BrokerUnavailable, match="could not publish"):
-            client.submit("echo", {"during": "outage"})
+            client.submit("tests.touch", {"path": str(tmp_path / "refused")})
         assert sum(app.modelq.store.counts().values()) == recorded
+        # and one that waits its turn behind the stream anyway (fair share holds it in the job store) is
+        # accepted: it goes to the broker once the broker is back
+        assert app.modelq.store.held_counts().get("default")
+        behind = client.submit("tests.slow_count", {"path": str(tmp_path / "behind"), "seconds": 0.1})
+        assert behind["status"] == "queued" and app.modelq.store.held_counts()["default"] >= 1
+        accepted.append(behind["id"])
         # when it comes back (from its append-only file), more jobs are accepted
         broker.ensure_running()
         accepted += [client.submit("tests.slow_count", {"path": str(tmp_path / f"k{i}"), "seconds": 0.1})["id"]

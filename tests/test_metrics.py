@@ -60,3 +60,20 @@ def test_metrics_count_jobs_time_them_and_show_queue_depths(http: httpx.Client, 
     assert value(waits, "modelq_job_queue_wait_seconds_count", task="echo") >= 3
     inf = value(waits, "modelq_job_queue_wait_seconds_bucket", task="echo", le="+Inf")
     assert inf == value(waits, "modelq_job_queue_wait_seconds_count", task="echo")
+
+
+def test_metrics_show_jobs_per_owner_and_the_jobs_held_for_their_turn(http: httpx.Client, backend: Backend,
+                                                                     tmp_path) -> None:  # noqa: ANN001  # fmt: skip
+    from modelq.ops import purge_queue
+
+    # given jobs on "cpu", which no worker here reads: a window of them on the broker, the rest held
+    window = backend.settings.dispatch_window
+    for i in range(window + 2):
+        backend.client.submit("tests.touch", {"path": str(tmp_path / f"t{i}")})
+    try:
+        families = scrape(http)
+        assert value(families["modelq_held_jobs"], "modelq_held_jobs", queue="cpu") == 2
+        assert value(families["modelq_owner_jobs"], "modelq_owner_jobs", owner="", status="queued") >= window + 2
+    finally:
+        purge_queue(backend.app, "cpu")
+    assert value(scrape(http)["modelq_held_jobs"], "modelq_held_jobs", queue="cpu") == 0

@@ -23,6 +23,7 @@ from conftest import (REDIS_URL, _fresh_rabbitmq_vhost, _flush_redis, child_env,
 
 BROKER_DB, RESULT_DB = 10, 11
 JOBS = 30
+WINDOW = 1000
 
 
 @pytest.fixture(params=["embedded", "redis", "rabbitmq"])
@@ -32,7 +33,12 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
     from modelq.config import load_settings
 
     name, home = request.param, tmp_path / "home"
-    env = {"MODELQ_HOME": str(home), "MODELQ_RECONCILE_GRACE": "2", "MODELQ_RECONCILE_INTERVAL": "0.5"}
+    # Every message on the broker at once (no fair-share window) unless a test says otherwise: most
+    # tests here count what the broker lost.
+    marker = request.node.get_closest_marker("dispatch_window")
+    window = marker.args[0] if marker else WINDOW
+    env = {"MODELQ_HOME": str(home), "MODELQ_RECONCILE_GRACE": "2", "MODELQ_RECONCILE_INTERVAL": "0.5",
+           "MODELQ_DISPATCH_WINDOW": str(window)}
     if name == "redis":
         _flush_redis(BROKER_DB)
         env["MODELQ_BROKER_URL"] = f"{REDIS_URL}/{BROKER_DB}"
@@ -42,7 +48,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
         env["MODELQ_RESULT_BACKEND"] = f"{REDIS_URL}/{RESULT_DB}"
     settings = load_settings(home=home, broker_url=env.get("MODELQ_BROKER_URL"), imports=["modelq_test_tasks"],
                              result_backend=env.get("MODELQ_RESULT_BACKEND"), reconcile_grace=2,
-                             reconcile_interval=0.5)  # fmt: skip
+                             reconcile_interval=0.5, dispatch_window=window)  # fmt: skip
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the workers start
     # a threads pool: a prefork parent over a SQLite store does not reconcile (see modelq.worker)
@@ -102,6 +108,29 @@ def test_queued_jobs_survive_a_broker_that_lost_them_and_each_runs_once(cluster:
     assert [job["status"] for job in done] == ["succeeded"] * JOBS
     assert [job["result"] for job in done] == [{"n": n} for n in range(JOBS)]
     assert {job["attempts"] for job in done} == {1} and {job["republished"] for job in done} == {1}
+
+
+@pytest.mark.dispatch_window(4)
+def test_held_jobs_and_the_released_ones_a_broker_lost_all_run_once(cluster: dict[str, Any]) -> None:
+    """Fair share holds most of a burst in the job store: a broker that loses the few it has loses nothing."""
+    from modelq.client import Client
+
+    app = cluster["app"]
+    client = Client.in_process(app=app)
+    ids = [client.submit("echo", {"n": n})["id"] for n in range(JOBS)]
+    assert app.modelq.store.held_counts() == {"default": JOBS - 4}
+    wait_for(lambda: _depth(app) == 4, timeout=30, what="the released messages to be queued")
+    _lose_everything(cluster)
+    assert _depth(app) == 0
+    # the reconciler republishes the lost ones; the held ones wait their turn
+    wait_for(lambda: _depth(app) == 4, timeout=60, what=f"the lost jobs to be published again ({_depth(app)} now)")
+    assert app.modelq.store.held_counts() == {"default": JOBS - 4}
+    cluster["workers"].append(start_worker(cluster["env"], "default", f"serve-{cluster['name']}@%h"))
+    done = [client.wait(job_id, timeout=90) for job_id in ids]
+    assert [job["result"] for job in done] == [{"n": n} for n in range(JOBS)]
+    assert {job["attempts"] for job in done} == {1}
+    assert sorted(job["republished"] for job in done) == [0] * (JOBS - 4) + [1] * 4
+    assert app.modelq.store.held_counts() == {}
 
 
 def test_a_message_taken_off_its_queue_is_published_again(cluster: dict[str, Any]) -> None:

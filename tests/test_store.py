@@ -156,9 +156,13 @@ def test_a_database_whose_llm_buckets_table_came_before_its_migration_upgrades(s
         conn.execute(text("DROP TABLE modelq_queue_reports"))
         conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN republished"))
         conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN heartbeat_at"))  # revision 0007's
+        conn.execute(text("DROP INDEX ix_modelq_jobs_dispatch"))  # revision 0008's
+        conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN released_at"))
+        conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN fair_tag"))
+        conn.execute(text("DROP TABLE modelq_dispatch_locks"))
     # when it is migrated, revision 0004 keeps the table, and the buckets work
     store.migrate()
     with store.transaction() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0008"
     limits = Limits(request_rate=1.0, request_capacity=1.0, token_rate=0.0, token_capacity=0.0)
     assert DatabaseBuckets(store.engine).take("upgrade-test", limits, 1.0, 0.0) == 0.0

@@ -319,6 +319,7 @@ def test_jobs_page_submits_follows_filters_and_cancels(page) -> None:  # noqa: A
     row = page.locator(f'#job-rows tr[data-id="{long}"]')
     expect(row).to_contain_text("running", timeout=60_000)
     expect(row.locator(".progress-label")).to_contain_text("/30")
+    expect(page.locator("#owner-counts")).to_contain_text("1 running")  # jobs waiting and running, per owner
     screenshot(page, "jobs")
     row.get_by_role("button", name="Cancel").click()
     expect(row).to_contain_text("cancelled", timeout=30_000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
 
@@ -23,6 +24,7 @@ from modelq import tasks as sdk
 from modelq.broker import broker_url, is_redis_url, result_backend_url
 from modelq.config import Settings
 from modelq.errors import JobCancelled
+from modelq.jobs import dispatch
 from modelq.jobs.artifacts import LocalArtifactStore
 from modelq.jobs.records import utcnow
 from modelq.jobs.store import JobStore
@@ -107,6 +109,7 @@ class JobTask(Task):
                 self._defer(job_id, kwargs, queue, generation, quiet.total_seconds())
             log.info("job %s was cancelled, finished or started by another message; skipping", job_id)
             raise Ignore()
+        dispatch.release_quietly(self.app, queue)  # it left the broker's window: the next held job may go
         deliveries = attempt - (request.retries or 0)  # a retry is a new message; a crash redelivers the same one
         if deliveries > runtime.settings.max_deliveries:
             self._dead_letter(job_id, kwargs, deliveries)
@@ -122,15 +125,17 @@ class JobTask(Task):
             # what a Celery client receives, and an unserialisable result fails here.
             result = json_loads(json_dumps(result))
         except Retry as exc:
-            store.mark_retrying(job_id, str(exc.exc or exc))
+            store.mark_retrying(job_id, str(exc.exc or exc), due=_due(exc.when))
             raise
         except (Ignore, Reject):
             raise
         except JobCancelled:
             log.info("job %s stopped: cancelled while running", job_id)
+            self._ended(queue)
             raise Ignore() from None
         except Exception as exc:
             store.mark_failed(job_id, f"{type(exc).__name__}: {exc}")
+            self._ended(queue)
             raise
         finally:
             heartbeats.release(job_id)
@@ -138,7 +143,13 @@ class JobTask(Task):
             for name in ctx.held:
                 runtime.residency.release(name)
         store.mark_succeeded(job_id, result)
+        self._ended(queue)
         return result
+
+    def _ended(self, queue: str) -> None:
+        """A job of ``queue`` ended: for a capped model one fewer runs, and the next held job may go."""
+        if dispatch.cap_of(self.app.modelq.settings, queue)[0] is not None:
+            dispatch.release_quietly(self.app, queue)
 
     def _defer(self, job_id: str, kwargs: dict, queue: str, generation: int, seconds: float) -> None:
         """A message came back while its job's run still beats (a broker outage outlived the lease, a
@@ -160,6 +171,15 @@ class JobTask(Task):
         log.error("job %s %s", job_id, reason)
         self.app.modelq.store.mark_failed(job_id, reason)
         publish_dead_letter(self.app, {"id": job_id, "task": self.name, "input": kwargs, "reason": reason})
+
+
+def _due(when: Any) -> datetime:
+    """When a retry's message is due: ``Retry.when`` is a countdown in seconds or an ETA."""
+    if isinstance(when, datetime):
+        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    if isinstance(when, (int, float)):
+        return utcnow() + timedelta(seconds=float(when))
+    return utcnow()
 
 
 def redis_priority(priority: int) -> int:

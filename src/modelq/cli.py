@@ -329,19 +329,23 @@ def _echo_json(value: Any) -> None:
 @cli.command()
 @click.argument("task")
 @click.option("-i", "--input", "raw_input", default=None, help="JSON object, or @file.json")
-@click.option("--priority", type=click.IntRange(0, 9), default=None)
+@click.option("--priority", default=None, metavar="0-9|interactive|batch",
+              help="0 (lowest) to 9 (highest), or 'interactive' (goes ahead of batch jobs) or 'batch'")
 @click.option("--idempotency-key", default=None)
 @click.option("--wait", is_flag=True, help="wait for the result, with a progress bar")
 @click.option("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
 @click.option("--url", default=None, help="submit through this API instead of directly to the broker")
 @pass_settings
 @handle_errors
-def submit(settings: Any, task: str, raw_input: str | None, priority: int | None, idempotency_key: str | None,
+def submit(settings: Any, task: str, raw_input: str | None, priority: str | None, idempotency_key: str | None,
            wait: bool, timeout: float | None, url: str | None) -> None:  # fmt: skip
     """Submit a job: modelq submit echo --input '{"x": 1}' --wait"""
+    from modelq.jobs.dispatch import priority_value
+
     data = _parse_input(raw_input)  # a typo fails here, before any broker is started
+    level = priority_value(priority)
     client = _client(settings, url)
-    job = client.submit(task, data, priority=priority, idempotency_key=idempotency_key)
+    job = client.submit(task, data, priority=level, idempotency_key=idempotency_key)
     if not wait:
         _echo_json({"id": job["id"], "status": job["status"], "queue": job["queue"]})
         return

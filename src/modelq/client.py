@@ -66,7 +66,7 @@ class Client:
         task: str,
         input: dict[str, Any] | None = None,
         *,
-        priority: int | None = None,
+        priority: int | str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Submit a job; returns its record at once (``id``, ``status``, ...)."""

@@ -69,6 +69,9 @@ class ModelConfig(BaseModel):
     #: Seconds an idle model stays loaded; -1 keeps it until evicted for room.
     keep_alive: float | None = None
     preload: bool = False
+    #: At most this many jobs of the model run (or wait on the broker) at once across the cluster
+    #: (a model a downstream server or a licence limits); None: no cap.
+    max_concurrency: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -147,6 +150,12 @@ class Settings(BaseSettings):
     #: in the environment). None: with no ``api_keys``, only localhost, 127.0.0.1 and [::1], so a web
     #: page cannot reach a keyless API through a DNS name rebound to loopback; with keys, any host.
     allowed_hosts: Annotated[list[str] | None, NoDecode] = None
+    #: Fair share: an owner's weight (default 1); owners with jobs waiting in one queue are served in
+    #: proportion to their weights (see modelq.jobs.dispatch). JSON in the environment, e.g. {"alice": 3}.
+    owner_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    #: Fair share: jobs of one queue waiting on the broker at most; the next ones wait in the job store
+    #: for their turn (owners in proportion to their weights, interactive jobs first).
+    dispatch_window: int = Field(default=4, ge=1)
     #: With ``api_keys``: jobs one owner may have queued at once (then 429 with Retry-After). None: no limit.
     max_queued_per_owner: int | None = Field(default=None, ge=1)
     #: How deeply a job's input may nest lists and objects (deeper: 422 before anything is recorded).

@@ -8,6 +8,8 @@ the same job counts, and workers need no port of their own.
 * queue wait and run time histograms: the jobs finished since the previous
   scrape, read through an index on ``finished_at`` and added to histograms kept
   since this process started (Prometheus handles the reset on restart);
+* jobs queued and running per owner, and jobs held back for their turn per queue (fair share, see
+  :mod:`modelq.jobs.dispatch`);
 * queue depths: a passive declare per queue on the broker;
 * stranded jobs: what each worker's placement controller reports (jobs waiting beside an idle worker);
 * model loads, evictions, hits and resident bytes: what every worker process
@@ -92,6 +94,15 @@ class ModelqCollector(Collector):
         for task, count in sorted(per_task.items()):
             submitted.add_metric([task], count)
         yield from (submitted, finished, current)
+        owners = GaugeMetricFamily("modelq_owner_jobs", "Jobs queued or running now, by owner (API key owner; '' "
+                                   "without keys) and status: what fair share divides.", labels=["owner", "status"])
+        held = GaugeMetricFamily("modelq_held_jobs", "Queued jobs the job store holds back for their turn (fair "
+                                 "share: their messages are not on the broker yet), by queue.", labels=["queue"])
+        for owner, status, count in self.store.owner_status_counts():
+            owners.add_metric([owner, status], count)
+        for queue, count in sorted(self.store.held_counts().items()):
+            held.add_metric([queue], count)
+        yield from (owners, held)
 
     def _duration_families(self) -> Iterator[Metric]:
         until = datetime.now(timezone.utc) - SETTLE

@@ -48,6 +48,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from modelq.jobs import dispatch
 from modelq.models.affinity import MODEL_QUEUE_SEPARATOR
 from modelq.ops import readers_of
 
@@ -80,6 +81,10 @@ class Reconciler:
     def reconcile(self) -> dict[str, Any]:
         """One pass (the caller holds the lease). Returns what it found and did."""
         self._declared = set()  # declare each queue again on its first republish of the pass
+        try:  # held jobs whose release nobody made (their window emptied while a release failed)
+            dispatch.release_all(self.app)
+        except Exception:
+            log.warning("reconciler: releasing held jobs failed", exc_info=True)
         grace = timedelta(seconds=self.settings.reconcile_grace)
         waiting = self.store.backlog("")  # every queue with queued jobs: (count, oldest)
         started = datetime.now(timezone.utc)

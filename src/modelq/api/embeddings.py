@@ -19,6 +19,7 @@ from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JsonObject
 from modelq.errors import InvalidInput, JobFailed
+from modelq.jobs.dispatch import INTERACTIVE
 from modelq.workloads import embed as embedding
 from modelq.workloads import rerank as reranking
 
@@ -52,7 +53,7 @@ def run_job(request: Request, task: str, data: dict[str, Any]) -> dict[str, Any]
     """Submit a job and wait for its result; a failed job becomes the matching HTTP error."""
     service = request.app.state.jobs
     owner = owner_of(request)
-    job = service.submit(task, data, owner=owner or "")
+    job = service.submit(task, data, owner=owner or "", priority=INTERACTIVE)  # a client waits: ahead of batch jobs
     done = service.wait(job["id"], SYNC_TIMEOUT_SECONDS, owner)
     if done["status"] == "succeeded":
         return done["result"]

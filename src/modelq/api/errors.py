@@ -69,7 +69,8 @@ def install_error_handlers(api: FastAPI) -> None:
         problems = []
         for error in errors:
             loc = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-            problems.append(f"{loc or 'body'}: {error.get('msg', 'invalid')}")
+            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")  # our validators' own words
+            problems.append(f"{loc or 'body'}: {message}")
         first = errors[0] if errors else {}
         field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         # `detail` carries pydantic's own errors; their `input` may be raw bytes (a body that is not

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -31,6 +32,7 @@ from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import Progress
 from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout
+from modelq.jobs.dispatch import INTERACTIVE
 from modelq.jobs.records import JobStatus
 from modelq.models import sources
 from modelq.models.registry import ModelRegistry
@@ -137,13 +139,15 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     return int(match.group(1)), int(match.group(2))
 
 
-def submit(request: Request, data: dict[str, Any], names: dict[str, str] | None = None) -> dict[str, Any]:
-    """Check a request against the API's settings (caps, names, the model) and queue its job."""
+def submit(request: Request, data: dict[str, Any], names: dict[str, str] | None = None, *,
+           interactive: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Check a request against the API's settings (caps, names, the model) and queue its job
+    (``interactive``: a client waits on it, so it goes ahead of batch jobs)."""
     service = request.app.state.jobs
     checked = check_params(data, service.settings, names)
     check_model(service.settings, checked["model"])
     job_input = {key: value for key, value in checked.items() if value is not None}
-    return service.submit(TASK, job_input, owner=owner_of(request) or "")
+    return service.submit(TASK, job_input, owner=owner_of(request) or "", priority=INTERACTIVE if interactive else None)
 
 
 def _raise_for(request: Request, job: dict[str, Any], model_field: str = "model") -> None:
@@ -197,7 +201,7 @@ async def create_images(body: ImageGenerationRequest, request: Request) -> dict[
     """OpenAI-compatible image generation: waits for the job; `url`s point at its artifacts on this API."""
     width, height = parse_size(body.size)
     data = {**body.model_dump(exclude={"size", "response_format", "output_format"}), "width": width, "height": height}
-    job = await run_in_threadpool(submit, request, data, SIZE_FIELDS)
+    job = await run_in_threadpool(partial(submit, interactive=True), request, data, SIZE_FIELDS)
     done = await run_in_threadpool(wait_images, request, job["id"])
     return await openai_images(request, done, body.response_format)
 
@@ -225,7 +229,7 @@ async def openai_images(request: Request, done: dict[str, Any], response_format:
 @router.post("/generate", response_class=FileResponse, responses={200: PNG, **WAIT_ERRORS})
 async def generate(body: GenRequest, request: Request) -> FileResponse:
     """Generate and wait: answers the first image as `image/png` (the job id in `X-Job-Id`)."""
-    job = await run_in_threadpool(submit, request, _gen_input(body), _GEN_FIELDS)
+    job = await run_in_threadpool(partial(submit, interactive=True), request, _gen_input(body), _GEN_FIELDS)
     done = await run_in_threadpool(wait_images, request, job["id"], _GEN_FIELDS["model"])
     image, path = (await run_in_threadpool(_images, request, done))[0]
     return _png(path, done, image)

@@ -1,4 +1,4 @@
-"""The generic job endpoints: /v1/jobs, events, artifacts, and /v1/tasks."""
+"""The generic job endpoints: /v1/jobs, events, artifacts, /v1/owners and /v1/tasks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
-from modelq.api.schemas import JobList, JobOut, JobRequest, TaskOut, event_stream
+from modelq.api.schemas import JobList, JobOut, JobRequest, OwnerList, OwnerOut, TaskOut, event_stream
 from modelq.errors import JobTimeout
+from modelq.jobs.dispatch import weight_of
 from modelq.jobs.records import JobStatus
 from modelq.jobs.service import JobService
 
@@ -66,6 +67,16 @@ async def list_jobs(
         _service(request).list, owner=owner_of(request), status=status, task=task, queue=queue, limit=limit, offset=offset
     )
     return JobList(jobs=[JobOut(**job) for job in page.jobs], total=page.total, limit=limit, offset=offset)
+
+
+@router.get("/v1/owners", response_model=OwnerList)
+async def list_owners(request: Request) -> OwnerList:
+    """Queued (and held for their turn) and running jobs per owner, with each owner's fair-share weight;
+    with API keys, the caller's own only."""
+    service, owner = _service(request), owner_of(request)
+    counts = await run_in_threadpool(service.store.owner_counts, owner)
+    return OwnerList(owners=[OwnerOut(owner=name, weight=weight_of(service.settings, name), **row)
+                             for name, row in sorted(counts.items())])  # fmt: skip
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobOut,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 
 def _plain_json(value: Any, where: str = "") -> Any:
@@ -43,10 +43,23 @@ class JobRequest(BaseModel):
 
     task: str = Field(min_length=1, max_length=200, description="registered task name, e.g. 'echo'")
     input: JsonObject = Field(default_factory=dict, description="keyword arguments of the task")
-    priority: int | None = Field(default=None, ge=0, le=9, description="0 (lowest) to 9 (highest)")
+    priority: int | Literal["interactive", "batch"] | None = Field(
+        default=None, description="0 (lowest) to 9 (highest); 'interactive' (9: a client waits on it, it goes ahead "
+                                  "of batch jobs) or 'batch' (none, the default)")
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=200, description="a resubmission with the same key returns the same job"
     )
+
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: Any) -> Any:
+        words = ("interactive", "batch")
+        if value is None or (isinstance(value, str) and value in words):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
+            return value
+        raise ValueError(f"must be a number from 0 (lowest) to 9 (highest), 'interactive' or 'batch'; got {value!r}")
 
 
 class Progress(BaseModel):
@@ -83,6 +96,18 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class OwnerOut(BaseModel):
+    owner: str = Field(description="the owner of the API keys that submitted them ('' without keys)")
+    queued: int = Field(description="jobs waiting to start")
+    held: int = Field(description="of those, jobs the job store holds back for their turn (fair share)")
+    running: int
+    weight: float = Field(description="the owner's fair-share weight (owner_weights, default 1)")
+
+
+class OwnerList(BaseModel):
+    owners: list[OwnerOut]
 
 
 class TaskOut(BaseModel):

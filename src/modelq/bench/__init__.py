@@ -47,6 +47,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("timetable", "modelq.bench.timetable", "P6", "timetable islands on 2 workers vs 1 at equal evaluations, best scores per mode"),
         Scenario("itc", "modelq.bench.itc", "T1", "ITC-2007 comp01-comp07 at a fixed time budget on 1 and 2 workers, beside the winner"),
         Scenario("cluster", "modelq.bench.cluster", "C1", "bursts and Poisson arrivals over 3 models on 1, 2, 4 workers vs a static placement"),
+        Scenario("fairness", "modelq.bench.fairness", "F1", "owner B's 10 jobs behind owner A's 500, interactive behind a batch, vs first in first out"),
         Scenario("chaos", "modelq.bench.chaos", "R1", "jobs submitted while workers and the broker are killed: lost and run twice at once"),
     )
 }

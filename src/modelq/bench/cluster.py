@@ -62,7 +62,8 @@ from typing import Any
 
 from modelq.bench import BenchError
 from modelq.bench.report import Panel, Report, fmt, verdict
-from modelq.bench.support import Child, child_env, hermetic_settings, percentile, release_results, wait_until
+from modelq.bench.support import (Child, child_env, hermetic_settings, percentile, release_results, wait_for_pings,
+                                  wait_until)
 from modelq.models.placement import starvation_bound
 
 TASK = "bench.cluster_job"
@@ -276,16 +277,8 @@ def start_workers(stack: ExitStack, bench: Bench, hostnames: list[str], pinned: 
     stack.callback(forget, bench, hostnames)
     stack.callback(stop_all, children)  # runs first: every worker shuts down at the same time
 
-    pending = set(hostnames)
-
-    def answered() -> bool:
-        for reply in bench.app.control.ping(destination=sorted(pending), timeout=0.5) or []:
-            pending.difference_update(reply)
-        return not pending
-
     say(f"  waiting for {len(hostnames)} worker(s) to answer a ping")
-    wait_until(answered, timeout=WORKER_START_TIMEOUT, what="the workers to answer a ping",
-               interval=0.05, check=lambda: all_alive(children))  # fmt: skip
+    wait_for_pings(bench.app, hostnames, timeout=WORKER_START_TIMEOUT, check=lambda: all_alive(children))
     return children
 
 

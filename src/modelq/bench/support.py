@@ -86,6 +86,18 @@ def wait_until(
         time.sleep(interval)
 
 
+def wait_for_pings(app: Any, hostnames: list[str], *, timeout: float, check: Callable[[], None] | None = None) -> None:
+    """Wait until every worker named answers a ping (``check`` raises to stop early, e.g. one exited)."""
+    pending = set(hostnames)
+
+    def answered() -> bool:
+        for reply in app.control.ping(destination=sorted(pending), timeout=0.5) or []:
+            pending.difference_update(reply)
+        return not pending
+
+    wait_until(answered, timeout=timeout, what="the workers to answer a ping", interval=0.05, check=check)
+
+
 def interleaved(
     calls: dict[str, Callable[[int], Any]], n: int, check: Callable[[str, int, Any], None] | None = None
 ) -> dict[str, list[float]]:

@@ -40,6 +40,7 @@ class Job(Base):
         Index("ix_modelq_jobs_status_queue_created", "status", "queue", "created_at"),
         Index("ix_modelq_jobs_owner_created", "owner", "created_at"),
         Index("ix_modelq_jobs_finished", "finished_at"),
+        Index("ix_modelq_jobs_dispatch", "status", "queue", "released_at", "fair_tag"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -66,6 +67,11 @@ class Job(Base):
     republished: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: When the process running the job last said it still runs it (see modelq.lease.RunHeartbeat).
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: When its message went to the broker; None while the store holds it back for its turn (fair
+    #: share, see modelq.jobs.dispatch).
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Its place among its queue's held jobs (start-time fair queuing over owners; lower goes first).
+    fair_tag: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 
@@ -140,6 +146,15 @@ class ModelConsumer(Base):
     #: Jobs that wait in this queue while this worker, which could serve them, sits idle.
     stranded: Mapped[int] = mapped_column(Integer, default=0)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DispatchLock(Base):
+    """One row per queue (or per capped model) whose held jobs were released: a release locks its row,
+    so two processes never release past a window or a cap at once (see modelq.jobs.dispatch)."""
+
+    __tablename__ = "modelq_dispatch_locks"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
 
 
 class Lease(Base):

@@ -19,6 +19,7 @@ from modelq.broker import is_redis_url
 from modelq.celery_app import MAX_PRIORITY, REDELIVERED_HEADER, REPUBLISHED_HEADER, redis_priority
 from modelq.errors import (BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, OwnerQueueFull, QueueFull,
                            TaskNotFound)
+from modelq.jobs import dispatch
 from modelq.jobs.records import JobStatus
 from modelq.models.affinity import model_queue
 from modelq.tasks import TaskSpec, registered_tasks
@@ -66,7 +67,7 @@ class JobService:
         task: str,
         input: Any = None,
         *,
-        priority: int | None = None,
+        priority: int | str | None = None,
         idempotency_key: str | None = None,
         owner: str = "",
     ) -> dict[str, Any]:
@@ -83,6 +84,7 @@ class JobService:
         """
         spec = self.task_spec(task)
         kwargs = spec.check_input({} if input is None else input, self.settings)
+        priority = dispatch.priority_value(priority)
         if priority is not None and not 0 <= priority <= MAX_PRIORITY:
             raise InvalidInput(f"priority must be between 0 and {MAX_PRIORITY}, got {priority}", field="priority")
         queue = self.settings.queue_for(spec.name, spec.queue)
@@ -92,15 +94,22 @@ class JobService:
         if model is not None:
             # A queue per model lets workers keep serving the model they hold (affinity).
             queue = model_queue(queue, model)
+        local = self.settings.fallback == "local" and not self.workers_available(self.settings.fallback_timeout)
+        cap, _ = dispatch.cap_of(self.settings, queue)
         job, created = self.store.create(
             id=str(uuid.uuid4()), task=spec.name, input=kwargs, queue=queue, priority=priority,
-            owner=owner, idempotency_key=idempotency_key,
+            owner=owner, idempotency_key=idempotency_key, window=None if local else self.settings.dispatch_window,
+            weight=dispatch.weight_of(self.settings, owner), hold=cap is not None,
         )  # fmt: skip
         if not created:
             return {**job, "created": False}
-        if self.settings.fallback == "local" and not self.workers_available(self.settings.fallback_timeout):
+        held = job.pop("held", False)
+        if local:
             self._run_locally(spec, job["id"], kwargs)
             return {**job, "created": True, "runner": "local"}
+        if held:  # its turn comes when the jobs ahead start (see modelq.jobs.dispatch); maybe now
+            dispatch.release_quietly(self.app, queue)
+            return {**job, "created": True}
         try:
             self._publish(spec, job["id"], kwargs, queue, priority)
         except Exception as exc:

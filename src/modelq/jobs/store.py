@@ -16,10 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, insert, or_, select, text, update
+from sqlalchemy import (Connection, Engine, bindparam, case, create_engine, event, func, insert, or_, select, text,
+                        update)
 from sqlalchemy.exc import IntegrityError
 
-from modelq.jobs.records import Job, JobStatus, record_dict, utcnow
+from modelq.jobs.records import DispatchLock, Job, JobStatus, record_dict, utcnow
 
 #: The table, for Core statements: the hot paths (submit, start, finish, poll)
 #: skip the ORM's unit of work, which costs more than the SQL itself here.
@@ -66,6 +67,39 @@ _SET_PROGRESS = (
     .values(progress=bindparam("fraction"), progress_message=bindparam("message"))
 )
 _STATUS = select(jobs.c.status).where(_by_id)
+_held = jobs.c.released_at.is_(None)
+_released = jobs.c.released_at.is_not(None)
+#: The order held jobs are released in: interactive (higher priority) first, then by fair tag.
+_TURN = (func.coalesce(jobs.c.priority, 0).desc(), jobs.c.fair_tag, jobs.c.created_at)
+
+
+_QUEUED_IN = (jobs.c.status == JobStatus.QUEUED.value) & (jobs.c.queue == bindparam("in_queue"))
+#: A queue's released jobs whose messages are due, and whether any job of it is held.
+_WINDOW = select(
+    func.sum(case((_released & (jobs.c.released_at <= bindparam("now")), 1), else_=0)),
+    func.max(case((_held, 1), else_=0)),
+).where(_QUEUED_IN)
+
+
+_LAST_TAG = select(func.max(jobs.c.fair_tag)).where(_QUEUED_IN, _held, jobs.c.owner == bindparam("owner"))
+_HEAD_TAG = select(func.min(jobs.c.fair_tag)).where(_QUEUED_IN, _held)
+_locks = DispatchLock.__table__
+_LOCK = update(_locks).where(_locks.c.key == bindparam("lock_key")).values(key=bindparam("lock_key"))
+#: Jobs of a model (its queues match ``pattern``) running, or released with their messages due.
+_MODEL_BUSY = select(func.count()).where(jobs.c.queue.like(bindparam("pattern")), or_(
+    jobs.c.status == JobStatus.RUNNING.value,
+    (jobs.c.status == JobStatus.QUEUED.value) & _released & (jobs.c.released_at <= bindparam("now")),
+))  # fmt: skip
+_NEXT_HELD = select(jobs.c.id).where(_QUEUED_IN, _held).order_by(*_TURN).limit(bindparam("room"))
+_MARK_RELEASED = (update(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=True)), _QUEUED_IN, _held)
+                  .values(released_at=bindparam("now")))  # fmt: skip
+_RELEASED = (select(jobs.c.id, jobs.c.task, jobs.c.input, jobs.c.queue, jobs.c.priority, jobs.c.republished)
+             .where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.released_at == bindparam("now"))
+             .order_by(*_TURN))  # fmt: skip
+
+
+def _queued_in(queue: str) -> Any:
+    return (jobs.c.status == JobStatus.QUEUED.value) & (jobs.c.queue == queue)
 _OWNER = select(jobs.c.owner).where(_by_id)
 
 
@@ -175,11 +209,20 @@ class JobStore:
 
     # Writes -----------------------------------------------------------------------------
 
-    def create(self, **fields: Any) -> tuple[dict[str, Any], bool]:
+    def create(self, *, window: int | None = None, weight: float = 1.0, hold: bool = False,
+               **fields: Any) -> tuple[dict[str, Any], bool]:  # fmt: skip
         """Insert a job; with an idempotency key already used by this owner, return that job.
 
+        Args:
+            window: with a number, the job is *held* (recorded, its message not sent: see
+                :mod:`modelq.jobs.dispatch`) when its queue already has ``window`` released jobs
+                waiting or any held one; None releases it at once.
+            weight: its owner's share weight, which spaces its held jobs' fair tags.
+            hold: hold it whatever the window (a capped model: only a release counts the cap).
+
         Returns:
-            (job, created): created is False when an existing job was returned.
+            (job, created): created is False when an existing job was returned; ``job["held"]``
+            says whether its message waits for a release.
         """
         key = fields.get("idempotency_key")
         owner = fields.get("owner", "")
@@ -187,14 +230,18 @@ class JobStore:
             existing = self.find_idempotent(owner, key)
             if existing is not None:
                 return existing, False
+        now = utcnow()
         row = {
-            "status": JobStatus.QUEUED.value, "created_at": utcnow(), "artifacts": [], "progress": 0.0,
+            "status": JobStatus.QUEUED.value, "created_at": now, "artifacts": [], "progress": 0.0,
             "progress_message": None, "priority": None, "worker": None, "runner": "worker", "attempts": 0,
             "started_at": None, "finished_at": None, "error": None, "result": None, "owner": "",
-            "idempotency_key": None, **fields,
+            "idempotency_key": None, "released_at": now, "fair_tag": None, **fields,
         }  # fmt: skip
         try:
             with self.transaction() as conn:
+                if window is not None and (hold or self._must_hold(conn, row["queue"], window)):
+                    row["released_at"] = None
+                    row["fair_tag"] = self._fair_tag(conn, row["queue"], owner, weight)
                 conn.execute(_INSERT, row)
         except IntegrityError:
             # Two submissions with one key raced; the other one won.
@@ -202,7 +249,85 @@ class JobStore:
             if existing is None:
                 raise
             return existing, False
-        return record_dict(row), True
+        return {**record_dict(row), "held": row["released_at"] is None}, True
+
+    # Fair dispatch (see modelq.jobs.dispatch) -------------------------------------------
+
+    @staticmethod
+    def _must_hold(conn: Connection, queue: str, window: int) -> bool:
+        """Whether a new job of ``queue`` waits its turn: the broker already has ``window`` of its jobs
+        waiting, or some job of it is held (a newcomer never passes those)."""
+        waiting, held = conn.execute(_WINDOW, {"in_queue": queue, "now": utcnow()}).one()
+        return bool(held) or (waiting or 0) >= window
+
+    @staticmethod
+    def _fair_tag(conn: Connection, queue: str, owner: str, weight: float) -> float:
+        """Start-time fair queuing over owners: a held job's tag is its owner's last held tag plus
+        1 / weight; an owner with none held starts at the tag of the job next in line (and goes right
+        after it), or at 0."""
+        last = conn.execute(_LAST_TAG, {"in_queue": queue, "owner": owner}).scalar_one()
+        if last is not None:
+            return last + 1.0 / weight
+        return conn.execute(_HEAD_TAG, {"in_queue": queue}).scalar_one() or 0.0
+
+    def release(self, queue: str, *, window: int, cap: int | None = None, cap_model: str | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Release the next held jobs of ``queue`` (interactive first, then by fair tag) while the broker
+        has fewer than ``window`` of its jobs waiting, and, with a ``cap``, fewer than ``cap`` jobs of
+        model ``cap_model`` are waiting there or running (in any queue). The caller publishes them.
+
+        One release at a time per queue (per capped model): each takes its row of the dispatch locks
+        first, so neither a window nor a cap is passed by two processes at once.
+
+        Returns:
+            What publishing each takes: id, task, input, queue, priority, republished.
+        """
+        key = f"model:{cap_model}" if cap is not None and cap_model else queue
+        with self.transaction() as conn:
+            self._lock(conn, key)
+            now = utcnow()
+            waiting, _ = conn.execute(_WINDOW, {"in_queue": queue, "now": now}).one()
+            room = window - (waiting or 0)
+            if cap is not None and cap_model:
+                busy = conn.execute(_MODEL_BUSY, {"pattern": f"%.model.{cap_model}", "now": now}).scalar_one()
+                room = min(room, cap - busy)
+            if limit is not None:
+                room = min(room, limit)
+            if room <= 0:
+                return []
+            ids = conn.execute(_NEXT_HELD, {"in_queue": queue, "room": room}).scalars().all()
+            if not ids:
+                return []
+            conn.execute(_MARK_RELEASED, {"in_queue": queue, "ids": ids, "now": now})
+            rows = conn.execute(_RELEASED, {"ids": ids, "now": now}).mappings().all()
+        return [dict(row) for row in rows]
+
+    @staticmethod
+    def _lock(conn: Connection, key: str) -> None:
+        """Take ``key``'s row of the dispatch locks (created on first use) until the transaction ends."""
+        if not conn.execute(_LOCK, {"lock_key": key}).rowcount:
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as upsert
+            else:
+                from sqlalchemy.dialects.sqlite import insert as upsert
+            conn.execute(upsert(_locks).values(key=key).on_conflict_do_nothing())
+            conn.execute(_LOCK, {"lock_key": key})
+
+    def hold_again(self, job_id: str) -> None:
+        """Put a released job back among the held ones (its message could not be sent)."""
+        with self.transaction() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+                         .values(released_at=None))  # fmt: skip
+
+    def held_queues(self) -> list[str]:
+        """Queues with held jobs."""
+        return sorted(self.held_counts())
+
+    def window_state(self, queue: str) -> tuple[int, bool]:
+        """(released jobs of ``queue`` whose messages are due, whether any of its jobs is held)."""
+        with self.engine.connect() as conn:
+            waiting, held = conn.execute(_WINDOW, {"in_queue": queue, "now": utcnow()}).one()
+        return int(waiting or 0), bool(held)
 
     def mark_running(
         self, job_id: str, *, worker: str | None, task: str, queue: str, input: Any, runner: str = "worker",
@@ -270,12 +395,14 @@ class JobStore:
     def mark_failed(self, job_id: str, error: str) -> bool:
         return self._finish_with_error(job_id, JobStatus.FAILED, error)
 
-    def mark_retrying(self, job_id: str, error: str) -> bool:
+    def mark_retrying(self, job_id: str, error: str, due: datetime | None = None) -> bool:
+        """Queue a job again for a retry whose message is due at ``due`` (now by default): until then
+        it takes no room in its queue's window (see modelq.jobs.dispatch)."""
         with self.transaction() as conn:
             result = conn.execute(
                 update(jobs)
                 .where(_by_id, _unfinished)
-                .values(status=JobStatus.QUEUED.value, error=f"retrying after: {error}"),
+                .values(status=JobStatus.QUEUED.value, error=f"retrying after: {error}", released_at=due or utcnow()),
                 {"job_id": job_id},
             )
             return bool(result.rowcount)
@@ -357,21 +484,30 @@ class JobStore:
             ).mappings().all()
         positions: dict[str, int] = {}
         ahead: dict[str, int] = {}
-        for row in active:  # oldest first: a queued job's position counts the queued jobs before it in its queue
-            if row["status"] == JobStatus.QUEUED.value:
-                ahead[row["queue"]] = ahead.get(row["queue"], 0) + 1
-                positions[row["id"]] = ahead[row["queue"]]
+        # A queued job's position counts the queued jobs before it in its queue: those on the broker
+        # (oldest first), then the held ones in the order they are released.
+        for row in sorted((r for r in active if r["status"] == JobStatus.QUEUED.value), key=_turn_key):
+            ahead[row["queue"]] = ahead.get(row["queue"], 0) + 1
+            positions[row["id"]] = ahead[row["queue"]]
         return [{**row, "queue_position": positions.get(row["id"])}
                 for row in [*active, *recent] if owner is None or row["owner"] == owner]  # fmt: skip
 
     @staticmethod
     def _queue_position(conn: Connection, row: Any) -> int:
-        ahead = conn.execute(
-            select(func.count())
-            .select_from(jobs)
-            .where(jobs.c.queue == row["queue"], jobs.c.status == JobStatus.QUEUED.value, jobs.c.created_at < row["created_at"])
-        ).scalar_one()
-        return int(ahead) + 1
+        """1 + the queued jobs of its queue before it: on the broker, those released before it; held,
+        those released before it (every released one, and the held ones whose turn comes first)."""
+        queued = _queued_in(row["queue"])
+        if row["released_at"] is not None:
+            before = queued & _released & (jobs.c.released_at < row["released_at"])
+        else:
+            priority, tag = row["priority"] or 0, row["fair_tag"] or 0.0
+            earlier = or_(
+                func.coalesce(jobs.c.priority, 0) > priority,
+                (func.coalesce(jobs.c.priority, 0) == priority) & or_(
+                    jobs.c.fair_tag < tag, (jobs.c.fair_tag == tag) & (jobs.c.created_at < row["created_at"])),
+            )  # fmt: skip
+            before = queued & or_(_released, _held & earlier)
+        return int(conn.execute(select(func.count()).select_from(jobs).where(before)).scalar_one()) + 1
 
     def list(
         self,
@@ -412,6 +548,35 @@ class JobStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
         return {status: int(count) for status, count in rows}
+
+    def owner_counts(self, owner: str | None = None) -> dict[str, dict[str, int]]:
+        """Per owner (or only ``owner``): jobs queued, of those held for their turn, and running."""
+        query = select(jobs.c.owner, jobs.c.status, _held, func.count()).where(_unfinished)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.group_by(jobs.c.owner, jobs.c.status, _held)).all()
+        counts: dict[str, dict[str, int]] = {}
+        for name, status, held, count in rows:
+            row = counts.setdefault(name, {"queued": 0, "held": 0, "running": 0})
+            row[status] += int(count)
+            if held and status == JobStatus.QUEUED.value:
+                row["held"] += int(count)
+        return counts
+
+    def owner_status_counts(self) -> list[tuple[str, str, int]]:
+        """(owner, status, jobs) for the queued and running jobs."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.owner, jobs.c.status, func.count()).where(_unfinished)
+                                .group_by(jobs.c.owner, jobs.c.status)).all()  # fmt: skip
+        return [(owner, status, int(count)) for owner, status, count in rows]
+
+    def held_counts(self) -> dict[str, int]:
+        """Held jobs per queue (queued, their messages not sent yet)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.queue, func.count()).where(jobs.c.status == JobStatus.QUEUED.value, _held)
+                                .group_by(jobs.c.queue)).all()  # fmt: skip
+        return {queue: int(count) for queue, count in rows}
 
     def task_status_counts(self) -> list[tuple[str, str, int]]:
         """(task, status, jobs) for every pair present: what /metrics counts."""
@@ -532,13 +697,14 @@ class JobStore:
             conn.execute(table.delete().where(table.c.name == name, table.c.holder == holder))
 
     def queued_until(self, until: datetime, *, limit: int) -> list[dict[str, Any]]:
-        """Jobs queued that were created up to ``until``, oldest first (id, queue, created_at, republished):
-        what the reconciler counts against the broker."""
-        columns = (jobs.c.id, jobs.c.queue, jobs.c.created_at, jobs.c.republished)
+        """Jobs queued whose message was sent up to ``until``, oldest first (id, queue, republished, and
+        ``created_at``: when the message was sent): what the reconciler counts against the broker. Held
+        jobs (no message yet) are left out."""
+        columns = (jobs.c.id, jobs.c.queue, jobs.c.released_at.label("created_at"), jobs.c.republished)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(*columns).where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.created_at <= until)
-                .order_by(jobs.c.created_at).limit(limit)
+                select(*columns).where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.released_at <= until)
+                .order_by(jobs.c.released_at).limit(limit)
             ).mappings().all()  # fmt: skip
         return [{**row, "created_at": _aware(row["created_at"])} for row in rows]
 
@@ -623,6 +789,13 @@ class JobStore:
         table = ModelConsumer.__table__
         with self.transaction() as conn:
             conn.execute(table.delete().where(table.c.worker == worker))
+
+
+def _turn_key(row: Any) -> tuple:
+    """A queued job's place in its queue: released ones first (in the order they went), then held ones."""
+    if row["released_at"] is not None:
+        return (0, _aware(row["released_at"]).timestamp(), 0.0, 0.0)
+    return (1, -(row["priority"] or 0), row["fair_tag"] or 0.0, _aware(row["created_at"]).timestamp())
 
 
 def _aware(value: datetime) -> datetime:

@@ -1,5 +1,5 @@
 // Jobs: every job with its status, progress, queue position and duration, live from GET /v1/events;
-// filters, cancel, details, and a form to submit any task.
+// filters, cancel, details, a form to submit any task, and the jobs waiting and running per owner.
 
 import { api, FINISHED, onJobChange } from "../api.js";
 import { badge, fill, fmt, h, num, onSubmit, progress, status } from "../ui.js";
@@ -23,6 +23,7 @@ export function mount(root) {
   const statusFilter = h("select", { id: "filter-status" }, h("option", { value: "" }, "any status"), STATUSES.map((s) => h("option", { value: s }, s)));
   const taskFilter = h("select", { id: "filter-task" }, h("option", { value: "" }, "any task"));
   const counter = h("span", { class: "muted small", id: "job-count" });
+  const owners = h("div", { class: "small muted", id: "owner-counts", style: "margin-bottom:8px" });
   const rows = h("tbody", { id: "job-rows" });
   const more = h("button", { type: "button", id: "more", hidden: true, onclick: () => load(true) }, "Load more");
   const detail = h("div", { id: "job-detail" });
@@ -33,6 +34,7 @@ export function mount(root) {
     h("section", { class: "card" },
       h("div", { class: "row", style: "align-items:center; margin-bottom:10px" },
         h("div", { style: "flex:0 0 auto" }, h("h2", { style: "margin:0" }, "All jobs")), statusFilter, taskFilter, h("div", { class: "spacer" }, counter)),
+      owners,
       h("div", { class: "table-wrap" }, h("table", { id: "jobs-table" },
         h("thead", {}, h("tr", {}, ["job", "task", "status", "progress", "queue", "position", "worker", "created", "duration", ""].map((c) => h("th", {}, c)))),
         rows)),
@@ -86,6 +88,21 @@ export function mount(root) {
     counter.textContent = `${jobs.size} shown of ${total}`;
     more.hidden = jobs.size >= total;
   }
+
+  // Queued (held for their turn) and running jobs per owner: what fair share divides (your own, with keys).
+  let ownersDue = null;
+  async function showOwners() {
+    ownersDue = null;
+    try {
+      const { owners: rows } = await api("/v1/owners");
+      fill(owners, rows.length ? `Waiting and running, per owner: ${rows.map((o) =>
+        `${o.owner || "everyone"} ${o.queued} queued${o.held ? ` (${o.held} waiting their turn)` : ""}, ${o.running} running` +
+        (o.weight !== 1 ? `, weight ${o.weight}` : "")).join(" · ")}` : "Nothing queued or running.");
+    } catch (err) {
+      status.error(err);
+    }
+  }
+  const refreshOwners = () => { ownersDue ??= setTimeout(showOwners, 500); };
 
   let loading = 0; // only the answer to the latest request fills the table
 
@@ -146,14 +163,16 @@ export function mount(root) {
     }
   }).catch((err) => status.error(err));
   load().then(() => { if (selected) showDetail(selected); });
+  showOwners();
 
   const stop = onJobChange((job) => {
     if (jobs.has(job.id)) put(job);
     else if (matches(job)) add(job);
+    refreshOwners();
   });
   // Running jobs' durations tick.
   const timer = setInterval(() => {
     for (const { job, row } of jobs.values()) if (job.status === "running") row.querySelector(".duration").textContent = fmt.duration(job);
   }, 1000);
-  return () => { stop(); clearInterval(timer); };
+  return () => { stop(); clearInterval(timer); clearTimeout(ownersDue); };
 }

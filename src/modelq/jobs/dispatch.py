@@ -1,0 +1,113 @@
+"""Fair dispatch: a queue's jobs go to the broker a few at a time, in a fair order.
+
+A broker serves a queue first in, first out, so one owner's burst of 1,000 jobs would hold back
+everybody else's until it drains. So at most ``dispatch_window`` jobs of a queue wait on the broker
+at once; a job submitted beyond that (or while others are held) is *held*: recorded as queued in the
+job store, its message not yet sent. Each time a job of the queue starts (and, for a capped model,
+ends), the worker that runs it releases the next held jobs, in this order:
+
+1. **interactive first**: a higher ``priority`` goes first (the synchronous endpoints submit with
+   :data:`INTERACTIVE`); its message also carries the broker priority;
+2. **fair share over owners**: start-time fair queuing. A held job's tag is its owner's previous held
+   tag plus ``1 / weight`` (``owner_weights``, default 1); an owner with none held starts at the tag
+   of the job next in line. Lowest tag first (ties: oldest first): owners with jobs waiting are
+   served in proportion to their weights, a newcomer's first job goes right after the next one in
+   line, and an owner alone gets every turn.
+
+``models.<name>.max_concurrency`` caps the jobs of a model that wait on the broker or run, across
+the cluster: its jobs are always held and released only while fewer are out (the release takes a
+lock row in the store, so two workers never pass the cap together).
+
+Nothing central runs it: the submitter, each worker that starts or ends a job, and the reconciler
+(every pass, for any queue still holding jobs) release. A release whose publish fails puts the job
+back among the held ones; one lost after the record said released is found by the reconciler, like
+any lost message. Fairness never moves a worker to another model: it orders the jobs of one queue,
+and the model placement (modelq.models.placement) still decides which queues a worker reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from modelq.errors import InvalidInput
+from modelq.models.affinity import MODEL_QUEUE_SEPARATOR
+
+log = logging.getLogger(__name__)
+
+#: The priority of a job a client waits on (the synchronous endpoints; ``"priority": "interactive"``).
+INTERACTIVE = 9
+#: The words a request may give as its priority.
+PRIORITY_WORDS: dict[str, int | None] = {"interactive": INTERACTIVE, "batch": None}
+
+
+def priority_value(priority: int | str | None) -> int | None:
+    """A job's priority from what a request said: a number, ``"interactive"`` or ``"batch"``.
+
+    Raises:
+        InvalidInput: any other word.
+    """
+    if isinstance(priority, str):
+        word = priority.strip().lower()
+        if word in PRIORITY_WORDS:
+            return PRIORITY_WORDS[word]
+        if not word.isdigit():
+            raise InvalidInput(f"priority must be a number from 0 to 9, 'interactive' or 'batch', got {priority!r}",
+                               field="priority")  # fmt: skip
+        return int(word)
+    return priority
+
+
+def weight_of(settings: Any, owner: str) -> float:
+    return float(settings.owner_weights.get(owner, 1.0))
+
+
+def cap_of(settings: Any, queue: str) -> tuple[int | None, str | None]:
+    """(max_concurrency, model) for a model queue whose model is capped; (None, None) otherwise."""
+    model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
+    config = settings.models.get(model) if model else None
+    cap = getattr(config, "max_concurrency", None)
+    return (cap, model) if cap is not None else (None, None)
+
+
+def release(app: Any, queue: str, *, limit: int | None = None) -> int:
+    """Send the next held jobs of ``queue`` to the broker while it has room; returns how many went."""
+    from modelq.jobs.service import publish
+
+    settings, store = app.modelq.settings, app.modelq.store
+    cap, model = cap_of(settings, queue)
+    sent = 0
+    for job in store.release(queue, window=settings.dispatch_window, cap=cap, cap_model=model, limit=limit):
+        try:
+            publish(app, job["task"], job["id"], job["input"], job["queue"], job["priority"],
+                    generation=job["republished"])  # fmt: skip
+            sent += 1
+        except Exception:
+            store.hold_again(job["id"])
+            log.warning("could not publish held job %s to %s; it waits for the next release", job["id"], queue,
+                        exc_info=True)  # fmt: skip
+            break
+    return sent
+
+
+def release_quietly(app: Any, queue: str) -> None:
+    """:func:`release` when it would send something, for the paths a failure must not break (a
+    submission, a job starting or ending).
+
+    One read first, no lock: nothing is held, or the window has no room, costs no more. Under a
+    backlog, jobs are released in twos or more (once half the window is free, or at once when
+    none of the queue's messages is left on the broker), which halves the releases a burst costs.
+    """
+    try:
+        settings = app.modelq.settings
+        waiting, held = app.modelq.store.window_state(queue)
+        capped = cap_of(settings, queue)[0] is not None
+        if held and (capped or waiting == 0 or settings.dispatch_window - waiting >= max(settings.dispatch_window // 2, 1)):
+            release(app, queue)
+    except Exception:
+        log.warning("releasing held jobs of %s failed; the reconciler will try again", queue, exc_info=True)
+
+
+def release_all(app: Any) -> int:
+    """Release what every queue with held jobs has room for (the reconciler's safety net)."""
+    return sum(release(app, queue) for queue in app.modelq.store.held_queues())

@@ -1,0 +1,117 @@
+"""Fair dispatch in the job store (SQLite and PostgreSQL): which jobs are held, and the order and
+number released (modelq.jobs.dispatch has the rules)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from modelq.jobs.store import JobStore
+
+Q = "default"
+
+
+def submit(store: JobStore, owner: str, *, window: int = 2, weight: float = 1.0, queue: str = Q,
+           priority: int | None = None, hold: bool = False) -> dict:  # fmt: skip
+    job, created = store.create(id=f"{owner}-{uuid.uuid4().hex[:8]}", task="echo", input={}, queue=queue,
+                                owner=owner, priority=priority, window=window, weight=weight, hold=hold)  # fmt: skip
+    assert created
+    return job
+
+
+def start(store: JobStore, job_id: str, queue: str = Q) -> None:
+    assert store.mark_running(job_id, worker="w", task="echo", queue=queue, input={}) == 1
+
+
+def owners(released: list[dict]) -> str:
+    return "".join(job["id"][0] for job in released)
+
+
+def test_a_queue_keeps_at_most_a_window_of_jobs_on_the_broker_and_holds_the_rest(store: JobStore) -> None:
+    store.migrate()
+    first, second, third = (submit(store, "a") for _ in range(3))
+    assert (first["held"], second["held"], third["held"]) == (False, False, True)
+    assert store.release(Q, window=2) == []  # two wait on the broker: no room
+    start(store, first["id"])
+    assert [job["id"] for job in store.release(Q, window=2)] == [third["id"]]
+    assert store.get(third["id"])["status"] == "queued"
+
+
+def test_fair_order_equal_weights_and_three_to_one(store: JobStore) -> None:
+    store.migrate()
+    for _ in range(8):
+        submit(store, "a", window=1, queue="q1")
+    for _ in range(4):
+        submit(store, "b", window=1, queue="q1")
+    # a's first went to the broker at once; of the held ones, a and b alternate from the head on
+    assert owners(store.release("q1", window=100)) == "abababab" + "aaa"
+    for _ in range(9):
+        submit(store, "a", window=1, queue="q2", weight=3.0)
+    for _ in range(9):
+        submit(store, "b", window=1, queue="q2")
+    order = owners(store.release("q2", window=100))
+    assert order[:8].count("a") == 6 and order[:8].count("b") == 2  # 3:1 while both wait
+
+
+def test_an_owner_alone_gets_every_turn(store: JobStore) -> None:
+    store.migrate()
+    jobs = [submit(store, "a", window=1) for _ in range(5)]
+    released = store.release(Q, window=100)
+    assert [job["id"] for job in released] == [job["id"] for job in jobs[1:]]  # in submission order
+
+
+def test_interactive_jobs_go_first_and_positions_follow_the_release_order(store: JobStore) -> None:
+    store.migrate()
+    batch = [submit(store, "a", window=1) for _ in range(4)]
+    urgent = submit(store, "b", window=1, priority=9)
+    assert urgent["held"]
+    assert store.get(urgent["id"])["queue_position"] == 2  # behind the one on the broker only
+    assert [store.get(job["id"])["queue_position"] for job in batch] == [1, 3, 4, 5]
+    listed = {job["id"]: job["queue_position"] for job in store.changed_since(datetime.now(timezone.utc), None,
+                                                                             limit=100)}  # fmt: skip
+    assert listed[urgent["id"]] == 2 and listed[batch[3]["id"]] == 5
+    assert store.release(Q, window=2)[0]["id"] == urgent["id"]
+
+
+def test_held_jobs_are_not_counted_against_the_broker_by_the_reconciler(store: JobStore) -> None:
+    store.migrate()
+    released, held = submit(store, "a", window=1), submit(store, "a", window=1)
+    until = datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert [job["id"] for job in store.queued_until(until, limit=10)] == [released["id"]]
+    assert store.held_queues() == [Q] and held["held"]
+
+
+def test_a_model_cap_holds_across_queues_and_concurrent_releases(store: JobStore) -> None:
+    store.migrate()
+    queues = ["gpu.model.m", "cpu.model.m"]
+    for n in range(20):
+        submit(store, "a", queue=queues[n % 2], hold=True, window=100)
+    got: list[dict] = []
+    lock = threading.Lock()
+
+    def release(queue: str) -> None:
+        for _ in range(5):
+            out = store.release(queue, window=100, cap=3, cap_model="m")
+            with lock:
+                got.extend(out)
+
+    threads = [threading.Thread(target=release, args=(queues[n % 2],)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 3  # never more than the cap out at once, whoever releases
+    start(store, got[0]["id"], got[0]["queue"])
+    assert store.release(got[0]["queue"], window=100, cap=3, cap_model="m") == []  # running still counts
+    assert store.mark_succeeded(got[0]["id"], None)
+    assert len(store.release(queues[0], window=100, cap=3, cap_model="m")) == 1
+
+
+def test_a_retry_waiting_for_its_countdown_takes_no_room_in_the_window(store: JobStore) -> None:
+    store.migrate()
+    first = submit(store, "a", window=1)
+    start(store, first["id"])
+    assert store.mark_retrying(first["id"], "boom", due=datetime.now(timezone.utc) + timedelta(seconds=60))
+    assert not submit(store, "a", window=1)["held"]  # the retry's message is not due: room for one
+    assert submit(store, "a", window=1)["held"]
