@@ -98,8 +98,10 @@ class ModelqCollector(Collector):
                                    "without keys) and status: what fair share divides.", labels=["owner", "status"])
         held = GaugeMetricFamily("modelq_held_jobs", "Queued jobs the job store holds back for their turn (fair "
                                  "share: their messages are not on the broker yet), by queue.", labels=["queue"])
-        for owner, status, count in self.store.owner_status_counts():
-            owners.add_metric([owner, status], count)
+        for owner, counts in sorted(self.store.owner_counts().items()):
+            for status in ("queued", "running"):
+                if counts[status]:
+                    owners.add_metric([owner, status], counts[status])
         for queue, count in sorted(self.store.held_counts().items()):
             held.add_metric([queue], count)
         yield from (owners, held)

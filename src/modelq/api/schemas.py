@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from modelq.jobs.dispatch import PRIORITY_WORDS
+
 
 def _plain_json(value: Any, where: str = "") -> Any:
     """``value`` unchanged, if JSON as RFC 8259 has it can carry it; else a ValueError saying where.
@@ -50,12 +52,10 @@ class JobRequest(BaseModel):
         default=None, min_length=1, max_length=200, description="a resubmission with the same key returns the same job"
     )
 
-
     @field_validator("priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
-        words = ("interactive", "batch")
-        if value is None or (isinstance(value, str) and value in words):
+        if value is None or (isinstance(value, str) and value in PRIORITY_WORDS):
             return value
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
             return value

@@ -70,14 +70,14 @@ def cap_of(settings: Any, queue: str) -> tuple[int | None, str | None]:
     return (cap, model) if cap is not None else (None, None)
 
 
-def release(app: Any, queue: str, *, limit: int | None = None) -> int:
+def release(app: Any, queue: str) -> int:
     """Send the next held jobs of ``queue`` to the broker while it has room; returns how many went."""
     from modelq.jobs.service import publish
 
     settings, store = app.modelq.settings, app.modelq.store
     cap, model = cap_of(settings, queue)
     sent = 0
-    for job in store.release(queue, window=settings.dispatch_window, cap=cap, cap_model=model, limit=limit):
+    for job in store.release(queue, window=settings.dispatch_window, cap=cap, cap_model=model):
         try:
             publish(app, job["task"], job["id"], job["input"], job["queue"], job["priority"],
                     generation=job["republished"])  # fmt: skip

@@ -96,10 +96,6 @@ _MARK_RELEASED = (update(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=Tr
 _RELEASED = (select(jobs.c.id, jobs.c.task, jobs.c.input, jobs.c.queue, jobs.c.priority, jobs.c.republished)
              .where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.released_at == bindparam("now"))
              .order_by(*_TURN))  # fmt: skip
-
-
-def _queued_in(queue: str) -> Any:
-    return (jobs.c.status == JobStatus.QUEUED.value) & (jobs.c.queue == queue)
 _OWNER = select(jobs.c.owner).where(_by_id)
 
 
@@ -270,8 +266,8 @@ class JobStore:
             return last + 1.0 / weight
         return conn.execute(_HEAD_TAG, {"in_queue": queue}).scalar_one() or 0.0
 
-    def release(self, queue: str, *, window: int, cap: int | None = None, cap_model: str | None = None,
-                limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def release(self, queue: str, *, window: int, cap: int | None = None,
+                cap_model: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """Release the next held jobs of ``queue`` (interactive first, then by fair tag) while the broker
         has fewer than ``window`` of its jobs waiting, and, with a ``cap``, fewer than ``cap`` jobs of
         model ``cap_model`` are waiting there or running (in any queue). The caller publishes them.
@@ -291,8 +287,6 @@ class JobStore:
             if cap is not None and cap_model:
                 busy = conn.execute(_MODEL_BUSY, {"pattern": f"%.model.{cap_model}", "now": now}).scalar_one()
                 room = min(room, cap - busy)
-            if limit is not None:
-                room = min(room, limit)
             if room <= 0:
                 return []
             ids = conn.execute(_NEXT_HELD, {"in_queue": queue, "room": room}).scalars().all()
@@ -496,9 +490,8 @@ class JobStore:
     def _queue_position(conn: Connection, row: Any) -> int:
         """1 + the queued jobs of its queue before it: on the broker, those released before it; held,
         those released before it (every released one, and the held ones whose turn comes first)."""
-        queued = _queued_in(row["queue"])
         if row["released_at"] is not None:
-            before = queued & _released & (jobs.c.released_at < row["released_at"])
+            before = _QUEUED_IN & _released & (jobs.c.released_at < row["released_at"])
         else:
             priority, tag = row["priority"] or 0, row["fair_tag"] or 0.0
             earlier = or_(
@@ -506,8 +499,9 @@ class JobStore:
                 (func.coalesce(jobs.c.priority, 0) == priority) & or_(
                     jobs.c.fair_tag < tag, (jobs.c.fair_tag == tag) & (jobs.c.created_at < row["created_at"])),
             )  # fmt: skip
-            before = queued & or_(_released, _held & earlier)
-        return int(conn.execute(select(func.count()).select_from(jobs).where(before)).scalar_one()) + 1
+            before = _QUEUED_IN & or_(_released, _held & earlier)
+        ahead = conn.execute(select(func.count()).select_from(jobs).where(before), {"in_queue": row["queue"]})
+        return int(ahead.scalar_one()) + 1
 
     def list(
         self,
@@ -563,13 +557,6 @@ class JobStore:
             if held and status == JobStatus.QUEUED.value:
                 row["held"] += int(count)
         return counts
-
-    def owner_status_counts(self) -> list[tuple[str, str, int]]:
-        """(owner, status, jobs) for the queued and running jobs."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.owner, jobs.c.status, func.count()).where(_unfinished)
-                                .group_by(jobs.c.owner, jobs.c.status)).all()  # fmt: skip
-        return [(owner, status, int(count)) for owner, status, count in rows]
 
     def held_counts(self) -> dict[str, int]:
         """Held jobs per queue (queued, their messages not sent yet)."""
