@@ -115,3 +115,22 @@ def test_a_retry_waiting_for_its_countdown_takes_no_room_in_the_window(store: Jo
     assert store.mark_retrying(first["id"], "boom", due=datetime.now(timezone.utc) + timedelta(seconds=60))
     assert not submit(store, "a", window=1)["held"]  # the retry's message is not due: room for one
     assert submit(store, "a", window=1)["held"]
+
+
+def test_a_release_the_broker_refuses_puts_every_job_it_took_back_among_the_held(tmp_path) -> None:  # noqa: ANN001
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+    from modelq.jobs import dispatch
+
+    # a broker that is down when a worker starting a job releases the next ones
+    settings = load_settings(home=tmp_path, broker_url="redis://127.0.0.1:1/0", dispatch_window=3)
+    app = create_celery_app(settings)
+    store = app.modelq.store
+    store.migrate()
+    jobs = [submit(store, "a", window=3, hold=True) for _ in range(3)]
+    assert dispatch.release(app, Q) == 0
+    # nothing is left marked released without a message (it would keep its room in the window and
+    # never run): all three wait, held, for the next release, in their order
+    assert store.held_counts() == {Q: 3}
+    assert store.window_state(Q) == (0, True)
+    assert [job["id"] for job in store.release(Q, window=3)] == [job["id"] for job in jobs]

@@ -19,7 +19,7 @@ the cluster: its jobs are always held and released only while fewer are out (the
 lock row in the store, so two workers never pass the cap together).
 
 Nothing central runs it: the submitter, each worker that starts or ends a job, and the reconciler
-(every pass, for any queue still holding jobs) release. A release whose publish fails puts the job
+(every pass, for any queue still holding jobs) release. A release whose publish fails puts its jobs
 back among the held ones; one lost after the record said released is found by the reconciler, like
 any lost message. Fairness never moves a worker to another model: it orders the jobs of one queue,
 and the model placement (modelq.models.placement) still decides which queues a worker reads.
@@ -76,18 +76,20 @@ def release(app: Any, queue: str) -> int:
 
     settings, store = app.modelq.settings, app.modelq.store
     cap, model = cap_of(settings, queue)
-    sent = 0
-    for job in store.release(queue, window=settings.dispatch_window, cap=cap, cap_model=model):
+    released = store.release(queue, window=settings.dispatch_window, cap=cap, cap_model=model)
+    for sent, job in enumerate(released):
         try:
             publish(app, job["task"], job["id"], job["input"], job["queue"], job["priority"],
                     generation=job["republished"])  # fmt: skip
-            sent += 1
         except Exception:
-            store.hold_again(job["id"])
-            log.warning("could not publish held job %s to %s; it waits for the next release", job["id"], queue,
-                        exc_info=True)  # fmt: skip
-            break
-    return sent
+            # this job and every one released with it after it go back to the held ones: a job left
+            # marked released with no message would keep its room in the window and never run
+            for unsent in released[sent:]:
+                store.hold_again(unsent["id"])
+            log.warning("could not publish held job %s to %s; it and %d more wait for the next release", job["id"],
+                        queue, len(released) - sent - 1, exc_info=True)  # fmt: skip
+            return sent
+    return len(released)
 
 
 def release_quietly(app: Any, queue: str) -> None:
