@@ -8,7 +8,8 @@ model held at a time) and three models ``m0``, ``m1``, ``m2`` declared through
 default 2, quick 0.5) and a job (``bench.cluster_job``, :mod:`modelq.bench.cluster_tasks`)
 holds its model for J = 0.1 s (quick 0.05 s) with the CPU free, like an accelerator at work.
 Workers are started afresh for every run, so each run starts with no model resident. Full:
-W in (1, 2, 4) and N = 200; quick: W in (1, 2) and N = 24. ``MODELQ_BENCH_STREAMS`` and
+W in (1, 2, 4) and N = 200 (with L above 2 s, N, the shifting stream and the Poisson phase grow by
+L / 2: with L = 10 s, 1000 jobs per burst); quick: W in (1, 2) and N = 24. ``MODELQ_BENCH_STREAMS`` and
 ``MODELQ_BENCH_WORKERS`` (comma-separated) rerun a subset, e.g. one stream on 2 workers;
 ``MODELQ_AFFINITY_MAX_WAIT`` and ``MODELQ_AFFINITY_SWITCH_FACTOR`` pass through to the workers.
 
@@ -80,6 +81,8 @@ SIDES = ("modelq", "static")
 #: Poisson arrivals at this fraction of the cluster's capacity.
 UTILIZATION = 0.7
 LOAD_SECONDS_ENV = "MODELQ_BENCH_LOAD_SECONDS"
+#: L of a full run unless set; the full plan's phases are sized for it (and scaled for a longer L).
+FULL_LOAD_SECONDS = 2.0
 #: Comma-separated subsets to rerun one case, e.g. ``MODELQ_BENCH_STREAMS=shifting MODELQ_BENCH_WORKERS=2``.
 STREAMS_ENV = "MODELQ_BENCH_STREAMS"
 WORKERS_ENV = "MODELQ_BENCH_WORKERS"
@@ -133,7 +136,7 @@ def plan_for(quick: bool) -> Plan:
     """
     raw = os.environ.get(LOAD_SECONDS_ENV)
     try:
-        load_seconds = float(raw) if raw else (0.5 if quick else 2.0)
+        load_seconds = float(raw) if raw else (0.5 if quick else FULL_LOAD_SECONDS)
     except ValueError:
         load_seconds = -1.0
     if not load_seconds >= 0:
@@ -142,8 +145,11 @@ def plan_for(quick: bool) -> Plan:
         chosen = Plan(workers=(1, 2), jobs=24, shifting_jobs=24, load_seconds=load_seconds, job_seconds=0.05,
                       poisson_seconds=4.0)  # fmt: skip
     else:
-        chosen = Plan(workers=(1, 2, 4), jobs=200, shifting_jobs=800, load_seconds=load_seconds, job_seconds=0.1,
-                      poisson_seconds=60.0)  # fmt: skip
+        # Phases grow with L beyond 2 s, so a load stays as small a part of them (L = 10 s: bursts of
+        # 1000 and 4000 jobs, 300 s of Poisson arrivals); the ratios then compare like with like.
+        scale = max(load_seconds / FULL_LOAD_SECONDS, 1.0)
+        chosen = Plan(workers=(1, 2, 4), jobs=round(200 * scale), shifting_jobs=round(800 * scale),
+                      load_seconds=load_seconds, job_seconds=0.1, poisson_seconds=60.0 * scale)  # fmt: skip
     streams = subset(STREAMS_ENV, STREAMS, str)
     workers = subset(WORKERS_ENV, chosen.workers, int)
     return dataclasses.replace(chosen, streams=streams, workers=workers)
