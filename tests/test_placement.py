@@ -77,6 +77,19 @@ def test_four_idle_workers_spread_a_skewed_burst_by_demand() -> None:
     assert all(len(r) == 1 for r in reading.values())
 
 
+def test_a_capped_model_gets_no_more_workers_than_its_cap() -> None:
+    peers = [Peer(f"w{i}", slots=1) for i in range(4)]
+    # A has the most work, but max_concurrency 1: a second worker would load it and wait its turn
+    capped = dataclasses.replace(demand(120), cap=1)
+    reading = plans(peers, {A: capped, B: demand(60), C: demand(20)})
+    assert servers(reading) == {A: 1, B: 2, C: 1}
+    # nor does a rebalance move a server of B there
+    peers = [Peer("w0", chosen={A: ago(60)}, holds={A}, slots=1),
+             *(Peer(f"w{i}", chosen={B: ago(60)}, holds={B}, slots=1) for i in (1, 2, 3))]  # fmt: skip
+    assert servers(plans(peers, {A: dataclasses.replace(demand(400), cap=1), B: demand(8)}))[A] == 1
+    assert servers(plans(peers, {A: demand(400), B: demand(8)}))[A] == 2  # uncapped, one moves
+
+
 def test_an_idle_worker_that_holds_the_model_takes_it_before_one_that_would_load_it() -> None:
     reading = plans([Peer("w0", slots=1), Peer("w1", holds={B}, slots=1)], {B: demand(1)})
     assert reading == {"w0": set(), "w1": {B}}

@@ -165,9 +165,11 @@ class AffinityController:
         for queue in backlog.keys() | self._arrivals.keys():
             count, oldest = backlog.get(queue, (0, None))
             model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
+            declared = self.settings.models.get(model)
             demand[queue] = Demand(queued=count, oldest=oldest, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
                                    load_seconds=loads.get(model, DEFAULT_LOAD_SECONDS),
-                                   last_arrival=self._arrivals[queue] + unseen if queue in self._arrivals else None)  # fmt: skip
+                                   last_arrival=self._arrivals[queue] + unseen if queue in self._arrivals else None,
+                                   cap=declared.max_concurrency if declared else None)  # fmt: skip
         return demand
 
     def peers(self, me: Peer, now: datetime) -> dict[str, Peer]:

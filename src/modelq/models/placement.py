@@ -32,6 +32,10 @@ The rules, in the order :func:`plan` applies them:
 6. **Rebalance**: a worker of a model with several servers moves to another model when, after the
    move, that model's work per server still exceeds the load plus the work per server it leaves.
 
+A model with ``max_concurrency`` N (``models.<name>.max_concurrency``) never gets an N + 1-th
+server from rules 4 and 6: fair dispatch lets only N of its jobs out at once (see
+:mod:`modelq.jobs.dispatch`), so one more worker would load it and wait.
+
 **Starvation bound.** A queued job for model ``m`` starts within
 ``max_wait + (M - 1) x ((k + 1) x L + J) + L`` seconds on one worker (M models with a backlog,
 L the longest load, J the longest job): after ``max_wait`` its model is overdue; each of the at
@@ -64,6 +68,12 @@ class Demand:
     load_seconds: float
     #: When its newest job arrived (None: not lately).
     last_arrival: datetime | None = None
+    #: The model's ``max_concurrency``: no more workers than this serve it (None: no cap).
+    cap: int | None = None
+
+    def full(self, servers: int) -> bool:
+        """Whether ``servers`` workers already run as many of its jobs as its cap allows."""
+        return self.cap is not None and servers >= self.cap
 
     @property
     def work(self) -> float:
@@ -154,8 +164,8 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     while True:
         candidates = [(name, q) for name in sorted(peers) if free_slots(name)
                       for q in waiting if q not in busy[name] and peers[name].can_serve(q)]  # fmt: skip
-        needy = [(name, q) for name, q in candidates
-                 if servers[q] == 0 or expected_wait(q, 0 if closed(q) else 1) > cost(name, q)]
+        needy = [(name, q) for name, q in candidates if not waiting[q].full(servers[q]) and (
+                 servers[q] == 0 or expected_wait(q, 0 if closed(q) else 1) > cost(name, q))]
         if not needy:
             break
         # Unserved models first, to a worker that holds one (no load), else oldest job first; then the
@@ -188,7 +198,7 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
                 continue  # only the last-named server of a shared model moves, so two never move at once
             stays = expected_wait(held, -1)
             for queue in waiting:
-                if queue in busy[name] or not peers[name].can_serve(queue):
+                if queue in busy[name] or not peers[name].can_serve(queue) or waiting[queue].full(servers[queue]):
                     continue
                 gain = expected_wait(queue, 1) - cost(name, queue) - stays
                 if gain > 0:
