@@ -593,7 +593,7 @@ def monitor(settings: Any, address: str, port: int, basic_auth: tuple[str, ...],
 @handle_errors
 def bench(settings: Any, scenario: str, as_json: bool, out: Path, quick: bool) -> None:
     """Run a benchmark scenario beside its baseline: queue (P1), warm (P2), embed (P3), switch (P4),
-    llm (P5), timetable (P6), up (P7), itc (T1), cluster (C1), chaos (R1)."""
+    llm (P5), timetable (P6), up (P7), itc (T1), cluster (C1), chaos (R1), fairness (F1)."""
     from modelq.bench import run_scenario
 
     run_scenario(scenario, settings=settings, as_json=as_json, out=out, quick=quick)
