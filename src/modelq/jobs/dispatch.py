@@ -18,8 +18,9 @@ ends), the worker that runs it releases the next held jobs, in this order:
 the cluster: its jobs are always held and released only while fewer are out (the release takes a
 lock row in the store, so two workers never pass the cap together).
 
-Nothing central runs it: the submitter, each worker that starts or ends a job, and the reconciler
-(every pass, for any queue still holding jobs) release. A release whose publish fails puts its jobs
+Nothing central runs it: the submitter, each worker that starts or ends a job (in a thread of its
+own, so the job does not wait for the broker: :func:`release_soon`), and the reconciler (every
+pass, for any queue still holding jobs) release. A release whose publish fails puts its jobs
 back among the held ones; one lost after the record said released is found by the reconciler, like
 any lost message. Fairness never moves a worker to another model: it orders the jobs of one queue,
 and the model placement (modelq.models.placement) still decides which queues a worker reads.
@@ -28,6 +29,8 @@ and the model placement (modelq.models.placement) still decides which queues a w
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import Any
 
 from modelq.errors import InvalidInput
@@ -108,6 +111,52 @@ def release_quietly(app: Any, queue: str) -> None:
             release(app, queue)
     except Exception:
         log.warning("releasing held jobs of %s failed; the reconciler will try again", queue, exc_info=True)
+
+
+class _Releaser:
+    """A daemon thread per process that runs :func:`release_quietly` off the caller's path.
+
+    A worker asks for a release as each job starts; publishing the next job's message there would
+    add a broker round trip to every job (the largest part of a short job's cost in the queue).
+    Requests for the same queue made while a release runs are served by one more release. What is
+    still pending when the process exits is left to the reconciler, like any release that failed.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked pool process starts its own thread
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: dict[tuple[int, str], tuple[Any, str]] = {}
+        self._thread: threading.Thread | None = None
+
+    def request(self, app: Any, queue: str) -> None:
+        with self._lock:
+            self._pending[(id(app), queue)] = (app, queue)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="modelq-release", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                self._wake.clear()
+                pending, self._pending = list(self._pending.values()), {}
+            for app, queue in pending:
+                release_quietly(app, queue)
+
+
+_releaser = _Releaser()
+
+
+def release_soon(app: Any, queue: str) -> None:
+    """:func:`release_quietly` in this process's release thread: the caller (a job starting or
+    ending) does not wait for the broker."""
+    _releaser.request(app, queue)
 
 
 def release_all(app: Any) -> int:
