@@ -131,6 +131,19 @@ def test_switch_scenario_reports_a_mixed_stream_beside_a_single_model_stream(tmp
     assert_png(out / "switch.png")
 
 
+def test_cluster_head_waits_count_from_when_the_jobs_ahead_of_the_model_started() -> None:
+    from modelq.bench.cluster import head_waits
+
+    def job(model: str, created: float, started: float) -> dict:
+        at = lambda s: f"2026-12-07T12:00:{s:06.3f}+00:00"  # noqa: E731
+        return {"input": {"model": model}, "created_at": at(created), "started_at": at(started)}
+
+    # three m0 jobs queued behind a model switch: the first waited 10 s for its model, the others
+    # only 1 s each once the jobs ahead of them had started; an m1 job is counted on its own
+    waits = head_waits([job("m0", 1, 11), job("m0", 0, 10), job("m0", 2, 12), job("m1", 3, 4.5)])
+    assert sorted(waits) == [1.0, 1.0, 1.5, 10.0]
+
+
 def test_cluster_scenario_reports_every_stream_and_worker_count_beside_a_static_placement(tmp_path: Path) -> None:
     figures, out = run_json(tmp_path, "cluster", timeout=300)
 
@@ -147,6 +160,7 @@ def test_cluster_scenario_reports_every_stream_and_worker_count_beside_a_static_
                 for key in ("makespan_s", "loads", "load_seconds_total", "load_share", "wait_max_s"):
                     assert positive(run[key]), (where, key, run[key])
                 assert run["wait_max_s"] >= run["wait_p95_s"] >= 0
+                assert run["wait_max_s"] >= run["head_wait_max_s"] >= 0
                 assert isinstance(run["worker_log_warnings"], int)
                 # every job was recorded as run by one of this run's workers, and counted under its model
                 assert sum(run["jobs_by_worker"].values()) == run["jobs"], where

@@ -38,7 +38,9 @@ and modelq / static makespan. Targets: bursts at W=1 and W=4 within 1.2x the bou
 most M + W loads; on stationary streams (skewed, uniform) modelq within 1.05x static; on the
 shifting stream modelq at least 1.5x faster than static (W >= 2; at W=1 both sides are one
 worker holding every model); under Poisson arrivals at most 10 % of worker time loading, and no
-job waiting longer than the starvation bound of :mod:`modelq.models.placement` (``starvation_bound_s``).
+model's oldest queued job waiting longer than the starvation bound of :mod:`modelq.models.placement`
+(``head_wait_max_s`` against ``starvation_bound_s``: a job's wait from when every job of its model
+submitted before it had started; ``wait_max_s`` also counts the work queued ahead of it).
 """
 
 from __future__ import annotations
@@ -431,6 +433,25 @@ def _at(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def head_waits(records: list[dict[str, Any]]) -> list[float]:
+    """Per job, how long it waited as the oldest queued job of its model: from when every job of its
+    model submitted before it had started (or from its own submission, if later) to its start. The
+    starvation bound is about this wait; the rest of a job's wait is the work queued ahead of it for
+    its own model."""
+    waits: list[float] = []
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: _at(r["created_at"])):
+        by_model.setdefault(r["input"]["model"], []).append(r)
+    for jobs in by_model.values():
+        ahead_started: datetime | None = None  # the latest start of the jobs submitted before this one
+        for r in jobs:
+            created, started = _at(r["created_at"]), _at(r["started_at"])
+            head_since = created if ahead_started is None else max(created, ahead_started)
+            waits.append(max((started - head_since).total_seconds(), 0.0))
+            ahead_started = started if ahead_started is None else max(ahead_started, started)
+    return waits
+
+
 def run_figures(plan: Plan, stream: str, workers: int, records: list[dict[str, Any]], rows: list[dict[str, Any]],
                 pinned: list[str] | None, hostnames: list[str]) -> dict[str, Any]:  # fmt: skip
     """One run's figures: makespan, bound, loads, loading share, waits (overall and per model)."""
@@ -451,6 +472,7 @@ def run_figures(plan: Plan, stream: str, workers: int, records: list[dict[str, A
         "load_share": round(load_seconds / (workers * makespan), 4),
         "wait_p95_s": round(percentile(every_wait, 95), 3),
         "wait_max_s": round(max(every_wait), 3),
+        "head_wait_max_s": round(max(head_waits(records)), 3),
         "wait_by_model": {m: {"jobs": len(ws), "p95_s": round(percentile(ws, 95), 3), "max_s": round(max(ws), 3)}
                           for m, ws in waits.items() if ws},  # fmt: skip
         "jobs_by_worker": {h: sum(1 for r in records if r.get("worker") == h) for h in hostnames},
@@ -492,7 +514,7 @@ def judge(plan: Plan, runs: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict[
                 meets[f"shifting_w{workers}_speedup"] = run["speedup"] >= TARGET["shifting_speedup_min"]
             if stream == "poisson":
                 meets[f"poisson_w{workers}_load_share"] = mine["load_share"] <= TARGET["poisson_load_share_max"]
-                meets[f"poisson_w{workers}_wait_within_bound"] = mine["wait_max_s"] <= mine["starvation_bound_s"]
+                meets[f"poisson_w{workers}_wait_within_bound"] = mine["head_wait_max_s"] <= mine["starvation_bound_s"]
     return target, meets
 
 
@@ -584,7 +606,7 @@ def report(plan: Plan, figures: dict[str, Any]) -> Report:
             f"{plan.jobs} jobs per burst ({plan.shifting_jobs} in the shifting one) of J = {plan.job_seconds:g} s each, loads of L = {plan.load_seconds:g} s "
             f"({LOAD_SECONDS_ENV}); Poisson arrivals at {UTILIZATION:.0%} of capacity for {plan.poisson_seconds:g} s. "
             "Workers are threads-pool (-c 1) processes with MODELQ_CPU_MAX_MODELS=1, started afresh for every run.",
-            "bound = (N x J + max(M, W) x L) / W; starvation bound (longest wait allowed under Poisson arrivals) = "
+            "bound = (N x J + max(M, W) x L) / W; starvation bound (the longest a model's oldest queued job may wait) = "
             "max_wait + (M - 1) x ((k + 1) x L + J) + L. static = each worker pinned with MODELQ_WORKER_MODELS in proportion "
             "to the stream's (first half's) demand; off_placement_jobs in the JSON counts jobs it ran elsewhere.",
         ],

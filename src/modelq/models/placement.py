@@ -36,11 +36,13 @@ A model with ``max_concurrency`` N (``models.<name>.max_concurrency``) never get
 server from rules 4 and 6: fair dispatch lets only N of its jobs out at once (see
 :mod:`modelq.jobs.dispatch`), so one more worker would load it and wait.
 
-**Starvation bound.** A queued job for model ``m`` starts within
+**Starvation bound.** The oldest queued job of model ``m`` starts within
 ``max_wait + (M - 1) x ((k + 1) x L + J) + L`` seconds on one worker (M models with a backlog,
 L the longest load, J the longest job): after ``max_wait`` its model is overdue; each of the at
 most ``M - 1`` models served before it holds the worker for ``k x L`` (or until its backlog
 empties) plus its load and the job in flight; then ``m`` loads. More workers only shorten it.
+A job behind others of its model also waits for the work queued ahead of it, which no switching
+rule bounds when jobs arrive faster than the workers serve them.
 """
 
 from __future__ import annotations
