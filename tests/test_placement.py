@@ -148,3 +148,28 @@ def test_a_burst_that_is_in_gets_one_more_server_as_soon_as_it_finishes_sooner()
     # while B's jobs keep coming the backlog may be short-lived: one more server only when R / (S + 1) > L
     arriving = {B: dataclasses.replace(closed[B], last_arrival=ago(0.5))}
     assert servers(plans([busy, Peer("w1", slots=1)], arriving))[B] == 1
+
+
+def test_a_model_not_yet_loaded_counts_as_the_longest_load_measured(tmp_path) -> None:  # noqa: ANN001
+    """The controller's costs, from a real job store: before any load the default (on the safe side);
+    once one model's load was measured, an unloaded model counts as that long, not as the default,
+    so a worker serving a model whose loads are short leaves it in time for the starvation bound."""
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+    from modelq.models.affinity import DEFAULT_LOAD_SECONDS, AffinityController
+
+    app = create_celery_app(load_settings(home=tmp_path, broker_url="redis://127.0.0.1:1/0"))
+    store = app.modelq.store
+    store.migrate()
+    for n, model in enumerate(("m0", "m1")):
+        store.create(id=f"j{n}", task="t", input={}, queue=f"default.model.{model}", owner="a", priority=None,
+                     window=100, weight=1.0)  # fmt: skip
+    controller = AffinityController(app, None, "w@h", ["default"], 1)
+    assert {q: d.load_seconds for q, d in controller.demand().items()} == {
+        "default.model.m0": DEFAULT_LOAD_SECONDS, "default.model.m1": DEFAULT_LOAD_SECONDS}
+    row = {"model": "m0", "device": "cpu", "resident": True, "bytes": 0, "loads": 2, "evictions": 0, "hits": 0,
+           "load_seconds": 3.0, "last_used": None}  # fmt: skip
+    store.report_residency("w@h", 1, [row])
+    controller = AffinityController(app, None, "w@h", ["default"], 1)
+    assert {q: d.load_seconds for q, d in controller.demand().items()} == {
+        "default.model.m0": 1.5, "default.model.m1": 1.5}

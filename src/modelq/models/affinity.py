@@ -46,8 +46,10 @@ ARRIVALS_SECONDS = 300.0
 RETRY_SECONDS = 1.0
 #: Typical job seconds before any job of a model finished.
 DEFAULT_JOB_SECONDS = 1.0
-#: Seconds a load is taken to cost before any worker measured one (on the safe side: a guess too
-#: low would let a worker switch models too soon).
+#: Seconds a load is taken to cost before any worker measured a load of any model (on the safe side:
+#: a guess too low would let a worker switch models too soon). Once some model's load was measured,
+#: a model not yet loaded counts as the longest load measured: a guess above the real loads would
+#: hold a worker on its model past the starvation bound (see modelq.models.placement).
 DEFAULT_LOAD_SECONDS = 5.0
 #: Jobs that wait this long while a worker that can serve them sits idle as long are stranded.
 STRANDED_SECONDS = 10.0
@@ -157,6 +159,7 @@ class AffinityController:
         for base in self.base_queues:
             backlog.update(self.store.backlog(f"{base}{MODEL_QUEUE_SEPARATOR}"))
         loads = self.load_seconds()
+        unmeasured = max(loads.values(), default=DEFAULT_LOAD_SECONDS)
         # Arrivals are read every COSTS_SECONDS: what came since is unknown, so each one counts as if
         # it were that much newer. Otherwise a worker lingering one load time after its model's last
         # job would leave a model whose jobs keep coming whenever the snapshot is older than a load.
@@ -167,7 +170,7 @@ class AffinityController:
             model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
             declared = self.settings.models.get(model)
             demand[queue] = Demand(queued=count, oldest=oldest, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
-                                   load_seconds=loads.get(model, DEFAULT_LOAD_SECONDS),
+                                   load_seconds=loads.get(model, unmeasured),
                                    last_arrival=self._arrivals[queue] + unseen if queue in self._arrivals else None,
                                    cap=declared.max_concurrency if declared else None)  # fmt: skip
         return demand

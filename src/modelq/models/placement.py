@@ -38,7 +38,8 @@ server from rules 4 and 6: fair dispatch lets only N of its jobs out at once (se
 
 **Starvation bound.** The oldest queued job of model ``m`` starts within
 ``max_wait + (M - 1) x ((k + 1) x L + J) + L`` seconds on one worker (M models with a backlog,
-L the longest load, J the longest job): after ``max_wait`` its model is overdue; each of the at
+L the longest load, J the longest job; a model not loaded yet counts as the longest load measured,
+and only before any load was measured as 5 s): after ``max_wait`` its model is overdue; each of the at
 most ``M - 1`` models served before it holds the worker for ``k x L`` (or until its backlog
 empties) plus its load and the job in flight; then ``m`` loads. More workers only shorten it.
 A job behind others of its model also waits for the work queued ahead of it, which no switching
