@@ -128,6 +128,18 @@ def test_a_worker_plans_around_pinned_workers_and_models_it_cannot_serve() -> No
     assert decided.reading == {A}
 
 
+def test_a_pinned_worker_plans_beside_a_shared_model_it_cannot_serve() -> None:
+    # two workers pinned to A share it; w2 is pinned to B and cannot see A as a model it serves:
+    # its plan still weighs A's servers (this raised KeyError and skipped the tick: a static worker
+    # stalled)
+    peers = {"w0": Peer("w0", chosen={A: ago(30)}, holds={A}, slots=1, serves={A}),
+             "w1": Peer("w1", chosen={A: ago(30)}, holds={A}, slots=1, serves={A}),
+             "w2": Peer("w2", chosen={B: ago(30)}, holds={B}, slots=1, serves={B})}  # fmt: skip
+    backlog = {A: demand(50), B: demand(400, waited=10)}
+    decided = plan("w2", peers, backlog, known={B}, switch_factor=4, max_wait=5, now=NOW)
+    assert decided.reading == {B}
+
+
 def test_a_worker_lingers_with_a_model_whose_jobs_keep_coming() -> None:
     busy = Peer("w0", chosen={A: ago(3)}, holds={A}, slots=1)
     # A's queue is empty for a moment, but its last job came 0.5 s ago (less than a 2 s load)

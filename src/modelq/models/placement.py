@@ -145,7 +145,10 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
         return 0.0 if queue in peers[name].holds else waiting[queue].load_seconds
 
     def expected_wait(queue: str, extra: int = 0) -> float:
-        return waiting[queue].work / max(servers[queue] + extra, 1)
+        # from the whole demand: another worker's model may be one this worker cannot serve (not in
+        # ``waiting``), or have no job queued while its jobs keep arriving (no work left to share)
+        work = demand[queue].work if queue in demand else 0.0
+        return work / max(servers[queue] + extra, 1)
 
     def closed(queue: str) -> bool:
         """No job arrived for a load time: its queued work is all the work (a burst that is in)."""
