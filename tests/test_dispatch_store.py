@@ -134,3 +134,17 @@ def test_a_release_the_broker_refuses_puts_every_job_it_took_back_among_the_held
     assert store.held_counts() == {Q: 3}
     assert store.window_state(Q) == (0, True)
     assert [job["id"] for job in store.release(Q, window=3)] == [job["id"] for job in jobs]
+
+
+def test_latest_starts_tell_when_a_queue_was_last_served(store: JobStore) -> None:
+    store.migrate()
+    since = datetime.now(timezone.utc) - timedelta(seconds=60)
+    first, second = submit(store, "a", window=100), submit(store, "a", window=100)
+    other = submit(store, "a", window=100, queue="default.model.x")
+    assert store.latest_starts("default", since) == {}  # nothing ran yet
+    for job in (first, second):
+        start(store, job["id"])
+        assert store.mark_succeeded(job["id"], None)
+    start(store, other["id"], "default.model.x")  # still running: not counted until it ends
+    latest = store.latest_starts("default", since)
+    assert set(latest) == {Q} and latest[Q] == datetime.fromisoformat(store.get(second["id"])["started_at"])

@@ -57,6 +57,18 @@ def test_when_every_job_is_overdue_a_sole_server_switches_only_after_k_loads_of_
     assert plans([Peer("w0", chosen={A: ago(9)}, holds={A}, slots=1)], slow) == {"w0": {A}}
 
 
+def test_overdue_models_go_in_the_order_they_began_waiting_not_by_submission() -> None:
+    # a burst submitted every job 60 s ago; A was served until a second ago, B has waited 40 s: the
+    # worker leaving C (it served C long enough) goes to B, though A's oldest job is as old
+    burst = {A: dataclasses.replace(demand(100, waited=60), served_at=ago(1)),
+             B: dataclasses.replace(demand(100, waited=59), served_at=ago(40)),
+             C: demand(100, waited=60)}  # fmt: skip
+    assert plans([Peer("w0", chosen={C: ago(20)}, holds={C}, slots=1)], burst) == {"w0": {B}}
+    # and a model served a moment ago is not overdue at all
+    fresh = {A: dataclasses.replace(demand(100, waited=60), served_at=ago(1)), C: demand(100, waited=60)}
+    assert plans([Peer("w0", chosen={C: ago(20)}, holds={C}, slots=1)], fresh) == {"w0": {C}}
+
+
 def test_a_worker_whose_model_ran_dry_takes_the_oldest_waiting_model() -> None:
     backlog = {B: demand(5, waited=2), C: demand(5, waited=3)}
     assert plans([Peer("w0", chosen={A: ago(30)}, holds={A}, slots=1)], backlog) == {"w0": {C}}

@@ -634,6 +634,17 @@ class JobStore:
             ).all()  # fmt: skip
         return {queue: _aware(latest) for queue, latest in rows}
 
+    def latest_starts(self, queue_prefix: str, since: datetime) -> dict[str, datetime]:
+        """When the latest job that finished after ``since`` started, per queue starting with
+        ``queue_prefix``: when a worker last served the queue (its jobs since waited for another)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.queue, func.max(jobs.c.started_at))
+                .where(jobs.c.finished_at >= since, jobs.c.queue.startswith(queue_prefix, autoescape=True))
+                .group_by(jobs.c.queue)
+            ).all()  # fmt: skip
+        return {queue: _aware(latest) for queue, latest in rows if latest is not None}
+
     def run_seconds(self, queue_prefix: str, *, recent: int = 200) -> dict[str, list[float]]:
         """Run times (started to finished) of the latest succeeded jobs per queue starting with ``queue_prefix``."""
         with self.engine.connect() as conn:

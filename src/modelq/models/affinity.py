@@ -88,6 +88,7 @@ class AffinityController:
         self._job_seconds: dict[str, float] = {}
         self._load_seconds: dict[str, float] = {}
         self._arrivals: dict[str, datetime] = {}
+        self._served: dict[str, datetime] = {}
         self._arrivals_read_at = datetime.now(timezone.utc)
         self._asked: dict[tuple[str, str], float] = {}
         self._idle_since: float | None = None
@@ -141,6 +142,8 @@ class AffinityController:
         since = read_at - timedelta(seconds=ARRIVALS_SECONDS)
         self._arrivals = {q: at for base in self.base_queues
                           for q, at in self.store.latest_arrivals(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()}  # fmt: skip
+        self._served = {q: at for base in self.base_queues
+                        for q, at in self.store.latest_starts(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()}  # fmt: skip
         self._arrivals_read_at = read_at
 
     def load_seconds(self) -> dict[str, float]:
@@ -172,6 +175,7 @@ class AffinityController:
             demand[queue] = Demand(queued=count, oldest=oldest, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
                                    load_seconds=loads.get(model, unmeasured),
                                    last_arrival=self._arrivals[queue] + unseen if queue in self._arrivals else None,
+                                   served_at=self._served.get(queue),
                                    cap=declared.max_concurrency if declared else None)  # fmt: skip
         return demand
 

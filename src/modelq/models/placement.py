@@ -25,7 +25,8 @@ The rules, in the order :func:`plan` applies them:
    cluster``, Poisson arrivals on 4 workers: 4 loads in a minute with this rule, 27 with
    R / S > L). Two idle workers never both take a cold model: the plan gives it one of them, and
    gives the other one only if the expected wait still exceeds a load.
-5. **Overdue models** nobody serves, once their oldest job has waited ``max_wait`` seconds, take
+5. **Overdue models** nobody serves, once their oldest job has waited ``max_wait`` seconds (since it
+   was submitted, or since the job before it started, whichever is later), take
    a busy worker: one whose model has other servers, or else one that has served its model for
    at least ``k`` loads of the model it would load (``k = switch_factor``, the *measured* load
    time). So a switch is paid for by ``k`` loads' worth of work, even when every job is overdue.
@@ -37,11 +38,13 @@ server from rules 4 and 6: fair dispatch lets only N of its jobs out at once (se
 :mod:`modelq.jobs.dispatch`), so one more worker would load it and wait.
 
 **Starvation bound.** The oldest queued job of model ``m`` starts within
-``max_wait + (M - 1) x ((k + 1) x L + J) + L`` seconds on one worker (M models with a backlog,
+``max_wait + (M - 1) x ((k + 1) x L + J) + L`` seconds (from when the job before it started) on one worker (M models with a backlog,
 L the longest load, J the longest job; a model not loaded yet counts as the longest load measured,
 and only before any load was measured as 5 s): after ``max_wait`` its model is overdue; each of the at
 most ``M - 1`` models served before it holds the worker for ``k x L`` (or until its backlog
-empties) plus its load and the job in flight; then ``m`` loads. More workers only shorten it.
+empties) plus its load and the job in flight; then ``m`` loads. Overdue models go in the order their
+oldest jobs began to wait, so a model just served does not go again before one waiting longer, even
+when a burst submitted all their jobs at once. More workers only shorten it.
 A job behind others of its model also waits for the work queued ahead of it, which no switching
 rule bounds when jobs arrive faster than the workers serve them.
 """
@@ -71,8 +74,18 @@ class Demand:
     load_seconds: float
     #: When its newest job arrived (None: not lately).
     last_arrival: datetime | None = None
+    #: When a job of it last started (None: not lately): its queued jobs wait for a worker since then.
+    served_at: datetime | None = None
     #: The model's ``max_concurrency``: no more workers than this serve it (None: no cap).
     cap: int | None = None
+
+    def waiting_since(self) -> datetime | None:
+        """Since when its oldest queued job has waited for a worker: its submission, or the start of
+        the job before it, whichever is later (a burst's jobs were all submitted long ago, yet a
+        model served a moment ago has not waited)."""
+        if self.oldest is None or self.served_at is None:
+            return self.oldest
+        return max(self.oldest, self.served_at)
 
     def full(self, servers: int) -> bool:
         """Whether ``servers`` workers already run as many of its jobs as its cap allows."""
@@ -156,8 +169,8 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
         return last is None or (now - last).total_seconds() >= waiting[queue].load_seconds
 
     def age(queue: str) -> float:
-        oldest = waiting[queue].oldest
-        return (now - oldest).total_seconds() if oldest else 0.0
+        since = waiting[queue].waiting_since()
+        return (now - since).total_seconds() if since else 0.0
 
     def take(name: str, queue: str, leaving: str | None = None) -> None:
         if leaving is not None:
