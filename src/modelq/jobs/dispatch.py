@@ -104,13 +104,18 @@ def release_quietly(app: Any, queue: str) -> None:
     none of the queue's messages is left on the broker), which halves the releases a burst costs.
     """
     try:
-        settings = app.modelq.settings
-        waiting, held = app.modelq.store.window_state(queue)
-        capped = cap_of(settings, queue)[0] is not None
-        if held and (capped or waiting == 0 or settings.dispatch_window - waiting >= max(settings.dispatch_window // 2, 1)):
+        if _due(app, queue):
             release(app, queue)
     except Exception:
         log.warning("releasing held jobs of %s failed; the reconciler will try again", queue, exc_info=True)
+
+
+def _due(app: Any, queue: str) -> bool:
+    """Whether a release of ``queue`` would send something now (one read, no lock)."""
+    settings = app.modelq.settings
+    waiting, held = app.modelq.store.window_state(queue)
+    capped = cap_of(settings, queue)[0] is not None
+    return held and (capped or waiting == 0 or settings.dispatch_window - waiting >= max(settings.dispatch_window // 2, 1))
 
 
 class _Releaser:
@@ -154,9 +159,16 @@ _releaser = _Releaser()
 
 
 def release_soon(app: Any, queue: str) -> None:
-    """:func:`release_quietly` in this process's release thread: the caller (a job starting or
-    ending) does not wait for the broker."""
-    _releaser.request(app, queue)
+    """:func:`release_quietly` for a job starting or ending: the one cheap read here (mostly there is
+    nothing to release), the release itself in this process's release thread, so the job does not
+    wait for the broker."""
+    try:
+        due = _due(app, queue)
+    except Exception:
+        log.warning("reading the held jobs of %s failed; the reconciler will release them", queue, exc_info=True)
+        return
+    if due:
+        _releaser.request(app, queue)
 
 
 def release_all(app: Any) -> int:
