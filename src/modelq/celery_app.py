@@ -109,7 +109,7 @@ class JobTask(Task):
                 self._defer(job_id, kwargs, queue, generation, quiet.total_seconds())
             log.info("job %s was cancelled, finished or started by another message; skipping", job_id)
             raise Ignore()
-        dispatch.release_soon(self.app, queue)  # it left the broker's window: the next held job may go
+        dispatch.release_quietly(self.app, queue, in_background=True)  # it left the broker's window: the next held job may go
         deliveries = attempt - (request.retries or 0)  # a retry is a new message; a crash redelivers the same one
         if deliveries > runtime.settings.max_deliveries:
             self._dead_letter(job_id, kwargs, deliveries)
@@ -149,7 +149,7 @@ class JobTask(Task):
     def _ended(self, queue: str) -> None:
         """A job of ``queue`` ended: for a capped model one fewer runs, and the next held job may go."""
         if dispatch.cap_of(self.app.modelq.settings, queue)[0] is not None:
-            dispatch.release_soon(self.app, queue)
+            dispatch.release_quietly(self.app, queue, in_background=True)
 
     def _defer(self, job_id: str, kwargs: dict, queue: str, generation: int, seconds: float) -> None:
         """A message came back while its job's run still beats (a broker outage outlived the lease, a

@@ -19,7 +19,7 @@ the cluster: its jobs are always held and released only while fewer are out (the
 lock row in the store, so two workers never pass the cap together).
 
 Nothing central runs it: the submitter, each worker that starts or ends a job (in a thread of its
-own, so the job does not wait for the broker: :func:`release_soon`), and the reconciler (every
+own, so the job does not wait for the broker: :func:`release_quietly`), and the reconciler (every
 pass, for any queue still holding jobs) release. A release whose publish fails puts its jobs
 back among the held ones; one lost after the record said released is found by the reconciler, like
 any lost message. Fairness never moves a worker to another model: it orders the jobs of one queue,
@@ -95,17 +95,28 @@ def release(app: Any, queue: str) -> int:
     return len(released)
 
 
-def release_quietly(app: Any, queue: str) -> None:
+def release_quietly(app: Any, queue: str, *, in_background: bool = False) -> None:
     """:func:`release` when it would send something, for the paths a failure must not break (a
     submission, a job starting or ending).
 
     One read first, no lock: nothing is held, or the window has no room, costs no more. Under a
     backlog, jobs are released in twos or more (once half the window is free, or at once when
     none of the queue's messages is left on the broker), which halves the releases a burst costs.
+    ``in_background`` (a job starting or ending): the release itself runs in this process's release
+    thread, so the job does not wait for the broker.
     """
     try:
-        if _due(app, queue):
-            release(app, queue)
+        due = _due(app, queue)
+    except Exception:
+        log.warning("reading the held jobs of %s failed; the reconciler will release them", queue, exc_info=True)
+        return
+    if due:
+        (_releaser.request if in_background else _release_logged)(app, queue)
+
+
+def _release_logged(app: Any, queue: str) -> None:
+    try:
+        release(app, queue)
     except Exception:
         log.warning("releasing held jobs of %s failed; the reconciler will try again", queue, exc_info=True)
 
@@ -119,7 +130,8 @@ def _due(app: Any, queue: str) -> bool:
 
 
 class _Releaser:
-    """A daemon thread per process that runs :func:`release_quietly` off the caller's path.
+    """A daemon thread per process that runs :func:`release` off the caller's path (the caller read
+    that a release is due).
 
     A worker asks for a release as each job starts; publishing the next job's message there would
     add a broker round trip to every job (the largest part of a short job's cost in the queue).
@@ -152,23 +164,10 @@ class _Releaser:
                 self._wake.clear()
                 pending, self._pending = list(self._pending.values()), {}
             for app, queue in pending:
-                release_quietly(app, queue)
+                _release_logged(app, queue)
 
 
 _releaser = _Releaser()
-
-
-def release_soon(app: Any, queue: str) -> None:
-    """:func:`release_quietly` for a job starting or ending: the one cheap read here (mostly there is
-    nothing to release), the release itself in this process's release thread, so the job does not
-    wait for the broker."""
-    try:
-        due = _due(app, queue)
-    except Exception:
-        log.warning("reading the held jobs of %s failed; the reconciler will release them", queue, exc_info=True)
-        return
-    if due:
-        _releaser.request(app, queue)
 
 
 def release_all(app: Any) -> int:
