@@ -148,3 +148,17 @@ def test_latest_starts_tell_when_a_queue_was_last_served(store: JobStore) -> Non
     start(store, other["id"], "default.model.x")  # still running: not counted until it ends
     latest = store.latest_starts("default", since)
     assert set(latest) == {Q} and latest[Q] == datetime.fromisoformat(store.get(second["id"])["started_at"])
+
+
+def test_arrivals_tell_the_newest_job_and_how_many_came_lately(store: JobStore) -> None:
+    store.migrate()
+    now = datetime.now(timezone.utc)
+    for _ in range(3):
+        submit(store, "a", window=100)
+    newest = submit(store, "a", window=100, queue="default.model.x")
+    arrivals = store.arrivals("default", now - timedelta(seconds=60), now - timedelta(seconds=60))
+    assert {q: count for q, (_latest, count) in arrivals.items()} == {Q: 3, "default.model.x": 1}
+    assert arrivals["default.model.x"][0] == datetime.fromisoformat(store.get(newest["id"])["created_at"])
+    # counted from a later moment, none came since, yet the newest arrival is still told
+    later = store.arrivals("default", now - timedelta(seconds=60), datetime.now(timezone.utc) + timedelta(seconds=1))
+    assert {q: count for q, (_latest, count) in later.items()} == {Q: 0, "default.model.x": 0}

@@ -57,6 +57,23 @@ def test_when_every_job_is_overdue_a_sole_server_switches_only_after_k_loads_of_
     assert plans([Peer("w0", chosen={A: ago(9)}, holds={A}, slots=1)], slow) == {"w0": {A}}
 
 
+def test_an_overdue_model_takes_the_worker_of_the_quietest_model_not_the_hot_ones_only_worker() -> None:
+    # two workers, three models under steady arrivals: A is hot (500 jobs in the last minute), C quiet
+    # (50); B is overdue. w0 has served A long enough to pay for a switch, w1 has served C only 5 s.
+    def arriving(arrived: int, queued: int = 3, waited: float = 0.5) -> Demand:
+        return dataclasses.replace(demand(queued, waited=waited), last_arrival=ago(0.2), arrived=arrived)
+
+    backlog = {A: arriving(500), B: arriving(200, queued=40, waited=20), C: arriving(50)}
+    hot, quiet = Peer("w0", chosen={A: ago(30)}, holds={A}, slots=1), Peer("w1", chosen={C: ago(5)}, holds={C}, slots=1)
+    # A keeps its only worker: C's will be free to move within k loads (w1 must not take B while w0 does)
+    assert plans([hot, quiet], backlog) == {"w0": {A}, "w1": {C}}
+    # once w1 has served C for k loads, it is the one that moves
+    quiet.chosen = {C: ago(9)}
+    assert plans([hot, quiet], backlog) == {"w0": {A}, "w1": {B}}
+    # alone, the hot model's worker still moves: the starvation bound holds on one worker
+    assert plans([hot], backlog) == {"w0": {B}}
+
+
 def test_overdue_models_go_in_the_order_they_began_waiting_not_by_submission() -> None:
     # a burst submitted every job 60 s ago; A was served until a second ago, B has waited 40 s: the
     # worker leaving C (it served C long enough) goes to B, though A's oldest job is as old

@@ -623,16 +623,18 @@ class JobStore:
         return {queue: (int(count), _aware(oldest)) for queue, count, oldest in rows}
 
 
-    def latest_arrivals(self, queue_prefix: str, since: datetime) -> dict[str, datetime]:
-        """When the newest job created after ``since`` arrived, per queue starting with ``queue_prefix``."""
+    def arrivals(self, queue_prefix: str, since: datetime, counted_since: datetime) -> dict[str, tuple[datetime, int]]:
+        """Per queue starting with ``queue_prefix`` with a job created after ``since``: when its newest
+        job arrived, and how many arrived after ``counted_since``."""
+        recent = func.sum(case((jobs.c.created_at >= counted_since, 1), else_=0))
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(jobs.c.queue, func.max(jobs.c.created_at))
+                select(jobs.c.queue, func.max(jobs.c.created_at), recent)
                 .where(jobs.c.status.in_([s.value for s in JobStatus]), jobs.c.queue.startswith(queue_prefix, autoescape=True),
                        jobs.c.created_at >= since)
                 .group_by(jobs.c.queue)
             ).all()  # fmt: skip
-        return {queue: _aware(latest) for queue, latest in rows}
+        return {queue: (_aware(latest), int(count or 0)) for queue, latest, count in rows}
 
     def latest_starts(self, queue_prefix: str, since: datetime) -> dict[str, datetime]:
         """When the latest job that finished after ``since`` started, per queue starting with

@@ -88,6 +88,7 @@ class AffinityController:
         self._job_seconds: dict[str, float] = {}
         self._load_seconds: dict[str, float] = {}
         self._arrivals: dict[str, datetime] = {}
+        self._arrived: dict[str, int] = {}
         self._served: dict[str, datetime] = {}
         self._arrivals_read_at = datetime.now(timezone.utc)
         self._asked: dict[tuple[str, str], float] = {}
@@ -140,8 +141,14 @@ class AffinityController:
         self._load_seconds = {model: max(times) for model, times in loads.items()}
         read_at = datetime.now(timezone.utc)
         since = read_at - timedelta(seconds=ARRIVALS_SECONDS)
-        self._arrivals = {q: at for base in self.base_queues
-                          for q, at in self.store.latest_arrivals(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()}  # fmt: skip
+        # A model's recent demand: the jobs that arrived within one stint (k loads), the horizon of
+        # the switching rules, so it follows a shift in demand as soon as a switch could.
+        stint = self.settings.affinity_switch_factor * max(self._load_seconds.values(), default=DEFAULT_LOAD_SECONDS)
+        counted_since = read_at - timedelta(seconds=stint)
+        arrivals = {q: seen for base in self.base_queues
+                    for q, seen in self.store.arrivals(f"{base}{MODEL_QUEUE_SEPARATOR}", since, counted_since).items()}  # fmt: skip
+        self._arrivals = {q: latest for q, (latest, _count) in arrivals.items()}
+        self._arrived = {q: count for q, (_latest, count) in arrivals.items()}
         self._served = {q: at for base in self.base_queues
                         for q, at in self.store.latest_starts(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()}  # fmt: skip
         self._arrivals_read_at = read_at
@@ -175,7 +182,7 @@ class AffinityController:
             demand[queue] = Demand(queued=count, oldest=oldest, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
                                    load_seconds=loads.get(model, unmeasured),
                                    last_arrival=self._arrivals[queue] + unseen if queue in self._arrivals else None,
-                                   served_at=self._served.get(queue),
+                                   served_at=self._served.get(queue), arrived=self._arrived.get(queue, 0),
                                    cap=declared.max_concurrency if declared else None)  # fmt: skip
         return demand
 

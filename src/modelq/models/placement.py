@@ -30,6 +30,10 @@ The rules, in the order :func:`plan` applies them:
    a busy worker: one whose model has other servers, or else one that has served its model for
    at least ``k`` loads of the model it would load (``k = switch_factor``, the *measured* load
    time). So a switch is paid for by ``k`` loads' worth of work, even when every job is overdue.
+   Of the sole servers, the one whose model had the least work arrive lately moves; the server of
+   a busier model does not move while one of a quieter model is still short of its ``k`` loads
+   (it will be free within them): on 2 workers and 3 models, the hot model keeps its worker and
+   the other worker takes turns with the two cold ones, as a person would place them.
 6. **Rebalance**: a worker of a model with several servers moves to another model when, after the
    move, that model's work per server still exceeds the load plus the work per server it leaves.
 
@@ -78,6 +82,8 @@ class Demand:
     served_at: datetime | None = None
     #: The model's ``max_concurrency``: no more workers than this serve it (None: no cap).
     cap: int | None = None
+    #: Jobs that arrived lately (within one stint, k loads): how busy the model keeps its servers.
+    arrived: int = 0
 
     def waiting_since(self) -> datetime | None:
         """Since when its oldest queued job has waited for a worker: its submission, or the start of
@@ -94,6 +100,11 @@ class Demand:
     @property
     def work(self) -> float:
         return self.queued * self.job_seconds
+
+    @property
+    def recent_work(self) -> float:
+        """Seconds of work that arrived lately: its demand, whether or not its servers keep up."""
+        return self.arrived * self.job_seconds
 
 
 @dataclass
@@ -194,20 +205,27 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
                                                 c[0]))  # fmt: skip
         take(name, queue)
 
-    # 5. Overdue models nobody serves take a busy worker (one mover per model per tick).
+    # 5. Overdue models nobody serves take a busy worker (one mover per model per tick): the server
+    # of a shared model, else the sole server of the quietest model, once it has served k loads.
     for queue in sorted((q for q in waiting if servers[q] == 0 and age(q) >= max_wait), key=lambda q: -age(q)):
-        movers = []
+        movers, not_yet = [], []
         for name in sorted(peers):
             if not peers[name].can_serve(queue) or free_slots(name):
                 continue
             for held, since in busy[name].items():
                 shared = servers[held] >= 2
                 stint = (now - since).total_seconds()
+                quiet = demand[held].recent_work if held in demand else 0.0
                 if shared or stint >= switch_factor * cost(name, queue):
-                    movers.append((not shared, -servers[held], -stint, name, held))
-        if movers:
-            *_, name, held = min(movers)
-            take(name, queue, leaving=held)
+                    movers.append((not shared, quiet, -servers[held], -stint, name, held))
+                else:
+                    not_yet.append(quiet)
+        if not movers:
+            continue
+        sole, quiet, *_, name, held = min(movers)
+        if sole and not_yet and min(not_yet) < quiet:
+            continue  # a quieter model's server may move within k loads: the busier model keeps its only one
+        take(name, queue, leaving=held)
 
     # 6. Rebalance: one move per tick, the one that gains most.
     moves = []
