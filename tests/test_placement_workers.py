@@ -162,3 +162,20 @@ def test_jobs_that_wait_beside_an_idle_worker_are_reported_as_stranded(cluster: 
     assert 'modelq_stranded_jobs{queue="default.model.m1"} 1.0' in generate_latest(registry).decode()
     # and the worker, reading that queue now, runs the model's next job at once
     assert cluster.client().run("tests.use_model", {"model": "m1"}, timeout=60) == {"model": "m1"}
+
+
+def test_a_worker_that_shuts_down_stops_its_threads_and_leaves_nothing_published(cluster: Cluster) -> None:
+    (name,) = cluster.start(1)
+    store = cluster.app.modelq.store
+    # given a worker that holds a model and publishes what its consumer reads
+    assert cluster.client().run("tests.use_model", {"model": "m0"}, timeout=60) == {"model": "m0"}
+    wait_for(lambda: any(row["worker"] == name and row["resident"] for row in store.residency()), timeout=30,
+             what="the worker's residency row")  # fmt: skip
+    assert any(row["worker"] == name for row in store.consumers(datetime.fromtimestamp(0).astimezone()))
+    # when it is asked to stop (SIGTERM, as systemd and docker do)
+    proc = cluster.procs[-1]
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0  # every thread it started stopped with it
+    # then no other worker or `modelq inspect models` sees a ghost of it
+    assert not [row for row in store.residency() if row["worker"] == name]
+    assert not [row for row in store.consumers(datetime.fromtimestamp(0).astimezone()) if row["worker"] == name]

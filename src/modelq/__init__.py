@@ -25,7 +25,7 @@ from modelq.errors import (
 )
 from modelq.models.batching import batch_call
 from modelq.models.registry import model
-from modelq.tasks import current_job, progress, task
+from modelq.tasks import current_context, current_job, progress, task
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,7 @@ __all__ = [
     "task",
     "progress",
     "current_job",
+    "current_context",
     "run_exec",
     "ExecResult",
     "ExternalProgramFailed",

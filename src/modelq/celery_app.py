@@ -268,8 +268,8 @@ def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Cele
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
-        # Events on, so Flower and `celery events` see modelq's tasks.
-        worker_send_task_events=True,
+        # Task events cost three broker messages per job: off unless asked for (Flower asks itself).
+        worker_send_task_events=settings.task_events,
         # The job store records "running"; a STARTED result write per task would only add latency.
         task_track_started=False,
         result_expires=settings.result_expires,

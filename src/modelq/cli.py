@@ -16,11 +16,11 @@ from typing import Any
 import click
 
 from modelq.config import safe_url
+from modelq.jobs.status import is_finished
 from modelq.errors import (BrokerUnavailable, ConfigError, InsecureApi, InsecureMonitor, InvalidInput, JobTimeout,
                            ModelqError, TaskNotFound, Unauthorized)
 
 # Exit codes, named (a script can tell a failed job from a bad command).
-RET_OK = 0
 RET_JOB_FAILED = 1
 RET_USAGE = 2
 RET_BROKER = 3
@@ -368,7 +368,7 @@ def _wait_with_progress(client: Any, job_id: str, timeout: float | None) -> dict
             if job["status"] == "queued" and job.get("queue_position"):
                 message = f"queued (position {job['queue_position']})"
             bar.update(handle, completed=job["progress"]["fraction"], description=message)
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if is_finished(job["status"]):
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise JobTimeout(job_id, timeout or 0)

@@ -18,6 +18,7 @@ from typing import Any
 
 from modelq import errors
 from modelq.errors import JobFailed, JobTimeout, ModelqError
+from modelq.jobs.status import is_finished
 
 #: The longest single long-poll the client asks the API for.
 _LONG_POLL_SECONDS = 25.0
@@ -98,7 +99,7 @@ class Client:
             if remaining <= 0:
                 raise JobTimeout(job_id, timeout or 0)
             job = self._request("GET", f"/v1/jobs/{job_id}", params={"wait": min(remaining, _LONG_POLL_SECONDS)})
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if is_finished(job["status"]):
                 return job
 
     def result(self, job_id: str, timeout: float | None = None) -> Any:

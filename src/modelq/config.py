@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     queue_full_retry_after: int = Field(default=5, ge=1)
 
     result_expires: int = Field(default=24 * 3600, ge=1)
+    #: Celery task events from every worker (``-E``): three broker messages per job, about half of a
+    #: worker's own time per short job. Off: Flower turns them on at the workers it watches (its
+    #: ``--enable_events``, on by default); ``celery events`` needs them on, or ``celery control enable_events``.
+    task_events: bool = False
     task_soft_time_limit: float | None = Field(default=None, gt=0)
     #: Hard limit (seconds) for every job whose task sets none: the process running it is replaced
     #: (prefork pools; threads and solo pools cannot stop a running thread). A task's own

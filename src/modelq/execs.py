@@ -116,14 +116,14 @@ def run_exec(
     Inside a job, the output is saved as the artifact ``<name>.log`` and a cancelled
     job stops the program.
     """
-    from modelq.tasks import _current, current_settings
+    from modelq.tasks import current_context, current_settings
 
     if isinstance(args, str | bytes):
         raise InvalidInput("args must be a list of arguments, not one string (no shell runs it)", field="args")
     path, default_timeout, allowed = _program(name, current_settings())
     argv = [path, *(os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args)]
     limit = timeout if timeout is not None else default_timeout
-    job = _current.get()
+    job = current_context()
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=cwd, env=_environment(allowed, env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",

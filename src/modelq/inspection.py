@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 Table = tuple[list[str], list[list[str]]]
-COMMANDS = ("ping", "active", "reserved", "scheduled", "registered", "stats", "active-queues")
 
 
 def _when(timestamp: Any) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from modelq.jobs.records import JobStatus
+from modelq.jobs.status import JobStatus, is_finished
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 #: A job's record may commit a moment after a later one's: histograms read only jobs
 #: finished longer ago than this, so none is skipped.
 SETTLE = timedelta(seconds=2)
-FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 
 
 class _Histogram:
@@ -90,7 +89,7 @@ class ModelqCollector(Collector):
         per_task: dict[str, int] = {}
         for task, status, count in self.store.task_status_counts():
             per_task[task] = per_task.get(task, 0) + count
-            (finished if status in FINISHED else current).add_metric([task, status], count)
+            (finished if is_finished(status) else current).add_metric([task, status], count)
         for task, count in sorted(per_task.items()):
             submitted.add_metric([task], count)
         yield from (submitted, finished, current)

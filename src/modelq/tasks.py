@@ -258,6 +258,12 @@ class JobContext:
 _current: ContextVar[JobContext | None] = ContextVar("modelq_current_job", default=None)
 
 
+def current_context() -> JobContext | None:
+    """The job the calling code runs for, or None outside a modelq task (a script, a notebook):
+    for helpers that behave differently inside a job, such as :func:`modelq.models.get_model`."""
+    return _current.get()
+
+
 def current_job() -> JobContext:
     """The job the calling task runs for.
 

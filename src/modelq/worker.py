@@ -19,19 +19,20 @@ def _runtime(sender: Any):  # noqa: ANN202
     return getattr(app, "modelq", None)
 
 
-# Which app and pool this worker process runs (set at worker_init, in the parent).
-_state: dict[str, Any] = {"app": None, "prefork": False, "processes": 1}
+#: This process's worker (made at worker_init, in the main process; a prefork child inherits it).
+_worker: WorkerRuntime | None = None
 
 
 @signals.worker_init.connect
-def _refuse_cuda_before_fork(sender: Any = None, **_: Any) -> None:
+def _make_worker_runtime(sender: Any = None, **_: Any) -> None:
+    global _worker
     app = getattr(sender, "app", None)
     pool_cls = getattr(sender, "pool_cls", None)
     name = pool_cls if isinstance(pool_cls, str) else getattr(pool_cls, "__module__", "")
-    _state["app"] = app
-    _state["prefork"] = "prefork" in str(name)
-    _state["processes"] = max(int(getattr(sender, "concurrency", 1) or 1), 1) if _state["prefork"] else 1
-    if _state["prefork"] and cuda_initialised():
+    prefork = "prefork" in str(name)
+    processes = max(int(getattr(sender, "concurrency", 1) or 1), 1) if prefork else 1
+    _worker = WorkerRuntime(app, prefork=prefork, processes=processes)
+    if prefork and cuda_initialised():
         raise SystemExit(
             "modelq: refusing to start a prefork worker: CUDA is already initialised in this process, "
             "and a forked child cannot use it. Run GPU queues with --pool solo or --pool threads."
@@ -100,76 +101,148 @@ def _acknowledge_elsewhere(app: Celery, request: Any) -> None:
     request.on_reject = on_reject
 
 
+class WorkerRuntime:
+    """What one modelq worker runs beside Celery: its models and the threads that serve them.
+
+    Made when the worker starts (``worker_init``, in the main process), started when it is ready,
+    stopped when it shuts down. It owns every thread modelq adds to a worker, each with a stop:
+
+    * the residency sweep (expires idle models, keeps the reported figures fresh), in each process
+      that runs jobs: this one for the solo and threads pools, every child of a prefork pool;
+    * the affinity controller (which model queues the consumer reads: :mod:`modelq.models.affinity`),
+      when the worker serves a queue whose jobs route by model;
+    * the lease renewer (:mod:`modelq.lease`), on Redis;
+    * the reconciler (:mod:`modelq.reconciler`), except in the parent of a prefork pool over SQLite.
+    """
+
+    def __init__(self, app: Celery, *, prefork: bool, processes: int) -> None:
+        self.app = app
+        self.prefork = prefork
+        self.processes = processes
+        #: The started threads' owners, each with a ``stop()`` (the sweep's is this object's event).
+        self.parts: list[Any] = []
+        self._sweeping = threading.Event()
+
+    @property
+    def runtime(self) -> Any:
+        return getattr(self.app, "modelq", None)
+
+    def start(self, consumer: Any) -> None:
+        """The worker is ready: start the models here (unless a prefork pool's children run them) and the threads."""
+        if self.runtime is None:
+            return
+        if not self.prefork:  # solo and threads pools run jobs in this process
+            self.start_models()
+        for start in (self._start_affinity, self._start_leases, self._start_reconciler):
+            part = start(consumer)
+            if part is not None:
+                part.start()
+                self.parts.append(part)
+
+    def start_models(self) -> None:
+        """In a process that runs jobs: size torch's threads, preload models, start the residency sweep."""
+        runtime = self.runtime
+        if runtime is None:
+            return
+        size_torch_threads(torch_threads(runtime.settings, self.processes))
+        residency = runtime.residency
+        for name, spec in residency.registry.all().items():
+            if spec.preload:
+                try:
+                    residency.acquire(name)
+                    residency.release(name)
+                except Exception:
+                    log.exception("could not preload model %s", name)
+        self._sweeping.clear()
+        threading.Thread(target=self._sweep, args=(runtime,), name="modelq-residency", daemon=True).start()
+
+    def _sweep(self, runtime: Any) -> None:
+        """Expire idle models and keep the reported figures fresh, every second until stopped."""
+        residency = runtime.residency
+        reporter = next((h for h in residency.hooks if hasattr(h, "flush_if_stale")), None)
+        while not self._sweeping.wait(1.0):
+            try:
+                residency.expire_idle()
+                if reporter is not None:
+                    reporter.flush_if_stale()
+            except Exception:
+                log.exception("residency sweep failed")
+
+    def stop(self) -> None:
+        """The worker shuts down: stop every thread, then clear what it published in the job store."""
+        from modelq.models import reporting
+
+        self._sweeping.set()
+        for part in self.parts:
+            part.stop()
+        self.parts.clear()
+        runtime = self.runtime
+        if runtime is None or reporting.worker_name is None:
+            return
+        try:
+            runtime.store.forget_residency(reporting.worker_name, None)
+            runtime.store.forget_consumers(reporting.worker_name)
+        except Exception:
+            log.debug("could not clear this worker's figures", exc_info=True)
+
+    def _start_affinity(self, consumer: Any) -> Any:
+        """Steer this worker between model queues when it serves a queue that routes jobs by model."""
+        from modelq.models import reporting
+        from modelq.models.affinity import AffinityController, model_capacity
+        from modelq.tasks import registered_tasks
+
+        app, runtime = self.app, self.runtime
+        if reporting.worker_name is None:
+            return None
+        settings = runtime.settings
+        consumed = {settings.logical_queue(queue.name) for queue in getattr(consumer.task_consumer, "queues", [])}
+        model_tasks = [spec for spec in registered_tasks().values() if spec.models and spec.name in app.tasks]
+        bases = sorted({settings.queue_for(spec.name, spec.queue) for spec in model_tasks} & consumed)
+        if not bases:
+            return None
+        registry = runtime.residency.registry
+        devices = {"cpu" if registry.all()[m].device == "cpu" else "cuda"
+                   for spec in model_tasks for m in spec.models if m in registry.all()} or {"cpu"}  # fmt: skip
+        return AffinityController(app, consumer, reporting.worker_name, bases, model_capacity(settings, devices),
+                                  in_process=not self.prefork)  # fmt: skip
+
+    def _start_leases(self, _consumer: Any) -> Any:
+        """On Redis, keep renewing the messages this worker holds, so a long job is never redelivered."""
+        from modelq.broker import is_redis_url
+        from modelq.lease import LeaseRenewer
+
+        if not is_redis_url(self.app.conf.broker_url):
+            return None
+        return LeaseRenewer(self.app, self.runtime.settings.visibility_timeout)
+
+    def _start_reconciler(self, consumer: Any) -> Any:
+        """Every worker may reconcile the job store with the broker; one at a time does (a lease).
+
+        Not in the parent of a prefork pool over a SQLite store: SQLite keeps its lock bookkeeping
+        per process, and a child forked while a thread of the parent was inside a transaction
+        inherits a lock nobody will release (that child then finds the database locked for good).
+        ``modelq up`` also starts threads-pool workers, which reconcile.
+        """
+        from modelq.reconciler import Reconciler
+
+        if self.prefork and self.runtime.settings.job_database_url.startswith("sqlite"):
+            return None
+        hostname = getattr(consumer, "hostname", None) or f"worker-{os.getpid()}"
+        return Reconciler(self.app, f"{hostname}:{os.getpid()}")
+
+
 @signals.worker_process_init.connect
 def _start_models_in_child(**_: Any) -> None:
     # A prefork child: the job store re-creates its engine per process (it checks the
     # pid) and the child builds its own residency; models load here, never in the parent.
-    _start_models()
+    if _worker is not None:
+        _worker.start_models()
 
 
 @signals.worker_ready.connect
-def _start_models_in_main_process(sender: Any = None, **_: Any) -> None:
-    if not _state["prefork"]:  # solo and threads pools run jobs in this process
-        _start_models()
-    _start_affinity(sender)
-    _start_leases()
-    _start_reconciler(sender)
-
-
-def _start_reconciler(consumer: Any) -> None:
-    """Every worker may reconcile the job store with the broker; one at a time does (a lease).
-
-    Not in the parent of a prefork pool over a SQLite store: SQLite keeps its lock bookkeeping
-    per process, and a child forked while a thread of the parent was inside a transaction
-    inherits a lock nobody will release (that child then finds the database locked for good).
-    ``modelq up`` also starts threads-pool workers, which reconcile.
-    """
-    from modelq.reconciler import Reconciler
-
-    app = _state["app"]
-    if getattr(app, "modelq", None) is None:
-        return
-    if _state["prefork"] and app.modelq.settings.job_database_url.startswith("sqlite"):
-        return
-    hostname = getattr(consumer, "hostname", None) or f"worker-{os.getpid()}"
-    Reconciler(app, f"{hostname}:{os.getpid()}").start()
-
-
-def _start_leases() -> None:
-    """On Redis, keep renewing the messages this worker holds, so a long job is never redelivered."""
-    from modelq.broker import is_redis_url
-    from modelq.lease import LeaseRenewer
-
-    app = _state["app"]
-    runtime = getattr(app, "modelq", None)
-    if runtime is None or not is_redis_url(app.conf.broker_url):
-        return
-    LeaseRenewer(app, runtime.settings.visibility_timeout).start()
-
-
-def _start_affinity(consumer: Any) -> None:
-    """Steer this worker between model queues when it serves a queue that routes jobs by model."""
-    from modelq.models import reporting
-    from modelq.models.affinity import AffinityController, model_capacity
-    from modelq.tasks import registered_tasks
-
-    app = _state["app"]
-    runtime = getattr(app, "modelq", None)
-    if runtime is None or reporting.worker_name is None:
-        return
-    settings = runtime.settings
-    consumed = {settings.logical_queue(queue.name) for queue in getattr(consumer.task_consumer, "queues", [])}
-    model_tasks = [spec for spec in registered_tasks().values() if spec.models and spec.name in app.tasks]
-    bases = sorted({settings.queue_for(spec.name, spec.queue) for spec in model_tasks} & consumed)
-    if not bases:
-        return
-    registry = runtime.residency.registry
-    devices = {"cpu" if registry.all()[m].device == "cpu" else "cuda"
-               for spec in model_tasks for m in spec.models if m in registry.all()} or {"cpu"}  # fmt: skip
-    controller = AffinityController(app, consumer, reporting.worker_name, bases, model_capacity(settings, devices),
-                                    in_process=not _state["prefork"])  # fmt: skip
-    _state["affinity"] = controller
-    controller.start()
+def _start_worker_runtime(sender: Any = None, **_: Any) -> None:
+    if _worker is not None:
+        _worker.start(sender)
 
 
 def torch_threads(settings: Any, processes: int) -> int:
@@ -194,37 +267,6 @@ def size_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _start_models() -> None:
-    app = _state["app"]
-    runtime = getattr(app, "modelq", None)
-    if runtime is None:
-        return
-    size_torch_threads(torch_threads(runtime.settings, _state["processes"]))
-    residency = runtime.residency
-    for name, spec in residency.registry.all().items():
-        if spec.preload:
-            try:
-                residency.acquire(name)
-                residency.release(name)
-            except Exception:
-                log.exception("could not preload model %s", name)
-    threading.Thread(target=_sweep, args=(runtime,), name="modelq-residency", daemon=True).start()
-
-
-def _sweep(runtime: Any) -> None:
-    """Expire idle models and keep the reported figures fresh."""
-    residency = runtime.residency
-    reporter = next((h for h in residency.hooks if hasattr(h, "flush_if_stale")), None)
-    while True:
-        time.sleep(1.0)
-        try:
-            residency.expire_idle()
-            if reporter is not None:
-                reporter.flush_if_stale()
-        except Exception:
-            log.exception("residency sweep failed")
-
-
 @signals.celeryd_after_setup.connect
 def _remember_worker_name(sender: str | None = None, conf: Any = None, **_: Any) -> None:
     from modelq.models import reporting
@@ -234,28 +276,22 @@ def _remember_worker_name(sender: str | None = None, conf: Any = None, **_: Any)
 
 @signals.worker_process_shutdown.connect
 def _forget_child(**_: Any) -> None:
-    _forget(os.getpid())
-
-
-@signals.worker_shutdown.connect
-def _forget_worker(**_: Any) -> None:
-    _forget(None)
-
-
-def _forget(pid: int | None) -> None:
+    """A prefork child exits: its residency rows go (the parent's stay until the worker stops)."""
     from modelq.models import reporting
 
-    runtime = getattr(_state["app"], "modelq", None)
+    runtime = _worker.runtime if _worker is not None else None
     if runtime is None or reporting.worker_name is None:
         return
     try:
-        runtime.store.forget_residency(reporting.worker_name, pid)
-        if pid is None:
-            if _state.get("affinity") is not None:
-                _state["affinity"].stop()
-            runtime.store.forget_consumers(reporting.worker_name)
+        runtime.store.forget_residency(reporting.worker_name, os.getpid())
     except Exception:
         log.debug("could not clear residency figures", exc_info=True)
+
+
+@signals.worker_shutdown.connect
+def _stop_worker_runtime(**_: Any) -> None:
+    if _worker is not None:
+        _worker.stop()
 
 
 @signals.task_failure.connect
@@ -295,8 +331,10 @@ def run_worker(
     if concurrency is None:
         concurrency = settings.worker_concurrency or next((k.concurrency for k in kinds if k.concurrency), None)
     prefetch = max(k.prefetch_multiplier for k in kinds)
-    argv = ["worker", "-Q", ",".join(settings.broker_queue(q) for q in queues), "--pool", pool, "--loglevel", loglevel, "-E",
+    argv = ["worker", "-Q", ",".join(settings.broker_queue(q) for q in queues), "--pool", pool, "--loglevel", loglevel,
             "--prefetch-multiplier", str(prefetch), "--without-mingle", "--without-gossip"]  # fmt: skip
+    if settings.task_events:
+        argv.append("-E")
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     if hostname:

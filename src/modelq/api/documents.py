@@ -25,7 +25,7 @@ from modelq.api.embeddings import run_job
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JobOut, Progress
 from modelq.errors import DocumentNotReady, InvalidInput, JobNotFound, JobTimeout
-from modelq.jobs.records import JobStatus
+from modelq.jobs.status import JobStatus
 from modelq.workloads.enrich import EMBEDDINGS, TASK, submit_document
 from modelq.workloads.enrich.search import best_snippets
 

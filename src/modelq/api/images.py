@@ -33,7 +33,7 @@ from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import Progress
 from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout
 from modelq.jobs.dispatch import INTERACTIVE
-from modelq.jobs.records import JobStatus
+from modelq.jobs.status import JobStatus
 from modelq.models import sources
 from modelq.models.registry import ModelRegistry
 from modelq.workloads.text2img.params import check_params

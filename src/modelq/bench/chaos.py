@@ -75,6 +75,7 @@ from typing import Any
 from modelq.bench import BenchError
 from modelq.bench.chaos_tasks import TASK, concurrent_jobs, read_log, running, runs
 from modelq.bench.report import Panel, Report, verdict
+from modelq.jobs.status import is_finished
 from modelq.bench.support import (
     Child,
     child_env,
@@ -456,12 +457,11 @@ def analyse(accepted: list[str], records: dict[str, dict[str, Any] | None], all_
         started[r["job"]] = started.get(r["job"], 0) + 1
         completed[r["job"]] = completed.get(r["job"], 0) + (r["ended"] == "end")
     status = {job: (records.get(job) or {}).get("status") for job in accepted}
-    finished = ("succeeded", "failed", "cancelled")
     return {
         "submitted": len(accepted),
         "succeeded": sum(s == "succeeded" for s in status.values()),
         "failed": sum(s in ("failed", "cancelled") for s in status.values()),
-        "lost": sum(s not in finished for s in status.values()),
+        "lost": sum(not is_finished(s) for s in status.values()),
         "duplicated_concurrently": len(concurrent_jobs(all_runs) & mine),
         "ran_more_than_once": sum(started.get(j, 0) > 1 for j in accepted),
         "completed_more_than_once": sum(completed.get(j, 0) > 1 for j in accepted),
@@ -471,7 +471,7 @@ def analyse(accepted: list[str], records: dict[str, dict[str, Any] | None], all_
         "killed_runs": sum(r["ended"] == "killed" for r in all_runs),
         "unexplained_open_runs": sum(r["ended"] == "unexplained" for r in all_runs),
         "lost_jobs": [{"id": j, "status": s, "attempts": (records.get(j) or {}).get("attempts")}
-                      for j, s in status.items() if s not in finished],  # fmt: skip
+                      for j, s in status.items() if not is_finished(s)],  # fmt: skip
         "failed_jobs": [{"id": j, "status": s, "error": (records.get(j) or {}).get("error"),
                          "attempts": (records.get(j) or {}).get("attempts")}
                         for j, s in status.items() if s in ("failed", "cancelled")],  # fmt: skip

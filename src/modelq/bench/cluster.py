@@ -361,7 +361,9 @@ def submit_stream(bench: Bench, plan: Plan, stream: str, workers: int,
 
 
 def finished_count(counts: dict[str, int]) -> int:
-    return sum(counts.get(status, 0) for status in ("succeeded", "failed", "cancelled"))
+    from modelq.jobs.status import is_finished
+
+    return sum(count for status, count in counts.items() if is_finished(status))
 
 
 def collect(client: Any, submitted: list[tuple[str, str]], *, timeout: float,

@@ -25,9 +25,10 @@ def broker_url(settings: Settings, *, start: bool = False) -> str:
 
 
 def is_redis_url(url: str | None) -> bool:
-    """Whether a broker URL uses kombu's Redis transport (``redis://``, ``rediss://``, the embedded
-    ``redis+socket://``): priorities, visibility timeout and leases work differently there."""
-    return str(url or "").startswith("redis")
+    """Whether a URL names a Redis server (``redis://``, ``rediss://``, the embedded
+    ``redis+socket://``, ``unix://``): kombu's Redis transport, where priorities, visibility
+    timeout and leases work differently, and a store the LLM rate limiter can share."""
+    return str(url or "").startswith(("redis", "unix://"))
 
 
 def result_backend_url(settings: Settings) -> str | None:
@@ -39,9 +40,7 @@ def result_backend_url(settings: Settings) -> str | None:
     if settings.result_backend:
         return settings.result_backend
     url = broker_url(settings)
-    if url.startswith(("redis://", "rediss://", "redis+socket://")):
-        return url
-    return None
+    return url if is_redis_url(url) else None
 
 
 def check_broker(app, timeout: float = 2.0) -> None:  # noqa: ANN001 - a Celery app

@@ -20,7 +20,7 @@ from modelq.celery_app import MAX_PRIORITY, REDELIVERED_HEADER, REPUBLISHED_HEAD
 from modelq.errors import (BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, OwnerQueueFull, QueueFull,
                            TaskNotFound)
 from modelq.jobs import dispatch
-from modelq.jobs.records import JobStatus
+from modelq.jobs.status import JobStatus
 from modelq.models.affinity import model_queue
 from modelq.tasks import TaskSpec, registered_tasks
 

@@ -20,7 +20,8 @@ from sqlalchemy import (Connection, Engine, bindparam, case, create_engine, even
                         update)
 from sqlalchemy.exc import IntegrityError
 
-from modelq.jobs.records import DispatchLock, Job, JobStatus, record_dict, utcnow
+from modelq.jobs.records import DispatchLock, Job, record_dict, utcnow
+from modelq.jobs.status import JobStatus
 
 #: The table, for Core statements: the hot paths (submit, start, finish, poll)
 #: skip the ORM's unit of work, which costs more than the SQL itself here.
@@ -621,7 +622,6 @@ class JobStore:
                 .group_by(jobs.c.queue)
             ).all()
         return {queue: (int(count), _aware(oldest)) for queue, count, oldest in rows}
-
 
     def arrivals(self, queue_prefix: str, since: datetime, counted_since: datetime) -> dict[str, tuple[datetime, int]]:
         """Per queue starting with ``queue_prefix`` with a job created after ``since``: when its newest

@@ -55,9 +55,9 @@ def get_model(name: str) -> Any:
         MemoryBudgetExceeded: it can never fit its device's budget.
         ModelLoadError: its loader failed.
     """
-    from modelq.tasks import _current
+    from modelq.tasks import current_context
 
-    ctx = _current.get()
+    ctx = current_context()
     if ctx is not None and ctx.residency is not None:
         obj = ctx.residency.acquire(name)
         ctx.held.append(name)

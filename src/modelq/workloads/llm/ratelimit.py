@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 #: Completion tokens assumed when a job sets no ``max_tokens``.
 DEFAULT_COMPLETION_ESTIMATE = 256
-REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
 
 
 @dataclass(frozen=True)
@@ -279,10 +278,10 @@ _pid = os.getpid()
 
 def redis_url_for(settings: Settings) -> str | None:
     """The Redis the cluster shares: the broker if it is Redis, else a Redis result backend."""
-    from modelq.broker import broker_url, result_backend_url
+    from modelq.broker import broker_url, is_redis_url, result_backend_url
 
     for url in (broker_url(settings), result_backend_url(settings)):
-        if url and url.startswith(REDIS_SCHEMES):
+        if is_redis_url(url):
             return url
     return None
 
