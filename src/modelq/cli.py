@@ -16,9 +16,18 @@ from typing import Any
 import click
 
 from modelq.config import safe_url
+from modelq.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    InsecureApi,
+    InsecureMonitor,
+    InvalidInput,
+    JobTimeout,
+    ModelqError,
+    TaskNotFound,
+    Unauthorized,
+)
 from modelq.jobs.status import is_finished
-from modelq.errors import (BrokerUnavailable, ConfigError, InsecureApi, InsecureMonitor, InvalidInput, JobTimeout,
-                           ModelqError, TaskNotFound, Unauthorized)
 
 # Exit codes, named (a script can tell a failed job from a bad command).
 RET_JOB_FAILED = 1
@@ -579,6 +588,9 @@ def monitor(settings: Any, address: str, port: int, basic_auth: tuple[str, ...],
     argv = flower_argv(address=address, port=port, basic_auth=list(basic_auth), insecure=insecure,
                        extra=list(flower_args))  # fmt: skip
     app = create_celery_app(settings, start_broker=True)
+    # Workers send task events only when asked (MODELQ_TASK_EVENTS): ask now, so the jobs that start
+    # before Flower's own first request (after 5 s, and every 5 s) show too.
+    app.control.enable_events()
     click.echo(f"Flower for modelq: http://{address}:{port}" + ("" if basic_auth else " (no login)"), err=True)
     sys.exit(app.start(argv) or 0)
 
