@@ -1,4 +1,4 @@
-"""The deployment files: docker-compose.yml has the cluster the README describes, and validates."""
+"""The deployment files: docker-compose.yml has the cluster the documentation describes, and validates."""
 
 from __future__ import annotations
 

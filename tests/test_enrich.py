@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import child_env, start_worker, stop_process, wait_for, wait_for_worker
-from pdf_helpers import BROKEN_PDF, PAGE_SIZES, PAGES, encrypted_pdf, make_pdf, zero_page_pdf
-from test_api import serve
 
+from conftest import child_env, start_worker, stop_process, wait_for, wait_for_worker
 from modelq.errors import InvalidDocument, InvalidInput, MissingDependency
 from modelq.workloads.enrich import check_params, page_snippets, split_text
 from modelq.workloads.enrich.pdf import check_upload, open_pdf
+from pdf_helpers import BROKEN_PDF, PAGE_SIZES, PAGES, encrypted_pdf, make_pdf, zero_page_pdf
+from test_api import serve
 
 #: Caps of the API and the worker in this file (small, so the 422s are cheap to reach).
 MAX_PAGES = 30

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import (REDIS_URL, _fresh_rabbitmq_vhost, _flush_redis, child_env, start_worker, stop_process, wait_for,
-                      wait_for_worker)  # fmt: skip
+from conftest import (
+    REDIS_URL,
+    _flush_redis,
+    _fresh_rabbitmq_vhost,
+    child_env,
+    start_worker,
+    stop_process,
+    wait_for,
+    wait_for_worker,  # fmt: skip
+)
 
 BROKER_DB, RESULT_DB = 10, 11
 JOBS = 30

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from conftest import start_worker, stop_process, wait_for, wait_for_worker
 from test_api import serve
 from text2img_helpers import TINY_CAPS, TINY_MODEL, make_tiny_sd, tiny_image_stack

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend, start_worker, stop_process, wait_for, wait_for_worker
 
+from conftest import Backend, start_worker, stop_process, wait_for, wait_for_worker
 from modelq.workloads.timetable import instance_to_dict, parse_ctt, solve
 from modelq.workloads.timetable.generate import generate_instance, sample
 

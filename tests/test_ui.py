@@ -1,7 +1,7 @@
 """The web UI in a real headless Chromium (Debian's, driven by Playwright), against the real API,
 the embedded broker and real workers: each page submits a job and its result appears.
 
-Each test saves a screenshot of its page to ``docs/screenshots/`` (shown in the README).
+Each test saves a screenshot of its page to ``docs/screenshots/`` (shown in docs/ui.md).
 Chromium comes from ``scripts/browser`` (``scripts/test`` runs it); these tests skip only
 when it is missing and cannot be installed.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import start_worker, stop_process, wait_for_worker
 from test_api import serve
 from text2img_helpers import TINY_CAPS, TINY_MODEL, make_tiny_sd, tiny_image_stack
@@ -388,7 +389,7 @@ def test_an_api_with_keys_asks_for_one_then_shows_only_that_owners_jobs(browser,
         context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url)
         page = context.new_page()
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
         try:
             # when alice opens the UI, it asks for a key, and she gives hers
             page.goto("/ui/#/jobs")

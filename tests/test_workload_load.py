@@ -156,7 +156,7 @@ def _assert_ranked_like(results: list[dict], reference: list[float]) -> None:
     for result in results:
         assert abs(result["relevance_score"] - reference[result["index"]]) < 1e-4
     ranked = [reference[r["index"]] for r in results]
-    assert all(a >= b - 1e-4 for a, b in zip(ranked, ranked[1:])), ranked
+    assert all(a >= b - 1e-4 for a, b in zip(ranked, ranked[1:], strict=False)), ranked
 
 
 def test_rerank_with_a_cross_encoder_under_concurrent_varied_requests(stack: dict) -> None:

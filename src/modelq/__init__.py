@@ -11,7 +11,6 @@ from typing import Any
 
 from modelq.client import Client
 from modelq.config import Settings, load_settings
-from modelq.execs import ExecResult, ExternalProgramFailed, run_exec
 from modelq.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -23,6 +22,7 @@ from modelq.errors import (
     ModelqError,
     TaskNotFound,
 )
+from modelq.execs import ExecResult, ExternalProgramFailed, run_exec
 from modelq.models.batching import batch_call
 from modelq.models.registry import model
 from modelq.tasks import current_context, current_job, progress, task

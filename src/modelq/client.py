@@ -12,7 +12,6 @@ settings the workers use (no API server needed).
 from __future__ import annotations
 
 import os
-
 import time
 from typing import Any
 

@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from modelq.jobs.status import JobStatus, is_finished
+from modelq.jobs.status import is_finished
 
 log = logging.getLogger(__name__)
 

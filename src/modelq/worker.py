@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from typing import Any
 
 from celery import Celery, signals

@@ -40,9 +40,21 @@ def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> F
         celery_app: an existing modelq Celery app (default: built from ``settings``,
             starting the embedded broker when it is the one configured).
     """
-    from modelq.api import (cluster, documents, embeddings, errors, health, image_edits, images, jobs, metrics, models,
-                            timetable, ui)
     from modelq.access import KeyRing
+    from modelq.api import (
+        cluster,
+        documents,
+        embeddings,
+        errors,
+        health,
+        image_edits,
+        images,
+        jobs,
+        metrics,
+        models,
+        timetable,
+        ui,
+    )
     from modelq.api.auth import ApiKeyAuth
     from modelq.api.hosts import TrustedHosts, trusted_patterns
     from modelq.api.limits import BodySizeLimit

@@ -26,8 +26,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from modelq.api.auth import owner_of
-from modelq.api.models import model_listing
 from modelq.api.errors import responses as error_responses
+from modelq.api.models import model_listing
 from modelq.api.schemas import JobOut, event_stream
 from modelq.errors import BrokerUnavailable, ModelqError
 from modelq.inspection import pool_name

@@ -15,8 +15,8 @@ from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JobList, JobOut, JobRequest, OwnerList, OwnerOut, TaskOut, event_stream
 from modelq.errors import JobTimeout
 from modelq.jobs.dispatch import weight_of
-from modelq.jobs.status import JobStatus
 from modelq.jobs.service import JobService
+from modelq.jobs.status import JobStatus
 
 router = APIRouter(tags=["jobs"])
 

@@ -75,7 +75,6 @@ from typing import Any
 from modelq.bench import BenchError
 from modelq.bench.chaos_tasks import TASK, concurrent_jobs, read_log, running, runs
 from modelq.bench.report import Panel, Report, verdict
-from modelq.jobs.status import is_finished
 from modelq.bench.support import (
     Child,
     child_env,
@@ -87,6 +86,7 @@ from modelq.bench.support import (
     still_running,
     wait_until,
 )
+from modelq.jobs.status import is_finished
 
 TARGET = {"lost": 0, "duplicated_concurrently": 0}
 WORKERS = 2

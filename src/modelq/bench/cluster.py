@@ -65,8 +65,15 @@ from typing import Any
 
 from modelq.bench import BenchError
 from modelq.bench.report import Panel, Report, fmt, verdict
-from modelq.bench.support import (Child, child_env, hermetic_settings, percentile, release_results, wait_for_pings,
-                                  wait_until)
+from modelq.bench.support import (
+    Child,
+    child_env,
+    hermetic_settings,
+    percentile,
+    release_results,
+    wait_for_pings,
+    wait_until,
+)
 from modelq.models.placement import starvation_bound
 
 TASK = "bench.cluster_job"

@@ -17,8 +17,15 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 
 from modelq.broker import is_redis_url
 from modelq.celery_app import MAX_PRIORITY, REDELIVERED_HEADER, REPUBLISHED_HEADER, redis_priority
-from modelq.errors import (BrokerUnavailable, InvalidInput, JobNotFound, JobTimeout, OwnerQueueFull, QueueFull,
-                           TaskNotFound)
+from modelq.errors import (
+    BrokerUnavailable,
+    InvalidInput,
+    JobNotFound,
+    JobTimeout,
+    OwnerQueueFull,
+    QueueFull,
+    TaskNotFound,
+)
 from modelq.jobs import dispatch
 from modelq.jobs.status import JobStatus
 from modelq.models.affinity import model_queue

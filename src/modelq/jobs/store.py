@@ -16,8 +16,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (Connection, Engine, bindparam, case, create_engine, event, func, insert, or_, select, text,
-                        update)
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from modelq.jobs.records import DispatchLock, Job, record_dict, utcnow

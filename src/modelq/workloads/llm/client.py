@@ -8,7 +8,7 @@ Connections are pooled per process and shared by every job on that endpoint, in 
 :data:`SHARD_SIZE`: httpcore's pool looks at every connection it holds each time it hands
 one out, so one pool of 500 connections costs O(n) per request. Measured on this project's
 2-core machine, 1,000 calls with 500 in flight took 6-12 s of CPU through one pool and 0.8-1.0 s
-through shards of 16 (README, "LLM fan-out").
+through shards of 16 (docs/llm.md).
 """
 
 from __future__ import annotations

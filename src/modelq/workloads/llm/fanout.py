@@ -6,8 +6,8 @@ runs at once. A job keeps at most its window of calls queued on the pool (its ow
 ``max_in_flight``, else the pool size) and queues the next prompt as each call ends, so jobs that
 run side by side share the threads in turn instead of one waiting for the other to drain.
 
-Why threads: measured against asyncio+httpx and gevent on this project's 2-core machine (README,
-"LLM fan-out"), plain threads with synchronous httpx used the least CPU per call and came
+Why threads: measured against asyncio+httpx and gevent on this project's 2-core machine (docs/llm.md),
+plain threads with synchronous httpx used the least CPU per call and came
 closest to the ideal wall time at 500 in flight, with the same memory; they need no monkey
 patching, run inside any Celery pool (prefork, solo, threads, gevent), and let the job store and
 the rate limiter use their ordinary synchronous clients.

@@ -19,6 +19,12 @@ runs), :mod:`.task` (the registered tasks). Importing this package registers the
 from __future__ import annotations
 
 from modelq.workloads.text2img import task as _task  # noqa: F401 - registers the task
-from modelq.workloads.text2img.params import IMG2IMG_PIPELINES, PIPELINES, SCHEDULERS, check_img2img_params, check_params
+from modelq.workloads.text2img.params import (
+    IMG2IMG_PIPELINES,
+    PIPELINES,
+    SCHEDULERS,
+    check_img2img_params,
+    check_params,
+)
 
 __all__ = ["IMG2IMG_PIPELINES", "PIPELINES", "SCHEDULERS", "check_img2img_params", "check_params"]

@@ -21,10 +21,10 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from modelq.workloads.timetable._numpy import np
-from modelq.workloads.timetable.scoring import fitness_backend, population_scores, score_dict
 from modelq.workloads.timetable.ga import Population, generation, initial_population
 from modelq.workloads.timetable.inputs import RunConfig
 from modelq.workloads.timetable.problem import Instance
+from modelq.workloads.timetable.scoring import fitness_backend, population_scores, score_dict
 from modelq.workloads.timetable.tables import Tables, tables_of
 
 # One island's epoch -----------------------------------------------------------------------
@@ -225,9 +225,9 @@ def assignments(instance: Instance, period: np.ndarray, room: np.ndarray) -> lis
     """(course, lecture, day, period, room) rows, courses in instance order."""
     out = []
     ppd = instance.periods_per_day
-    for l, c in enumerate(instance.course_of_lecture):
-        t, r = int(period[l]), int(room[l])
-        out.append({"course": instance.courses[c].id, "lecture": l - instance.lecture_offsets[c],
+    for lec, c in enumerate(instance.course_of_lecture):
+        t, r = int(period[lec]), int(room[lec])
+        out.append({"course": instance.courses[c].id, "lecture": lec - instance.lecture_offsets[c],
                     "day": t // ppd, "period": t % ppd, "room": instance.rooms[r].id})  # fmt: skip
     return out
 
