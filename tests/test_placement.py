@@ -214,3 +214,39 @@ def test_a_model_not_yet_loaded_counts_as_the_longest_load_measured(tmp_path) ->
     controller = AffinityController(app, None, "w@h", ["default"], 1)
     assert {q: d.load_seconds for q, d in controller.demand().items()} == {
         "default.model.m0": 1.5, "default.model.m1": 1.5}
+
+
+def test_while_a_helper_is_still_loading_a_burst_gets_another_only_if_the_wait_still_exceeds_a_load() -> None:
+    # B holds 3 s of work (no more coming) for one server; w1 joined it a moment ago and is loading it
+    closed = {B: Demand(queued=30, oldest=ago(5), job_seconds=0.1, load_seconds=1.0, last_arrival=ago(5))}
+    busy = Peer("w0", chosen={B: ago(60)}, holds={B}, slots=1)
+    loading = Peer("w1", chosen={B: ago(0.2)}, slots=1)
+    # then the free w2 stays out: R / (S + 1) = 1 s is not longer than the load
+    assert servers(plans([busy, loading, Peer("w2", slots=1)], closed))[B] == 2
+    # but once w1 has loaded, a burst that is in gets one more as soon as R / S = 1.5 s > L
+    loaded = Peer("w1", chosen={B: ago(5)}, holds={B}, slots=1)
+    assert servers(plans([busy, loaded, Peer("w2", slots=1)], closed))[B] == 3
+
+
+def test_two_workers_that_decide_at_the_same_moment_take_a_model_on_one_at_a_time(tmp_path) -> None:  # noqa: ANN001
+    """Two idle workers tick together, each from a snapshot without the other's choice: only one of
+    them takes the model (and loads it), because taking a model on is decided again under a lock."""
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+    from modelq.models.affinity import AffinityController
+
+    app = create_celery_app(load_settings(home=tmp_path, broker_url="redis://127.0.0.1:1/0"))
+    store = app.modelq.store
+    store.migrate()
+    store.create(id="j0", task="t", input={}, queue="default.model.m0", owner="a", priority=None, window=100,
+                 weight=1.0)  # fmt: skip
+    first, second = (AffinityController(app, None, name, ["default"], 1) for name in ("a@h", "b@h"))
+    stale = first.snapshot(NOW)
+    assert stale == []  # neither has published yet: each sees itself alone
+    for controller in (first, second):
+        controller.snapshot = lambda now: stale  # type: ignore[method-assign]
+    first.tick()
+    second.tick()
+    assert [set(first.chosen), set(second.chosen)] == [{"default.model.m0"}, set()]
+    chosen = {(row["worker"], row["queue"]) for row in store.consumers(NOW - timedelta(days=1)) if row["chosen"]}
+    assert chosen == {("a@h", "default.model.m0")}

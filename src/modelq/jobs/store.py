@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from modelq.jobs.records import DispatchLock, Job, record_dict, utcnow
+from modelq.jobs.records import DispatchLock, Job, ModelConsumer, record_dict, utcnow
 from modelq.jobs.status import JobStatus
 
 #: The table, for Core statements: the hot paths (submit, start, finish, poll)
@@ -777,30 +777,46 @@ class JobStore:
 
     def report_consumers(self, worker: str, rows: list[dict[str, Any]]) -> None:
         """Replace what ``worker`` reported before with ``rows`` (``seen_at`` set to now)."""
-        from modelq.jobs.records import ModelConsumer
-
-        table = ModelConsumer.__table__
-        now = utcnow()
         with self.transaction() as conn:
-            conn.execute(table.delete().where(table.c.worker == worker))
-            if rows:
-                conn.execute(insert(table), [{**row, "worker": worker, "seen_at": now} for row in rows])
+            _replace_consumers(conn, worker, rows)
 
     def consumers(self, seen_after: datetime) -> list[dict[str, Any]]:
         """Every worker's reported consumer rows seen after ``seen_after``."""
-        from modelq.jobs.records import ModelConsumer
-
-        table = ModelConsumer.__table__
         with self.engine.connect() as conn:
-            rows = conn.execute(select(table).where(table.c.seen_at >= seen_after)).mappings().all()
-        return [{**row, "since": _aware(row["since"]), "seen_at": _aware(row["seen_at"])} for row in rows]
+            return _consumer_rows(conn, seen_after)
+
+    def settle_consumers(self, worker: str, seen_after: datetime,
+                         decide: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]) -> None:  # fmt: skip
+        """One worker at a time: read every worker's consumer rows (seen after ``seen_after``), have
+        ``decide`` choose ``worker``'s rows from them, and write those (None: write nothing).
+
+        Two workers that decide from the same snapshot would both take the model a third one needs
+        (and both load it); under this lock the second one sees the first one's choice.
+        """
+        with self.transaction() as conn:
+            self._lock(conn, "modelq:placement")
+            rows = decide(_consumer_rows(conn, seen_after))
+            if rows is not None:
+                _replace_consumers(conn, worker, rows)
 
     def forget_consumers(self, worker: str) -> None:
-        from modelq.jobs.records import ModelConsumer
-
         table = ModelConsumer.__table__
         with self.transaction() as conn:
             conn.execute(table.delete().where(table.c.worker == worker))
+
+
+def _consumer_rows(conn: Connection, seen_after: datetime) -> list[dict[str, Any]]:
+    table = ModelConsumer.__table__
+    rows = conn.execute(select(table).where(table.c.seen_at >= seen_after)).mappings().all()
+    return [{**row, "since": _aware(row["since"]), "seen_at": _aware(row["seen_at"])} for row in rows]
+
+
+def _replace_consumers(conn: Connection, worker: str, rows: list[dict[str, Any]]) -> None:
+    table = ModelConsumer.__table__
+    conn.execute(table.delete().where(table.c.worker == worker))
+    if rows:
+        now = utcnow()
+        conn.execute(insert(table), [{**row, "worker": worker, "seen_at": now} for row in rows])
 
 
 def _turn_key(row: Any) -> tuple:

@@ -6,7 +6,9 @@ A controller thread in each worker, every :data:`TICK_SECONDS`:
 1. reads a snapshot from the job store: the backlog per model queue, typical job and load times,
    and what every live worker reads, has chosen and holds (:class:`modelq.jobs.records.ModelConsumer`);
 2. computes :func:`modelq.models.placement.plan` for itself (the rules and the starvation bound
-   are written there);
+   are written there); a plan that takes on a model is made again under a lock in the store and
+   published before the lock is let go, so workers that tick together take it on one at a time
+   (:meth:`AffinityController.take_on`);
 3. steers its own consumer in this process (``Consumer.add_task_queue`` / ``cancel_task_queue``
    through ``call_soon``, on the consumer's own loop), and reconciles against the queues the
    consumer really reads, so a change that did not take (or one made by someone else, such as
@@ -25,11 +27,11 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from modelq.models.placement import Demand, Peer, plan
+from modelq.models.placement import Demand, Peer, Plan, plan
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +198,18 @@ class AffinityController:
                                    cap=declared.max_concurrency if declared else None)  # fmt: skip
         return demand
 
-    def peers(self, me: Peer, now: datetime) -> dict[str, Peer]:
-        """Every live worker's published state, with this worker's own (``me``) in place of its rows."""
-        peers: dict[str, Peer] = {}
+    def snapshot(self, now: datetime) -> list[dict[str, Any]]:
+        """Every live worker's published consumer rows (none when the store cannot say)."""
         try:
-            rows = self.store.consumers(now - timedelta(seconds=STALE_SECONDS))
+            return self.store.consumers(now - timedelta(seconds=STALE_SECONDS))
         except Exception:  # no snapshot: decide alone, as one worker would
             log.debug("placement: no snapshot of the other workers", exc_info=True)
-            rows = []
+            return []
+
+    @staticmethod
+    def peers(me: Peer, rows: list[dict[str, Any]]) -> dict[str, Peer]:
+        """Every live worker in ``rows``, with this worker's own (``me``) in place of its rows."""
+        peers: dict[str, Peer] = {}
         for row in rows:
             if row["worker"] == me.name:
                 continue
@@ -231,11 +237,16 @@ class AffinityController:
         # Any model a job on this worker's queues names, or one it holds, unless it is pinned to some.
         known = self.known_queues() | (set() if self.settings.worker_models else set(demand) | held)
         me = Peer(name=self.hostname, chosen=dict(self.chosen), holds=held, slots=self.capacity, serves=known)
-        peers = self.peers(me, now)
-        decided = plan(self.hostname, peers, demand, known=known,
-                       switch_factor=self.settings.affinity_switch_factor,
-                       max_wait=self.settings.affinity_max_wait, now=now)  # fmt: skip
-        self.chosen = {q: self.chosen.get(q, now) for q in decided.chosen}
+
+        def decide(rows: list[dict[str, Any]]) -> tuple[Plan, dict[str, Peer]]:
+            peers = self.peers(me, rows)
+            return plan(self.hostname, peers, demand, known=known, switch_factor=self.settings.affinity_switch_factor,
+                        max_wait=self.settings.affinity_max_wait, now=now), peers  # fmt: skip
+
+        decided, peers = decide(self.snapshot(now))
+        if decided.chosen - set(self.chosen):
+            decided, peers = self.take_on(decide, held, known, now) or (decided, peers)
+        self.choose(decided, now)
         served = {q for name, peer in peers.items() if name != self.hostname for q in peer.chosen}
         stranded = self.stranded(known - served, demand, now)
         for queue in stranded:  # heal: this worker takes them, whatever the plan assumed
@@ -243,6 +254,37 @@ class AffinityController:
         reading = decided.reading | set(stranded)
         self.steer(reading)
         self.publish(reading, held, stranded, known)
+
+    def take_on(self, decide: Callable[[list[dict[str, Any]]], tuple[Plan, dict[str, Peer]]], held: set[str],
+                known: set[str], now: datetime) -> tuple[Plan, dict[str, Peer]] | None:  # fmt: skip
+        """Decide again to take on a model, one worker at a time, and publish the choice before the next
+        worker decides: idle workers that tick together would otherwise all see the model short of a
+        server and all load it. None when the store cannot do it (the first decision stands)."""
+        settled: list[tuple[Plan, dict[str, Peer]]] = []
+
+        def claim(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+            settled[:] = [decide(rows)]
+            decided = settled[0][0]
+            if not decided.chosen - set(self.chosen):
+                return None  # another worker took it on meanwhile
+            self.choose(decided, now)
+            state, mine = self._rows(decided.reading, held, {}, known)
+            self._published, self._published_at = state, time.monotonic()
+            return mine
+
+        try:
+            self.store.settle_consumers(self.hostname, now - timedelta(seconds=STALE_SECONDS), claim)
+        except Exception:
+            log.debug("placement: could not settle with the other workers", exc_info=True)
+            return None
+        return settled[0] if settled else None
+
+    def choose(self, decided: Plan, now: datetime) -> None:
+        """Commit to the plan's models (keeping when each was first chosen)."""
+        if decided.chosen != set(self.chosen):
+            log.info("placement: %s now serves %s (was %s)", self.hostname, ", ".join(sorted(decided.chosen)) or "nothing",
+                     ", ".join(sorted(self.chosen)) or "nothing")  # fmt: skip
+        self.chosen = {q: self.chosen.get(q, now) for q in decided.chosen}
 
     def reading(self) -> set[str] | None:
         """The model queues the consumer really reads (None while it has no task consumer)."""
@@ -311,13 +353,12 @@ class AffinityController:
                     self._idle_since = time.monotonic()
         return found
 
-    def publish(self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]) -> None:
-        self._read_before = reading
+    def _rows(self, reading: set[str], held: set[str], stranded: dict[str, int],
+              known: set[str]) -> tuple[tuple, list[dict[str, Any]]]:  # fmt: skip
+        """What this worker publishes: its state (to tell a change) and its consumer rows."""
         pinned = known if self.settings.worker_models else set()
         state = (frozenset(reading), tuple(sorted(self.chosen.items())), frozenset(held), tuple(sorted(stranded.items())),
                  frozenset(pinned))  # fmt: skip
-        if state == self._published and time.monotonic() - self._published_at < HEARTBEAT_SECONDS:
-            return
         epoch = datetime.fromtimestamp(0, timezone.utc)
         rows = [{"queue": "", "reading": False, "chosen": False, "held": False, "since": epoch, "slots": self.capacity,
                  "serves": bool(pinned), "stranded": 0}]  # fmt: skip
@@ -325,6 +366,13 @@ class AffinityController:
             rows.append({"queue": queue, "reading": queue in reading, "chosen": queue in self.chosen,
                          "held": queue in held, "since": self.chosen.get(queue, epoch), "slots": None,
                          "serves": queue in pinned, "stranded": stranded.get(queue, 0)})  # fmt: skip
+        return state, rows
+
+    def publish(self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]) -> None:
+        self._read_before = reading
+        state, rows = self._rows(reading, held, stranded, known)
+        if state == self._published and time.monotonic() - self._published_at < HEARTBEAT_SECONDS:
+            return
         self.store.report_consumers(self.hostname, rows)
         self._published, self._published_at = state, time.monotonic()
 

@@ -23,8 +23,14 @@ The rules, in the order :func:`plan` applies them:
    that is in: R is all there is). While jobs keep arriving it asks for R / (S + 1) > L, which
    keeps steady arrivals from moving workers on every short-lived backlog (``modelq bench
    cluster``, Poisson arrivals on 4 workers: 4 loads in a minute with this rule, 27 with
-   R / S > L). Two idle workers never both take a cold model: the plan gives it one of them, and
-   gives the other one only if the expected wait still exceeds a load.
+   R / S > L). So it does while a worker that joined the model is still loading it: at the end of
+   a burst, when the hot model's servers run out of work together, one of them joins another
+   model as soon as R / S > L, and a second one only if R / (S + 1) > L with the first counted
+   (each further helper saves less: with R = 1.5 L on one server, a second helper would save a
+   sixth of the load it pays). Two idle workers never both take a cold model: the plan gives it
+   one of them, and gives the other one only if the expected wait still exceeds a load; a plan
+   that takes on a model is made again under a lock, so workers that decide at the same moment
+   see each other's choice (see :mod:`modelq.models.affinity`).
 5. **Overdue models** nobody serves, once their oldest job has waited ``max_wait`` seconds (since it
    was submitted, or since the job before it started, whichever is later), take
    a busy worker: one whose model has other servers, or else one that has served its model for
@@ -175,9 +181,12 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
         return work / max(servers[queue] + extra, 1)
 
     def closed(queue: str) -> bool:
-        """No job arrived for a load time: its queued work is all the work (a burst that is in)."""
+        """No job arrived for a load time, and no server of it is still loading it: its queued work is
+        all the work (a burst that is in), and no other worker just joined to share it."""
         last = waiting[queue].last_arrival
-        return last is None or (now - last).total_seconds() >= waiting[queue].load_seconds
+        if last is not None and (now - last).total_seconds() < waiting[queue].load_seconds:
+            return False
+        return not any((now - b[queue]).total_seconds() < waiting[queue].load_seconds for b in busy.values() if queue in b)
 
     def age(queue: str) -> float:
         since = waiting[queue].waiting_since()
