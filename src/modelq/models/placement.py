@@ -23,11 +23,11 @@ The rules, in the order :func:`plan` applies them:
    that is in: R is all there is). While jobs keep arriving it asks for R / (S + 1) > L, which
    keeps steady arrivals from moving workers on every short-lived backlog (``modelq bench
    cluster``, Poisson arrivals on 4 workers: 4 loads in a minute with this rule, 27 with
-   R / S > L). So it does while a worker that joined the model is still loading it: at the end of
+   R / S > L). So it does while a worker that joined its working servers is still loading it: at the end of
    a burst, when the hot model's servers run out of work together, one of them joins another
    model as soon as R / S > L, and a second one only if R / (S + 1) > L with the first counted
    (each further helper saves less: with R = 1.5 L on one server, a second helper would save a
-   sixth of the load it pays). Two idle workers never both take a cold model: the plan gives it
+   twelfth of the load it pays). Two idle workers never both take a cold model: the plan gives it
    one of them, and gives the other one only if the expected wait still exceeds a load; a plan
    that takes on a model is made again under a lock, so workers that decide at the same moment
    see each other's choice (see :mod:`modelq.models.affinity`).
@@ -65,8 +65,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
-def starvation_bound(models: int, load_seconds: float, job_seconds: float, *, switch_factor: float,
-                     max_wait: float) -> float:  # fmt: skip
+def starvation_bound(
+    models: int, load_seconds: float, job_seconds: float, *, switch_factor: float, max_wait: float
+) -> float:
     """The longest a queued job waits to start on one worker (see the module docstring):
     ``max_wait + (M - 1) x ((k + 1) x L + J) + L``."""
     return max_wait + (models - 1) * ((switch_factor + 1) * load_seconds + job_seconds) + load_seconds
@@ -139,8 +140,16 @@ class Plan:
     chosen: set[str]
 
 
-def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: set[str],
-         switch_factor: float, max_wait: float, now: datetime) -> Plan:  # fmt: skip
+def plan(
+    me: str,
+    peers: dict[str, Peer],
+    demand: dict[str, Demand],
+    *,
+    known: set[str],
+    switch_factor: float,
+    max_wait: float,
+    now: datetime,
+) -> Plan:
     """The model queues worker ``me`` should read (see the module docstring for the rules).
 
     Args:
@@ -162,8 +171,11 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
     # load time (a worker lingers that long with a model whose jobs keep coming: leaving it the
     # moment its queue is empty would pay a load now and another to come back). Other workers'
     # may be models this one cannot serve: they fill those workers' slots all the same.
-    backlogged = {q for q, d in demand.items() if d.queued > 0 or (
-        d.last_arrival is not None and (now - d.last_arrival).total_seconds() < d.load_seconds)}
+    backlogged = {
+        q
+        for q, d in demand.items()
+        if d.queued > 0 or (d.last_arrival is not None and (now - d.last_arrival).total_seconds() < d.load_seconds)
+    }
     busy = {name: {q: since for q, since in p.chosen.items() if q in backlogged} for name, p in peers.items()}
     servers = {q: sum(1 for b in busy.values() if q in b) for q in backlogged}
 
@@ -181,12 +193,15 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
         return work / max(servers[queue] + extra, 1)
 
     def closed(queue: str) -> bool:
-        """No job arrived for a load time, and no server of it is still loading it: its queued work is
-        all the work (a burst that is in), and no other worker just joined to share it."""
+        """No job arrived for a load time, and no worker joined it lately to help its servers (one
+        still loading it while another already works on it): its queued work is all the work (a
+        burst that is in), and nobody just came to share it."""
+        load = waiting[queue].load_seconds
         last = waiting[queue].last_arrival
-        if last is not None and (now - last).total_seconds() < waiting[queue].load_seconds:
+        if last is not None and (now - last).total_seconds() < load:
             return False
-        return not any((now - b[queue]).total_seconds() < waiting[queue].load_seconds for b in busy.values() if queue in b)
+        joined = [(now - b[queue]).total_seconds() < load for b in busy.values() if queue in b]
+        return not (any(joined) and not all(joined))
 
     def age(queue: str) -> float:
         since = waiting[queue].waiting_since()
@@ -201,17 +216,32 @@ def plan(me: str, peers: dict[str, Peer], demand: dict[str, Demand], *, known: s
 
     # 4. Free slots, in name order, to the models that need a server.
     while True:
-        candidates = [(name, q) for name in sorted(peers) if free_slots(name)
-                      for q in waiting if q not in busy[name] and peers[name].can_serve(q)]  # fmt: skip
-        needy = [(name, q) for name, q in candidates if not waiting[q].full(servers[q]) and (
-                 servers[q] == 0 or expected_wait(q, 0 if closed(q) else 1) > cost(name, q))]
+        candidates = [
+            (name, q)
+            for name in sorted(peers)
+            if free_slots(name)
+            for q in waiting
+            if q not in busy[name] and peers[name].can_serve(q)
+        ]
+        needy = [
+            (name, q)
+            for name, q in candidates
+            if not waiting[q].full(servers[q])
+            and (servers[q] == 0 or expected_wait(q, 0 if closed(q) else 1) > cost(name, q))
+        ]
         if not needy:
             break
         # Unserved models first, to a worker that holds one (no load), else oldest job first; then the
         # longest expected wait beyond the cost; for one model, a worker that holds it, then by name.
-        name, queue = min(needy, key=lambda c: (servers[c[1]] > 0, cost(*c) > 0,
-                                                -age(c[1]) if servers[c[1]] == 0 else cost(*c) - expected_wait(c[1]),
-                                                c[0]))  # fmt: skip
+        name, queue = min(
+            needy,
+            key=lambda c: (
+                servers[c[1]] > 0,
+                cost(*c) > 0,
+                -age(c[1]) if servers[c[1]] == 0 else cost(*c) - expected_wait(c[1]),
+                c[0],
+            ),
+        )
         take(name, queue)
 
     # 5. Overdue models nobody serves take a busy worker (one mover per model per tick): the server
