@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from modelq import testing
+from modelq.testing import free_port, stop_process  # noqa: F401 - test modules import them from here
+from modelq.testing import wait_until as wait_for
 
 TESTS_DIR = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("MODELQ_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -32,41 +34,13 @@ TEST_VHOST = f"modelq_test_{os.getpid()}"
 REDIS_BROKER_DB, REDIS_RESULT_DB = 13, 14
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def child_env(**extra: str) -> dict[str, str]:
     """Environment for modelq subprocesses: the test task module importable, no stray MODELQ_ settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELQ_")}
+    env = testing.child_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
     env["MODELQ_IMPORTS"] = "modelq_test_tasks"
     env.update(extra)
     return env
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -151,11 +125,28 @@ def _backend_env(name: str, home: Path, tag: str = "contract") -> dict[str, str]
     return env
 
 
-def start_worker(env: dict[str, str], queues: str = "default", hostname: str | None = None, *extra: str) -> subprocess.Popen:
+def start_worker(
+    env: dict[str, str], queues: str = "default", hostname: str | None = None, *extra: str
+) -> subprocess.Popen:
     hostname = hostname or f"test-{uuid.uuid4().hex[:6]}@%h"
     return subprocess.Popen(
-        [sys.executable, "-m", "modelq", "worker", "-Q", queues, "--pool", "prefork", "-c", "2",
-         "--hostname", hostname, "--loglevel", "WARNING", *extra],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "modelq",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "prefork",
+            "-c",
+            "2",
+            "--hostname",
+            hostname,
+            "--loglevel",
+            "WARNING",
+            *extra,
+        ],
         env=child_env(**env),
     )
 
@@ -217,8 +208,9 @@ def postgres_url() -> Iterator[str]:
     from sqlalchemy import create_engine, text
 
     name = f"modelq_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(f"{POSTGRES_URL.replace('postgresql://', 'postgresql+psycopg://')}/postgres",
-                          isolation_level="AUTOCOMMIT")  # fmt: skip
+    admin = create_engine(
+        f"{POSTGRES_URL.replace('postgresql://', 'postgresql+psycopg://')}/postgres", isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:

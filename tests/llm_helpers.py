@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from conftest import child_env
-from modelq.workloads.llm.stub_server import Received, Reply, StubLLMServer
+from modelq.testing.llm_stub import Received, Reply, StubLLMServer
 
 __all__ = ["Received", "Reply", "StubLLMServer", "busiest_window", "llm_env", "start_io_worker"]
 
@@ -24,10 +24,22 @@ def llm_env(endpoints: dict[str, dict[str, Any]], **settings: Any) -> dict[str, 
 def start_io_worker(env: dict[str, str], hostname: str, concurrency: int = 4) -> subprocess.Popen:
     """``modelq worker -Q io`` (the queue's own pool: threads) as a subprocess."""
     return subprocess.Popen(
-        [sys.executable, "-m", "modelq", "worker", "-Q", "io", "-c", str(concurrency), "--hostname", hostname,
-         "--loglevel", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "modelq",
+            "worker",
+            "-Q",
+            "io",
+            "-c",
+            str(concurrency),
+            "--hostname",
+            hostname,
+            "--loglevel",
+            "WARNING",
+        ],
         env=child_env(**env),
-    )  # fmt: skip
+    )
 
 
 def busiest_window(times: list[float], width: float) -> int:

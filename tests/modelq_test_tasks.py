@@ -31,7 +31,9 @@ class Flaky(Exception):
     pass
 
 
-@modelq.task("tests.flaky", retries=4, retry_for=(Flaky,), retry_backoff=False, retry_jitter=False, default_retry_delay=0)
+@modelq.task(
+    "tests.flaky", retries=4, retry_for=(Flaky,), retry_backoff=False, retry_jitter=False, default_retry_delay=0
+)
 def flaky(path: str, failures: int) -> int:
     """Fail the first `failures` attempts, then return the attempt number."""
     with open(path, "a") as handle:
@@ -82,8 +84,9 @@ def batched(rows: list[list[float]], model: str = "m-a") -> list[dict]:
 
 
 @modelq.task("tests.exec")
-def run_program(name: str, args: list, timeout: float | None = None, env: dict | None = None,
-                cwd: str | None = None) -> dict:  # fmt: skip
+def run_program(
+    name: str, args: list, timeout: float | None = None, env: dict | None = None, cwd: str | None = None
+) -> dict:
     """Run a configured external program through modelq's one helper."""
     result = modelq.run_exec(name, args, timeout=timeout, env=env, cwd=cwd)
     return {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}

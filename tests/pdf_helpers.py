@@ -78,16 +78,17 @@ def encrypted_pdf(user_password: bytes = b"secret", owner_password: bytes = b"ow
     """A one-page PDF that opens only with ``user_password`` (or the owner's)."""
     permissions = -4
     owner_entry = _rc4(hashlib.md5(_padded(owner_password)).digest()[:5], _padded(user_password))
-    key = hashlib.md5(_padded(user_password) + owner_entry + permissions.to_bytes(4, "little", signed=True)
-                      + _FILE_ID).digest()[:5]  # fmt: skip
+    key = hashlib.md5(
+        _padded(user_password) + owner_entry + permissions.to_bytes(4, "little", signed=True) + _FILE_ID
+    ).digest()[:5]
     user_entry = _rc4(key, _PAD)
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 300] >>",
-        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P %d >>" % (owner_entry.hex().encode(),
-                                                                       user_entry.hex().encode(), permissions),
-    ]  # fmt: skip
+        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P %d >>"
+        % (owner_entry.hex().encode(), user_entry.hex().encode(), permissions),
+    ]
     return _assemble(objects, b"/Encrypt 4 0 R /ID [<%s> <%s>]" % (_FILE_ID.hex().encode(), _FILE_ID.hex().encode()))
 
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from conftest import child_env, free_port, start_worker, stop_process, wait_for, wait_for_worker
-from test_api import serve
+from modelq.testing import serving
 
 ALICE_KEY = "mq_alice-test-key-0123456789abcdefghijklmnopqrstuv"
 BOB_KEY = "mq_bob-test-key-0123456789abcdefghijklmnopqrstuvwxy"
@@ -43,7 +43,8 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     worker = start_worker({"MODELQ_HOME": str(home)}, "default", "access@%h")
     try:
         wait_for_worker(app, "access@")
-        yield from serve(create_api(settings, celery_app=app))
+        with serving(create_api(settings, celery_app=app)) as url:
+            yield url
     finally:
         stop_process(worker)
         EmbeddedRedis(home).stop()
@@ -82,8 +83,12 @@ def test_each_owner_sees_only_their_own_jobs_events_and_artifacts(api_url: str) 
         assert done.status_code == 200 and done.json()["status"] == "succeeded"
         assert alice.get(f"/v1/jobs/{job['id']}/artifacts/note.txt").text == "alice's secret"
         # then to bob it does not exist: the record, its events, its artifact, a cancel, the list
-        for method, path in [("GET", f"/v1/jobs/{job['id']}"), ("GET", f"/v1/jobs/{job['id']}/events"),
-                             ("GET", f"/v1/jobs/{job['id']}/artifacts/note.txt"), ("DELETE", f"/v1/jobs/{job['id']}")]:  # fmt: skip
+        for method, path in [
+            ("GET", f"/v1/jobs/{job['id']}"),
+            ("GET", f"/v1/jobs/{job['id']}/events"),
+            ("GET", f"/v1/jobs/{job['id']}/artifacts/note.txt"),
+            ("DELETE", f"/v1/jobs/{job['id']}"),
+        ]:
             response = bob.request(method, path)
             assert response.status_code == 404, (method, path, response.text)
             assert response.json()["error"] in ("JobNotFound", "ArtifactNotFound")
@@ -100,15 +105,19 @@ def test_each_owner_sees_only_their_own_counts_of_waiting_and_running_jobs(api_u
     with _as(api_url, ALICE_KEY) as alice, _as(api_url, BOB_KEY) as bob:
         # given jobs of bob's and then one of alice's on "cpu", which no worker here reads: a window of
         # bob's on the broker, the rest held for their turn
-        jobs = [bob.post("/v1/jobs", json={"task": "tests.touch", "input": {"path": str(tmp_path / f"b{i}")}}).json()
-                for i in range(6)]  # fmt: skip
+        jobs = [
+            bob.post("/v1/jobs", json={"task": "tests.touch", "input": {"path": str(tmp_path / f"b{i}")}}).json()
+            for i in range(6)
+        ]
         jobs.append(alice.post("/v1/jobs", json={"task": "tests.touch", "input": {"path": str(tmp_path / "a")}}).json())
         try:
             # then each owner sees their own counts, and nobody else's
             assert alice.get("/v1/owners").json() == {
-                "owners": [{"owner": "alice", "queued": 1, "held": 1, "running": 0, "weight": 1.0}]}
+                "owners": [{"owner": "alice", "queued": 1, "held": 1, "running": 0, "weight": 1.0}]
+            }
             assert bob.get("/v1/owners").json() == {
-                "owners": [{"owner": "bob", "queued": 6, "held": 2, "running": 0, "weight": 1.0}]}
+                "owners": [{"owner": "bob", "queued": 6, "held": 2, "running": 0, "weight": 1.0}]
+            }
         finally:
             for job in jobs:
                 (alice if job is jobs[-1] else bob).delete(f"/v1/jobs/{job['id']}")
@@ -119,7 +128,7 @@ def test_the_key_is_read_from_x_api_key_and_the_ui_cookie(api_url: str) -> None:
         assert by_header.get("/v1/jobs").status_code == 200
     with httpx.Client(base_url=api_url, cookies={"modelq_api_key": ALICE_KEY}, timeout=30) as by_cookie:
         assert by_cookie.get("/v1/jobs").status_code == 200
-    with httpx.Client(base_url=api_url, headers={"Cookie": "modelq_api_key=\"unterminated"}, timeout=30) as broken:
+    with httpx.Client(base_url=api_url, headers={"Cookie": 'modelq_api_key="unterminated'}, timeout=30) as broken:
         assert broken.get("/v1/jobs").status_code == 401
 
 
@@ -149,29 +158,55 @@ def test_python_client_and_openai_client_send_the_key(api_url: str, monkeypatch:
 def test_cli_submits_with_modelq_api_key(api_url: str, tmp_path: Path) -> None:
     def submit(key: str | None) -> subprocess.CompletedProcess:
         env = child_env(MODELQ_HOME=str(tmp_path / "home"), **({"MODELQ_API_KEY": key} if key else {}))
-        return subprocess.run([sys.executable, "-m", "modelq", "submit", "echo", "-i", '{"a": 1}', "--url", api_url,
-                               "--wait", "--timeout", "60"], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "modelq",
+                "submit",
+                "echo",
+                "-i",
+                '{"a": 1}',
+                "--url",
+                api_url,
+                "--wait",
+                "--timeout",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
 
     ok = submit(ALICE_KEY)
     assert ok.returncode == 0 and json.loads(ok.stdout) == {"a": 1}, ok.stderr
     refused = submit(None)
     assert refused.returncode == 6
-    assert refused.stderr.strip().splitlines() == ["modelq: error: this API needs a key: send 'Authorization: Bearer "
-                                                   "<key>' or 'X-API-Key: <key>'"]  # fmt: skip
+    assert refused.stderr.strip().splitlines() == [
+        "modelq: error: this API needs a key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+    ]
 
 
 # Without keys: loopback only ----------------------------------------------------------------
 
 
 def _modelq(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "modelq", *args], capture_output=True, text=True, env=child_env(**env),
-                          cwd=cwd, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "modelq", *args],
+        capture_output=True,
+        text=True,
+        env=child_env(**env),
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("command", ["api", "up"])
 def test_without_keys_the_api_refuses_a_public_address(tmp_path: Path, command: str) -> None:
-    result = _modelq(command, "--host", "0.0.0.0", "--port", str(free_port()), env={"MODELQ_HOME": str(tmp_path / "h")},
-                     cwd=tmp_path)  # fmt: skip
+    result = _modelq(
+        command, "--host", "0.0.0.0", "--port", str(free_port()), env={"MODELQ_HOME": str(tmp_path / "h")}, cwd=tmp_path
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "refusing to serve the API on 0.0.0.0 with no API keys configured" in lines[0]
@@ -181,9 +216,16 @@ def test_without_keys_the_api_refuses_a_public_address(tmp_path: Path, command: 
 def test_with_keys_the_api_serves_a_public_address_and_says_keys_are_required(tmp_path: Path) -> None:
     port = free_port()
     env = child_env(MODELQ_HOME=str(tmp_path / "home"), MODELQ_API_KEYS=_keys_env())
-    proc = subprocess.Popen([sys.executable, "-m", "modelq", "api", "--host", "0.0.0.0", "--port", str(port)], env=env,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelq", "api", "--host", "0.0.0.0", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         def answer() -> httpx.Response | None:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/v1/jobs", timeout=5)
@@ -209,8 +251,14 @@ def test_keys_new_prints_a_key_whose_hash_configures_it(tmp_path: Path) -> None:
     assert key["key"].startswith("mq_") and key["hash"].startswith("sha256:")
     settings = load_settings(api_keys={"carol": [key["hash"]]})
     assert KeyRing(settings.api_keys).owner_of(key["key"]) == "carol"
-    hashed = subprocess.run([sys.executable, "-m", "modelq", "keys", "hash"], input=key["key"] + "\n",
-                            capture_output=True, text=True, env=child_env(), timeout=60)  # fmt: skip
+    hashed = subprocess.run(
+        [sys.executable, "-m", "modelq", "keys", "hash"],
+        input=key["key"] + "\n",
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
     assert hashed.stdout.strip() == key["hash"]
     # a key pasted into the configuration as it is (not its hash) is refused at start, by name
     bad = _modelq("keys", "list", env={"MODELQ_API_KEYS": json.dumps({"carol": key["key"]})}, cwd=tmp_path)
@@ -223,7 +271,9 @@ def test_keys_new_prints_a_key_whose_hash_configures_it(tmp_path: Path) -> None:
 def test_the_cluster_view_hides_other_owners_job_ids(api_url: str, tmp_path: Path) -> None:
     with _as(api_url, ALICE_KEY) as alice, _as(api_url, BOB_KEY) as bob:
         # given a job of alice's that is running
-        job = alice.post("/v1/jobs", json={"task": "tests.slow_count", "input": {"path": str(tmp_path / "n"), "seconds": 8}}).json()
+        job = alice.post(
+            "/v1/jobs", json={"task": "tests.slow_count", "input": {"path": str(tmp_path / "n"), "seconds": 8}}
+        ).json()
 
         def running_in(view: dict) -> list[dict]:
             return [t for w in view["workers"] for t in w["active"] if t["task"] == "tests.slow_count"]

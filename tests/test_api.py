@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from conftest import Backend, free_port, wait_for
+from conftest import Backend, wait_for
 from modelq.client import Client
 from modelq.errors import InvalidInput, JobFailed, JobNotFound, TaskNotFound
+from modelq.testing import serving
 
 pytestmark = pytest.mark.parametrize("backend", ["embedded"], indirect=True)
-
-
-def serve(api) -> Iterator[str]:  # noqa: ANN001
-    import uvicorn
-
-    from modelq.api import server_config
-
-    port = free_port()
-    server = uvicorn.Server(server_config(api, host="127.0.0.1", port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=30, what="the API to start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -38,9 +21,11 @@ def api_url(backend: Backend) -> Iterator[str]:
     from modelq.api import create_api
     from modelq.config import load_settings
 
-    settings = load_settings(home=backend.home, broker_url=backend.settings.broker_url,
-                             imports=["modelq_test_tasks"], max_request_bytes=4096)  # fmt: skip
-    yield from serve(create_api(settings, celery_app=backend.app))
+    settings = load_settings(
+        home=backend.home, broker_url=backend.settings.broker_url, imports=["modelq_test_tasks"], max_request_bytes=4096
+    )
+    with serving(create_api(settings, celery_app=backend.app)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -68,8 +53,11 @@ def test_submit_then_get_answers_202_then_200(http: httpx.Client) -> None:
 
 def test_running_job_answers_202_with_progress(http: httpx.Client) -> None:
     job_id = http.post("/v1/jobs", json={"task": "sleep", "input": {"seconds": 2, "steps": 20}}).json()["id"]
-    running = wait_for(lambda: (r := http.get(f"/v1/jobs/{job_id}")).json()["progress"]["fraction"] > 0 and r, timeout=30,
-                       what="progress")  # fmt: skip
+    running = wait_for(
+        lambda: (r := http.get(f"/v1/jobs/{job_id}")).json()["progress"]["fraction"] > 0 and r,
+        timeout=30,
+        what="progress",
+    )
     assert running.status_code == 202 and running.json()["status"] == "running"
     assert http.get(f"/v1/jobs/{job_id}", params={"wait": 20}).status_code == 200
 
@@ -80,14 +68,19 @@ def test_running_job_answers_202_with_progress(http: httpx.Client) -> None:
         ({"task": "nope", "input": {}}, 404, "unknown task 'nope'"),
         ({"task": "echo", "input": [1, 2]}, 422, "input: Input should be a valid dictionary"),
         ({"task": "sleep", "input": {"colour": "red"}}, 422, "unexpected keyword argument 'colour'"),
-        ({"task": "echo", "input": {}, "priority": 99}, 422,
-         "priority: must be a number from 0 (lowest) to 9 (highest), 'interactive' or 'batch'; got 99"),
+        (
+            {"task": "echo", "input": {}, "priority": 99},
+            422,
+            "priority: must be a number from 0 (lowest) to 9 (highest), 'interactive' or 'batch'; got 99",
+        ),
         ({"task": "echo", "input": {}, "priority": "urgent"}, 422, "'interactive' or 'batch'; got 'urgent'"),
         ({"task": "echo", "inputs": {}}, 422, "inputs: Extra inputs are not permitted"),
         ({"input": {}}, 422, "task: Field required"),
     ],
 )
-def test_bad_requests_get_a_4xx_that_says_what_to_fix(http: httpx.Client, body: dict, status: int, message: str) -> None:
+def test_bad_requests_get_a_4xx_that_says_what_to_fix(
+    http: httpx.Client, body: dict, status: int, message: str
+) -> None:
     response = http.post("/v1/jobs", json=body)
     assert response.status_code == status
     assert message in response.json()["message"]
@@ -103,26 +96,61 @@ def test_malformed_json_is_422(http: httpx.Client) -> None:
     ("method", "path", "body", "content_type", "status", "error", "message"),
     [
         # JSON that Python parses but nothing downstream can carry: refused, not stored (or a 500)
-        ("POST", "/v1/jobs", b'{"task": "echo", "input": {"x": NaN}}', "application/json", 422, "InvalidInput",
-         "x is nan: JSON numbers are finite"),
-        ("POST", "/v1/jobs", b'{"task": "echo", "input": {"x": [Infinity]}}', "application/json", 422, "InvalidInput",
-         "x[0] is inf"),
-        ("POST", "/v1/jobs", b'{"task": "echo", "input": {"x": "\\ud800"}}', "application/json", 422, "InvalidInput",
-         "x is not valid Unicode (a lone surrogate"),
+        (
+            "POST",
+            "/v1/jobs",
+            b'{"task": "echo", "input": {"x": NaN}}',
+            "application/json",
+            422,
+            "InvalidInput",
+            "x is nan: JSON numbers are finite",
+        ),
+        (
+            "POST",
+            "/v1/jobs",
+            b'{"task": "echo", "input": {"x": [Infinity]}}',
+            "application/json",
+            422,
+            "InvalidInput",
+            "x[0] is inf",
+        ),
+        (
+            "POST",
+            "/v1/jobs",
+            b'{"task": "echo", "input": {"x": "\\ud800"}}',
+            "application/json",
+            422,
+            "InvalidInput",
+            "x is not valid Unicode (a lone surrogate",
+        ),
         ("POST", "/v1/jobs", b'{"task": "\\ud800"}', "application/json", 422, "InvalidInput", "task: "),
         # a JSON body sent as text: pydantic's error carries the raw bytes, which must not become a 500
         ("POST", "/v1/jobs", b'{"task": "echo"}', "text/plain", 422, "InvalidInput", "body: "),
         ("GET", "/v1/jobs?offset=9223372036854775808", None, None, 422, "InvalidInput", "query.offset"),
         # FastAPI's and Starlette's own refusals come in the same shape as ours
-        ("POST", "/v1/documents", b"--x\r\n[None]--x--\r\n", "multipart/form-data; boundary=x", 400, "BadRequest",
-         "multipart"),
+        (
+            "POST",
+            "/v1/documents",
+            b"--x\r\n[None]--x--\r\n",
+            "multipart/form-data; boundary=x",
+            400,
+            "BadRequest",
+            "multipart",
+        ),
         ("GET", "/nope", None, None, 404, "NotFound", "Not Found"),
         ("DELETE", "/v1/tasks", None, None, 405, "MethodNotAllowed", "Method Not Allowed"),
     ],
-)  # fmt: skip
-def test_odd_requests_get_a_4xx_in_the_error_shape(http: httpx.Client, method: str, path: str, body: bytes | None,
-                                                   content_type: str | None, status: int, error: str,
-                                                   message: str) -> None:  # fmt: skip
+)
+def test_odd_requests_get_a_4xx_in_the_error_shape(
+    http: httpx.Client,
+    method: str,
+    path: str,
+    body: bytes | None,
+    content_type: str | None,
+    status: int,
+    error: str,
+    message: str,
+) -> None:
     headers = {"content-type": content_type} if content_type else {}
     response = http.request(method, path, content=body, headers=headers)
     assert response.status_code == status, response.text
@@ -133,7 +161,10 @@ def test_the_schema_documents_our_error_body(http: httpx.Client) -> None:
     spec = http.get("/openapi.json").json()
     error = {"$ref": "#/components/schemas/ErrorOut"}
     submit = spec["paths"]["/v1/jobs"]["post"]["responses"]
-    bodies = {status: submit[status]["content"]["application/json"]["schema"] for status in ("400", "404", "413", "422", "429")}
+    bodies = {
+        status: submit[status]["content"]["application/json"]["schema"]
+        for status in ("400", "404", "413", "422", "429")
+    }
     assert bodies == dict.fromkeys(bodies, error)
     assert "HTTPValidationError" not in spec["components"]["schemas"]
 
@@ -162,7 +193,10 @@ def test_unknown_job_and_artifact_are_404(http: httpx.Client) -> None:
 
 
 def test_list_filters_and_pages(http: httpx.Client) -> None:
-    ids = [http.post("/v1/jobs", json={"task": "tests.count", "input": {"path": "/dev/null"}}).json()["id"] for _ in range(3)]
+    ids = [
+        http.post("/v1/jobs", json={"task": "tests.count", "input": {"path": "/dev/null"}}).json()["id"]
+        for _ in range(3)
+    ]
     page = http.get("/v1/jobs", params={"task": "tests.count", "limit": 2}).json()
     assert page["total"] >= 3 and len(page["jobs"]) == 2
     assert page["jobs"][0]["id"] == ids[-1]  # newest first
@@ -230,7 +264,7 @@ def test_a_full_queue_answers_429_with_retry_after(backend: Backend, tmp_path) -
     queues["cpu"]["max_queued"] = waiting + 2  # nobody consumes cpu here: jobs wait
     settings = load_settings(home=backend.home, imports=["modelq_test_tasks"], queues=queues, queue_full_retry_after=7)
     app = create_celery_app(settings)
-    for url in serve(create_api(settings, celery_app=app)):
+    with serving(create_api(settings, celery_app=app)) as url:
         with httpx.Client(base_url=url, timeout=30) as http:
             submit = lambda n: http.post("/v1/jobs", json={"task": "tests.touch", "input": {"path": str(tmp_path / n)}})  # noqa: E731
             accepted = [submit(str(n)) for n in range(2)]
@@ -241,7 +275,9 @@ def test_a_full_queue_answers_429_with_retry_after(backend: Backend, tmp_path) -
             assert refused.json()["error"] == "QueueFull" and "'cpu'" in refused.json()["message"]
             assert f"limit (max_queued) is {waiting + 2}" in refused.json()["message"]
             # and nothing of it was recorded; the other queues still take jobs
-            assert http.get("/v1/jobs", params={"task": "tests.touch", "status": "queued"}).json()["total"] == waiting + 2
+            assert (
+                http.get("/v1/jobs", params={"task": "tests.touch", "status": "queued"}).json()["total"] == waiting + 2
+            )
             assert http.post("/v1/jobs", json={"task": "echo", "input": {}}).status_code == 202
             for response in accepted:
                 http.delete(f"/v1/jobs/{response.json()['id']}")
@@ -251,15 +287,20 @@ def test_pdf_uploads_have_their_own_body_limit(backend: Backend) -> None:
     from modelq.api import create_api
     from modelq.config import load_settings
 
-    settings = load_settings(home=backend.home, imports=["modelq_test_tasks"], max_request_bytes=4096,
-                             max_pdf_bytes=64 * 1024)  # fmt: skip
-    for url in serve(create_api(settings, celery_app=backend.app)):
+    settings = load_settings(
+        home=backend.home, imports=["modelq_test_tasks"], max_request_bytes=4096, max_pdf_bytes=64 * 1024
+    )
+    with serving(create_api(settings, celery_app=backend.app)) as url:
         with httpx.Client(base_url=url, timeout=30) as http:
             # a 20 KB upload is over the general limit but well within the PDF one: it reaches the route
-            small = http.post("/v1/documents", files={"file": ("a.pdf", b"%PDF-1.4\n" + b"0" * 20_000, "application/pdf")})
+            small = http.post(
+                "/v1/documents", files={"file": ("a.pdf", b"%PDF-1.4\n" + b"0" * 20_000, "application/pdf")}
+            )
             assert small.status_code != 413, small.text
             # the same bytes as a JSON body elsewhere are refused
             assert http.post("/v1/jobs", content=b"{" + b" " * 20_000 + b"}").status_code == 413
             # past the PDF limit and its framing room: 413 naming the setting to raise
-            big = http.post("/v1/documents", files={"file": ("b.pdf", b"%PDF-1.4\n" + b"0" * (2 * 1024 * 1024), "application/pdf")})
+            big = http.post(
+                "/v1/documents", files={"file": ("b.pdf", b"%PDF-1.4\n" + b"0" * (2 * 1024 * 1024), "application/pdf")}
+            )
             assert big.status_code == 413 and "MODELQ_MAX_PDF_BYTES" in big.json()["message"]

@@ -136,7 +136,7 @@ def test_exclusive_polls_while_it_waits_and_stops_when_the_poll_raises() -> None
     def cancelled() -> None:
         nonlocal polls
         polls += 1
-        raise KeyboardInterrupt  # stands in for JobCancelled
+        raise KeyboardInterrupt  # stands in for TaskCancelled
 
     with exclusive(model):
         outcome: list[BaseException] = []

@@ -6,40 +6,12 @@ checked for shape (positive numbers), never against the targets.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def bench(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELQ_")}
-    return subprocess.run(
-        [sys.executable, "-m", "modelq", "bench", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
-def run_json(tmp_path: Path, scenario: str, timeout: float = 120) -> tuple[dict[str, Any], Path]:
-    out = tmp_path / "out"
-    proc = bench(tmp_path, scenario, "--quick", "--json", "--out", str(out), timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    # Exactly one JSON object on stdout, nothing else.
-    figures = json.loads(proc.stdout)
-    assert isinstance(figures, dict)
-    assert proc.stdout.strip().count("\n") == 0
-    return figures, out
-
-
-def assert_png(path: Path) -> None:
-    assert path.is_file(), path
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
+from bench_helpers import assert_png, bench, run_json
 
 
 def positive(value: Any) -> bool:
@@ -50,9 +22,21 @@ def test_queue_scenario_reports_modelq_beside_raw_celery(tmp_path: Path) -> None
     figures, out = run_json(tmp_path, "queue")
 
     assert figures["scenario"] == "queue"
-    for key in ("rtt_p50_ratio", "throughput_ratio", "http_rtt_p50_ratio", "http_throughput_ratio",
-                "raw_p50_ms", "modelq_p50_ms", "http_p50_ms", "raw_p95_ms", "modelq_p95_ms", "http_p95_ms",
-                "raw_throughput", "modelq_throughput", "http_throughput"):  # fmt: skip
+    for key in (
+        "rtt_p50_ratio",
+        "throughput_ratio",
+        "http_rtt_p50_ratio",
+        "http_throughput_ratio",
+        "raw_p50_ms",
+        "modelq_p50_ms",
+        "http_p50_ms",
+        "raw_p95_ms",
+        "modelq_p95_ms",
+        "http_p95_ms",
+        "raw_throughput",
+        "modelq_throughput",
+        "http_throughput",
+    ):
         assert positive(figures[key]), (key, figures[key])
     for side in ("raw", "modelq", "http"):
         assert figures[f"{side}_p95_ms"] >= figures[f"{side}_p50_ms"]
@@ -82,9 +66,20 @@ def test_warm_scenario_reports_a_warm_model_job_beside_the_same_call_in_process(
     figures, out = run_json(tmp_path, "warm", timeout=300)
 
     assert figures["scenario"] == "warm" and figures["target_id"] == "P2"
-    for key in ("warm_ratio", "inprocess_p50_ms", "modelq_p50_ms", "inprocess_p95_ms", "modelq_p95_ms",
-                "vectors_ratio", "modelq_vectors_p50_ms", "cold_job_seconds", "inprocess_load_seconds",
-                "worker_load_seconds", "model_bytes", "model_tensor_bytes"):  # fmt: skip
+    for key in (
+        "warm_ratio",
+        "inprocess_p50_ms",
+        "modelq_p50_ms",
+        "inprocess_p95_ms",
+        "modelq_p95_ms",
+        "vectors_ratio",
+        "modelq_vectors_p50_ms",
+        "cold_job_seconds",
+        "inprocess_load_seconds",
+        "worker_load_seconds",
+        "model_bytes",
+        "model_tensor_bytes",
+    ):
         assert positive(figures[key]), (key, figures[key])
     assert figures["warm_ratio"] == pytest.approx(figures["modelq_p50_ms"] / figures["inprocess_p50_ms"], rel=0.01)
     assert figures["batch_size"] == 32 and figures["embedding_shape"] == [32, 384]
@@ -114,8 +109,16 @@ def test_switch_scenario_reports_a_mixed_stream_beside_a_single_model_stream(tmp
 
     assert figures["scenario"] == "switch" and figures["target_id"] == "P4"
     assert figures["jobs"] == 32
-    for key in ("throughput_ratio", "single_throughput", "mixed_throughput", "single_seconds", "mixed_seconds",
-                "load_seconds", "job_p50_ms", "throughput_ratio_bound"):  # fmt: skip
+    for key in (
+        "throughput_ratio",
+        "single_throughput",
+        "mixed_throughput",
+        "single_seconds",
+        "mixed_seconds",
+        "load_seconds",
+        "job_p50_ms",
+        "throughput_ratio_bound",
+    ):
         assert positive(figures[key]), (key, figures[key])
     assert figures["throughput_ratio"] == pytest.approx(
         figures["mixed_throughput"] / figures["single_throughput"], rel=0.01
@@ -124,7 +127,9 @@ def test_switch_scenario_reports_a_mixed_stream_beside_a_single_model_stream(tmp
     assert figures["single_loads"] == 1
     assert figures["mixed_loads"] >= 2
     assert isinstance(figures["switches"], int) and figures["switches"] == figures["mixed_loads"] - 1
-    assert figures["of_bound"] == pytest.approx(figures["throughput_ratio"] / figures["throughput_ratio_bound"], rel=0.01)
+    assert figures["of_bound"] == pytest.approx(
+        figures["throughput_ratio"] / figures["throughput_ratio_bound"], rel=0.01
+    )
     assert figures["target"] == {"switches_max": 2.0, "of_bound_min": 0.9}
     assert set(figures["meets_target"]) == {"switches", "of_bound"}
     assert all(isinstance(v, bool) for v in figures["meets_target"].values())
@@ -180,12 +185,19 @@ def test_cluster_scenario_reports_every_stream_and_worker_count_beside_a_static_
     # the bench raises unless every job succeeded and answered for the model it asked for
     assert figures["all_jobs_succeeded"] is True
     assert figures["jobs_total"] == sum(
-        pair[side]["jobs"] for by_workers in figures["runs"].values() for pair in by_workers.values()
+        pair[side]["jobs"]
+        for by_workers in figures["runs"].values()
+        for pair in by_workers.values()
         for side in ("modelq", "static")
-    )  # fmt: skip
+    )
     assert figures["target"]["burst_workers"] == [1] and figures["target"]["burst_loads_max"] == {"1": 4}
-    assert {"skewed_w1_makespan_vs_bound", "skewed_w1_loads", "uniform_w2_vs_static", "shifting_w2_speedup",
-            "poisson_w1_load_share"} <= set(figures["meets_target"])  # fmt: skip
+    assert {
+        "skewed_w1_makespan_vs_bound",
+        "skewed_w1_loads",
+        "uniform_w2_vs_static",
+        "shifting_w2_speedup",
+        "poisson_w1_load_share",
+    } <= set(figures["meets_target"])
     assert all(isinstance(v, bool) for v in figures["meets_target"].values())
     assert_png(out / "cluster.png")
 

@@ -22,14 +22,30 @@ def test_chaos_scenario_loses_no_job_and_runs_none_twice_at_once(tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELQ_")}
     proc = subprocess.run(
         [sys.executable, "-m", "modelq", "bench", "chaos", "--quick", "--json", "--out", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # then stdout is exactly one JSON object
     assert proc.stdout.strip().count("\n") == 0
     figures = json.loads(proc.stdout)
-    for key in ("submitted", "succeeded", "failed", "lost", "duplicated_concurrently", "refused", "max_attempts",
-                "worker_kills", "broker_restarts", "worker_exits", "wall_seconds", "events"):  # fmt: skip
+    for key in (
+        "submitted",
+        "succeeded",
+        "failed",
+        "lost",
+        "duplicated_concurrently",
+        "refused",
+        "max_attempts",
+        "worker_kills",
+        "broker_restarts",
+        "worker_exits",
+        "wall_seconds",
+        "events",
+    ):
         assert key in figures, key
     assert figures["scenario"] == "chaos" and figures["target_id"] == "R1" and figures["quick"] is True
     # and the chaos happened
@@ -58,20 +74,29 @@ def test_runs_overlap_only_when_a_second_run_starts_before_the_first_has_ended()
 
     events = [
         # a: killed at t=2, redelivered at t=3: one after the other
-        line("a", "a1", 1, "start", 0.0), line("a", "a2", 2, "start", 3.0), line("a", "a2", 2, "end", 4.0),
+        line("a", "a1", 1, "start", 0.0),
+        line("a", "a2", 2, "start", 3.0),
+        line("a", "a2", 2, "end", 4.0),
         # b: a second run starts while the first still runs
-        line("b", "b1", 3, "start", 0.0), line("b", "b2", 4, "start", 1.0), line("b", "b1", 3, "end", 2.0),
+        line("b", "b1", 3, "start", 0.0),
+        line("b", "b2", 4, "start", 1.0),
+        line("b", "b1", 3, "end", 2.0),
         line("b", "b2", 4, "end", 3.0),
         # c: a run that never ended and that no kill explains overlaps anything after it
-        line("c", "c1", 5, "start", 0.0), line("c", "c2", 6, "start", 10.0), line("c", "c2", 6, "end", 11.0),
+        line("c", "c1", 5, "start", 0.0),
+        line("c", "c2", 6, "start", 10.0),
+        line("c", "c2", 6, "end", 11.0),
         # d: a kill of pid 7 before its run started belongs to an earlier process with that pid
         line("d", "d1", 7, "start", 5.0),
-    ]  # fmt: skip
+    ]
     kills = [(1, 2.0), (7, 1.0)]
 
     found = runs(events, kills)
 
     assert {r["job"]: r["ended"] for r in found if r["run"] in ("a1", "c1", "d1")} == {
-        "a": "killed", "c": "unexplained", "d": "unexplained"}  # fmt: skip
+        "a": "killed",
+        "c": "unexplained",
+        "d": "unexplained",
+    }
     assert next(r for r in found if r["run"] == "a1")["end"] == 2.0
     assert concurrent_jobs(found) == {"b", "c"}

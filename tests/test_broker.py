@@ -39,13 +39,21 @@ def test_no_tcp_port_and_private_socket(tmp_path: Path) -> None:
 
 def test_processes_starting_at_once_share_one_server(tmp_path: Path) -> None:
     code = "import sys; from modelq.broker import EmbeddedRedis; print(EmbeddedRedis(sys.argv[1]).ensure_running())"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              env=child_env()) for _ in range(4)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=child_env()
+        )
+        for _ in range(4)
+    ]
     started = [proc.communicate(timeout=60)[0].strip() for proc in procs]
     try:
         assert sorted(started) == ["False", "False", "False", "True"]
-        assert subprocess.run(["pgrep", "-fc", str(EmbeddedRedis(tmp_path).socket)], capture_output=True,
-                              text=True).stdout.strip() == "1"  # fmt: skip
+        assert (
+            subprocess.run(
+                ["pgrep", "-fc", str(EmbeddedRedis(tmp_path).socket)], capture_output=True, text=True
+            ).stdout.strip()
+            == "1"
+        )
     finally:
         EmbeddedRedis(tmp_path).stop()
 

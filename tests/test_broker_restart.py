@@ -44,8 +44,10 @@ def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp
         client = Client.in_process(app=app)
         broker = EmbeddedRedis(home)
         # given a stream of jobs, some of them waiting in the broker when it dies
-        accepted = [client.submit("tests.slow_count", {"path": str(tmp_path / f"j{i}"), "seconds": 0.3})["id"]
-                    for i in range(12)]  # fmt: skip
+        accepted = [
+            client.submit("tests.slow_count", {"path": str(tmp_path / f"j{i}"), "seconds": 0.3})["id"]
+            for i in range(12)
+        ]
         os.kill(broker.pid(), signal.SIGKILL)
         wait_for(lambda: not broker.ping(), timeout=10, what="the broker to die")
         # while it is down, a submission that would go to the broker at once (nothing waits on "cpu") is
@@ -62,8 +64,9 @@ def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp
         accepted.append(behind["id"])
         # when it comes back (from its append-only file), more jobs are accepted
         broker.ensure_running()
-        accepted += [client.submit("tests.slow_count", {"path": str(tmp_path / f"k{i}"), "seconds": 0.1})["id"]
-                     for i in range(6)]  # fmt: skip
+        accepted += [
+            client.submit("tests.slow_count", {"path": str(tmp_path / f"k{i}"), "seconds": 0.1})["id"] for i in range(6)
+        ]
         # then every accepted job finishes, each exactly once
         done = [client.wait(job_id, timeout=180) for job_id in accepted]
         assert [d["status"] for d in done] == ["succeeded"] * len(accepted)
@@ -80,8 +83,24 @@ def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp
 # The timings they measure are logged: add `-o log_cli=true --log-cli-level=INFO` to see them.
 
 #: Exactly how scripts/services starts the system Redis (no persistence: a restart empties it).
-REDIS_SERVER = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-                "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]  # fmt: skip
+REDIS_SERVER = [
+    "redis-server",
+    "--daemonize",
+    "yes",
+    "--bind",
+    "127.0.0.1",
+    "-::1",
+    "--port",
+    "6379",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--dir",
+    "/var/lib/redis",
+    "--logfile",
+    "/var/log/redis/ci.log",
+]
 #: The canary's deadline, counted from the moment the restarted broker answers again.
 CANARY_DEADLINE = 60.0
 #: A submission while the broker is down must fail, not hang, well within this.
@@ -99,8 +118,15 @@ needs_system_rabbitmq = pytest.mark.skipif(
 
 def _quiet(cmd: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run a service command with no terminal and no inherited pipes: a daemon it starts outlives the test."""
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout, start_new_session=True)  # fmt: skip
+    return subprocess.run(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
 
 
 def _port_open(port: int) -> bool:
@@ -143,8 +169,12 @@ def _start_rabbitmq() -> None:
         _quiet(["rabbitmq-server", "-detached"], timeout=120)
     # -detached returns before the node registers, and await_startup fails at once on a node it
     # cannot reach yet: ask again until the node is there and has booted.
-    wait_for(lambda: _rabbitmq("await_startup", "--timeout", "120").returncode == 0, timeout=180, interval=0.5,
-             what="RabbitMQ to start again")  # fmt: skip
+    wait_for(
+        lambda: _rabbitmq("await_startup", "--timeout", "120").returncode == 0,
+        timeout=180,
+        interval=0.5,
+        what="RabbitMQ to start again",
+    )
 
 
 @dataclass
@@ -253,8 +283,9 @@ def test_a_worker_consumes_again_after_rabbitmq_restarts(tmp_path: Path) -> None
             done = _canary(proven, stopped_at)
             # and the waiting job outlived the restart (a durable queue, a persistent message): it runs once read
             cpu = app.modelq.settings.broker_queue("cpu")
-            app.control.add_consumer(cpu, exchange=cpu, routing_key=cpu, destination=[done["worker"]], reply=True,
-                                     timeout=5)  # fmt: skip
+            app.control.add_consumer(
+                cpu, exchange=cpu, routing_key=cpu, destination=[done["worker"]], reply=True, timeout=5
+            )
             survived = client.wait(waiting["id"], timeout=60)
             assert survived["status"] == "succeeded" and survived["worker"] == done["worker"]
         finally:

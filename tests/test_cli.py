@@ -15,15 +15,28 @@ from conftest import Backend, child_env, free_port, wait_for
 
 
 def modelq(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120, input: str | None = None):  # noqa: ANN201
-    return subprocess.run([sys.executable, "-m", "modelq", *args], capture_output=True, text=True, env=child_env(**env),
-                          cwd=cwd, timeout=timeout, input=input)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "modelq", *args],
+        capture_output=True,
+        text=True,
+        env=child_env(**env),
+        cwd=cwd,
+        timeout=timeout,
+        input=input,
+    )
 
 
 def test_up_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = child_env(MODELQ_HOME=str(tmp_path / "home"))
-    proc = subprocess.Popen([sys.executable, "-m", "modelq", "up", "--port", str(port)], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelq", "up", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         # given `modelq up` with nothing configured
@@ -40,8 +53,14 @@ def test_up_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
         done = httpx.get(f"{base}/v1/jobs/{response.json()['id']}", params={"wait": 30}, timeout=40)
         assert done.status_code == 200 and done.json()["result"] == {"x": 1}
         # and Celery's own CLI reaches its workers
-        ping = subprocess.run([sys.executable, "-m", "celery", "-A", "modelq", "inspect", "ping", "--timeout", "5"],
-                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)  # fmt: skip
+        ping = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "modelq", "inspect", "ping", "--timeout", "5"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
         assert "default@" in ping.stdout and "io@" in ping.stdout, ping.stdout + ping.stderr
         assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
         # and so does Flower, on loopback
@@ -63,9 +82,15 @@ def test_up_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
 
 def _flower_lists_the_workers(env: dict[str, str], cwd: Path) -> None:
     port = free_port()
-    flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "modelq", "flower", "--address=127.0.0.1",
-                               f"--port={port}"], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "modelq", "flower", "--address=127.0.0.1", f"--port={port}"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def workers_page() -> str:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/workers", timeout=5).text
@@ -80,7 +105,9 @@ def _flower_lists_the_workers(env: dict[str, str], cwd: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_submit_wait_status_jobs(backend: Backend, tmp_path: Path) -> None:
-    result = modelq("submit", "echo", "--input", '{"hello": "cli"}', "--wait", "--timeout", "60", env=backend.env, cwd=tmp_path)
+    result = modelq(
+        "submit", "echo", "--input", '{"hello": "cli"}', "--wait", "--timeout", "60", env=backend.env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"hello": "cli"}
 
@@ -113,7 +140,9 @@ def test_inspect_draws_tables_and_json(backend: Backend, tmp_path: Path) -> None
         # then the table names the job, its task and its queue
         assert active.returncode == 0, active.stderr
         assert "sleep" in active.stdout and job_id[:8] in active.stdout and "default" in active.stdout
-        replies = json.loads(modelq("inspect", "active", "--json", "--timeout", "3", env=backend.env, cwd=tmp_path).stdout)
+        replies = json.loads(
+            modelq("inspect", "active", "--json", "--timeout", "3", env=backend.env, cwd=tmp_path).stdout
+        )
         assert [job["id"] for jobs in replies.values() for job in jobs] == [job_id]
         queues = modelq("inspect", "active-queues", "--timeout", "3", env=backend.env, cwd=tmp_path)
         assert "contract-embedded@" in queues.stdout and "default" in queues.stdout
@@ -130,7 +159,9 @@ def test_inspect_without_workers_says_so(tmp_path: Path, home: Path) -> None:
     # no broker running at all: one line that says so
     result = modelq("inspect", "ping", "--timeout", "0.5", env=env, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and "embedded broker" in lines[0] and "not running" in lines[0], result.stderr
+    assert result.returncode != 0 and len(lines) == 1 and "embedded broker" in lines[0] and "not running" in lines[0], (
+        result.stderr
+    )
     # a broker but no worker
     modelq("submit", "echo", env=env, cwd=tmp_path)  # starts the embedded broker, as any command that sends does
     result = modelq("inspect", "ping", "--timeout", "0.5", env=env, cwd=tmp_path)
@@ -140,11 +171,16 @@ def test_inspect_without_workers_says_so(tmp_path: Path, home: Path) -> None:
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 def test_monitor_serves_flower_behind_a_login(backend: Backend, tmp_path: Path) -> None:
     port = free_port()
-    flower = subprocess.Popen([sys.executable, "-m", "modelq", "monitor", "--port", str(port), "--basic-auth", "ops:s3cret"],
-                              env=child_env(**backend.env), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "modelq", "monitor", "--port", str(port), "--basic-auth", "ops:s3cret"],
+        env=child_env(**backend.env),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
+
         def workers() -> dict | None:
             try:
                 response = httpx.get(f"{base}/api/workers", params={"refresh": 1}, auth=("ops", "s3cret"), timeout=10)
@@ -204,8 +240,14 @@ def test_errors_are_one_readable_line(tmp_path: Path, home: Path, args: list[str
 def test_purge_empties_a_queue_and_cancels_its_jobs(tmp_path: Path, home: Path) -> None:
     env = {"MODELQ_HOME": str(home)}
     # no worker consumes cpu here: the jobs wait
-    ids = [json.loads(modelq("submit", "tests.touch", "--input", json.dumps({"path": str(tmp_path / f"f{n}")}),
-                             env=env, cwd=tmp_path).stdout)["id"] for n in range(3)]  # fmt: skip
+    ids = [
+        json.loads(
+            modelq(
+                "submit", "tests.touch", "--input", json.dumps({"path": str(tmp_path / f"f{n}")}), env=env, cwd=tmp_path
+            ).stdout
+        )["id"]
+        for n in range(3)
+    ]
     assert json.loads(modelq("status", "--json", env=env, cwd=tmp_path).stdout)["queues"]["cpu"] == 3
     refused = modelq("purge", "-Q", "cpu", env=env, cwd=tmp_path, input="n\n")
     assert refused.returncode != 0 and "Aborted" in refused.stderr
@@ -243,7 +285,9 @@ def test_readyz_is_503_without_a_worker(home: Path) -> None:
         assert http.post("/v1/jobs", json={"task": "echo", "input": {}}).status_code == 202
 
 
-@pytest.mark.parametrize(("gpus", "message"), [("0,x", "expected 'all' or GPU indices"), ("1,1", "a GPU is named twice")])
+@pytest.mark.parametrize(
+    ("gpus", "message"), [("0,x", "expected 'all' or GPU indices"), ("1,1", "a GPU is named twice")]
+)
 def test_worker_gpus_must_name_gpus(tmp_path: Path, home: Path, gpus: str, message: str) -> None:
     result = modelq("worker", "-Q", "gpu", "--gpus", gpus, env={"MODELQ_HOME": str(home)}, cwd=tmp_path)
     assert result.returncode == 5
@@ -258,8 +302,11 @@ def test_worker_per_gpu_pins_each_process_to_its_gpu(tmp_path: Path, home: Path)
     from modelq.config import load_settings
 
     # when a worker is started for GPUs 0 and 3 (none needs to exist to start the processes)
-    parent = subprocess.Popen([sys.executable, "-m", "modelq", "worker", "-Q", "gpu", "--gpus", "0,3", "-l", "WARNING"],
-                              env=child_env(MODELQ_HOME=str(home)), cwd=tmp_path)  # fmt: skip
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "modelq", "worker", "-Q", "gpu", "--gpus", "0,3", "-l", "WARNING"],
+        env=child_env(MODELQ_HOME=str(home)),
+        cwd=tmp_path,
+    )
     app = create_celery_app(load_settings(home=home), start_broker=True)
     try:
         # then one worker per GPU answers, named after its GPU
@@ -274,8 +321,12 @@ def test_worker_per_gpu_pins_each_process_to_its_gpu(tmp_path: Path, home: Path)
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if b"worker" in argv:
-                pinned.add((argv[argv.index(b"--hostname") + 1].decode(),
-                            next(e for e in environ if e.startswith(b"CUDA_VISIBLE_DEVICES=")).decode()))  # fmt: skip
+                pinned.add(
+                    (
+                        argv[argv.index(b"--hostname") + 1].decode(),
+                        next(e for e in environ if e.startswith(b"CUDA_VISIBLE_DEVICES=")).decode(),
+                    )
+                )
         assert pinned == {("gpu0@%h", "CUDA_VISIBLE_DEVICES=0"), ("gpu3@%h", "CUDA_VISIBLE_DEVICES=3")}
         # and SIGTERM to the parent stops them all
         parent.send_signal(signal.SIGTERM)

@@ -66,8 +66,14 @@ def test_a_route_to_an_unknown_queue_is_refused(tmp_path: Path, monkeypatch: pyt
 
 
 def test_cli_reports_bad_config_in_one_line(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "modelq", "status"], capture_output=True, text=True, cwd=tmp_path,
-                            env=child_env(MODELQ_API_PORT="eighty"), timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "modelq", "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=child_env(MODELQ_API_PORT="eighty"),
+        timeout=60,
+    )
     assert result.returncode == 5
     assert result.stderr.strip().splitlines() == [
         "modelq: error: invalid configuration: MODELQ_API_PORT: Input should be a valid integer, unable to parse string as an integer"

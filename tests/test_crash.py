@@ -51,8 +51,9 @@ def two_solo_workers(backend: Backend):  # noqa: ANN201
             stop_process(proc)
 
 
-def test_a_killed_solo_worker_s_job_is_finished_by_another(backend: Backend, two_solo_workers: dict,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_a_killed_solo_worker_s_job_is_finished_by_another(
+    backend: Backend, two_solo_workers: dict, tmp_path: Path
+) -> None:
     import os
     import signal
 
@@ -61,8 +62,11 @@ def test_a_killed_solo_worker_s_job_is_finished_by_another(backend: Backend, two
     starts = tmp_path / "starts"
     # given a job running on one of two solo workers
     job = backend.client.submit("tests.touch_slowly", {"path": str(starts), "seconds": 4})
-    running = wait_for(lambda: (j := backend.client.get(job["id"]))["status"] == "running" and j["worker"] and j,
-                       timeout=60, what="the job to start")  # fmt: skip
+    running = wait_for(
+        lambda: (j := backend.client.get(job["id"]))["status"] == "running" and j["worker"] and j,
+        timeout=60,
+        what="the job to start",
+    )
     victim = running["worker"].split("@")[0]
     # when that whole worker is killed
     os.kill(two_solo_workers[victim].pid, signal.SIGKILL)

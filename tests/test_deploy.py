@@ -39,7 +39,9 @@ def test_worker_commands_in_the_deployment_files_parse() -> None:
     """Every `modelq worker` line in compose and systemd is accepted by the real CLI's parser."""
     from modelq.cli import worker
 
-    lines = [s["command"] for s in _compose()["services"].values() if s.get("command", [None])[:2] == ["modelq", "worker"]]
+    lines = [
+        s["command"] for s in _compose()["services"].values() if s.get("command", [None])[:2] == ["modelq", "worker"]
+    ]
     unit = (ROOT / "deploy/systemd/modelq-worker@.service").read_text()
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     lines.append(["modelq", *exec_start.split("=", 1)[1].replace("%i", "cpu").replace("%%", "%").split()[1:]])
@@ -60,9 +62,18 @@ def test_docker_compose_config_validates() -> None:
     command = _compose_command()
     if command is None:
         pytest.skip("neither the docker compose plugin nor docker-compose is installed")
-    result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
-                            text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin", "FLOWER_USER": "ops",
-                                                      "FLOWER_PASSWORD": "x", "MODELQ_API_KEYS": "{}"})  # fmt: skip
+    result = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+            "FLOWER_USER": "ops",
+            "FLOWER_PASSWORD": "x",
+            "MODELQ_API_KEYS": "{}",
+        },
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -70,8 +81,11 @@ def test_the_installed_packages_are_the_locked_ones() -> None:
     """scripts/setup installs requirements.lock exactly; a drifted install or lock shows here."""
     from importlib.metadata import PackageNotFoundError, version
 
-    locked = [line.split("==", 1) for line in (ROOT / "requirements.lock").read_text().splitlines()
-              if line and not line.startswith("#")]  # fmt: skip
+    locked = [
+        line.split("==", 1)
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert any(name == "celery" for name, _ in locked) and any(name == "torch" for name, _ in locked)
     drift = []
     for name, want in locked:

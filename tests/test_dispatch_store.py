@@ -12,10 +12,27 @@ from modelq.jobs.store import JobStore
 Q = "default"
 
 
-def submit(store: JobStore, owner: str, *, window: int = 2, weight: float = 1.0, queue: str = Q,
-           priority: int | None = None, hold: bool = False) -> dict:  # fmt: skip
-    job, created = store.create(id=f"{owner}-{uuid.uuid4().hex[:8]}", task="echo", input={}, queue=queue,
-                                owner=owner, priority=priority, window=window, weight=weight, hold=hold)  # fmt: skip
+def submit(
+    store: JobStore,
+    owner: str,
+    *,
+    window: int = 2,
+    weight: float = 1.0,
+    queue: str = Q,
+    priority: int | None = None,
+    hold: bool = False,
+) -> dict:
+    job, created = store.create(
+        id=f"{owner}-{uuid.uuid4().hex[:8]}",
+        task="echo",
+        input={},
+        queue=queue,
+        owner=owner,
+        priority=priority,
+        window=window,
+        weight=weight,
+        hold=hold,
+    )
     assert created
     return job
 
@@ -68,8 +85,9 @@ def test_interactive_jobs_go_first_and_positions_follow_the_release_order(store:
     assert urgent["held"]
     assert store.get(urgent["id"])["queue_position"] == 2  # behind the one on the broker only
     assert [store.get(job["id"])["queue_position"] for job in batch] == [1, 3, 4, 5]
-    listed = {job["id"]: job["queue_position"] for job in store.changed_since(datetime.now(timezone.utc), None,
-                                                                             limit=100)}  # fmt: skip
+    listed = {
+        job["id"]: job["queue_position"] for job in store.changed_since(datetime.now(timezone.utc), None, limit=100)
+    }
     assert listed[urgent["id"]] == 2 and listed[batch[3]["id"]] == 5
     assert store.release(Q, window=2)[0]["id"] == urgent["id"]
 

@@ -10,8 +10,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_documentation_builds_strict_with_every_link_and_anchor_found(tmp_path: Path) -> None:
-    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     # every page of the navigation is in the site, the scheduling rules among them
     assert "starvation bound" in (tmp_path / "site/models/index.html").read_text()
@@ -30,3 +35,17 @@ def test_every_page_in_docs_is_in_the_navigation() -> None:
         return found
 
     assert pages(nav) == {p.name for p in (ROOT / "docs").glob("*.md")}
+
+
+def test_the_configuration_reference_lists_every_setting_as_the_code_declares_it() -> None:
+    from modelq.config import Settings
+    from modelq.config_reference import BEGIN, END, markdown
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert BEGIN in page and END in page
+    written = page.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert written == markdown(), "stale: run python -m modelq.config_reference --write docs/configuration.md"
+    # each setting, with its environment name and a meaning
+    for name in Settings.model_fields:
+        row = next(line for line in written.splitlines() if line.startswith(f"| `MODELQ_{name.upper()}` |"))
+        assert row.rstrip(" |").split(" | ")[-1].strip(), f"MODELQ_{name.upper()} has no meaning: add a #: comment"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import child_env, free_port, start_worker, stop_process, wait_for, wait_for_worker
-from test_api import serve
+from modelq.testing import serving
 
 TEXTS = ["The cat sits on the mat.", "A dog plays in the park.", "Quarterly revenue grew by ten percent."]
 
@@ -23,12 +23,29 @@ def tiny_cross_encoder(path: Path) -> Path:
     """A random-weight BERT cross-encoder with a tiny vocabulary, saved like a real one."""
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w.strip(".").lower() for t in TEXTS for w in t.split()}),
-             "cats", "mats", "revenue?", "what"]  # fmt: skip
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *sorted({w.strip(".").lower() for t in TEXTS for w in t.split()}),
+        "cats",
+        "mats",
+        "revenue?",
+        "what",
+    ]
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.txt").write_text("\n".join(words) + "\n")
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=1)  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=1,
+    )
     BertForSequenceClassification(config).save_pretrained(path)
     BertTokenizer(str(path / "vocab.txt")).save_pretrained(path)
     return path
@@ -48,14 +65,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     (root / "models" / "escape").symlink_to("/etc")
     tiny_cross_encoder(root / "api-only" / "cross-encoder")
     env = {"MODELQ_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1", "MODELQ_MODEL_ROOTS": str(root / "models")}
-    settings = load_settings(home=root / "home", imports=["modelq_test_tasks"],
-                             model_roots=[root / "models", root / "api-only"])  # fmt: skip
+    settings = load_settings(
+        home=root / "home", imports=["modelq_test_tasks"], model_roots=[root / "models", root / "api-only"]
+    )
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018
     worker = start_worker(env, "gpu", "embed@%h", "--pool", "threads", "-c", "4")
     try:
         wait_for_worker(app, "embed@")
-        for url in serve(create_api(settings, celery_app=app)):
+        with serving(create_api(settings, celery_app=app)) as url:
             yield {"url": url, "cross": str(cross), "app": app, "root": root}
     finally:
         stop_process(worker)
@@ -108,16 +126,29 @@ def _message(answer: httpx.Response) -> str:
 
 def test_a_request_loads_only_declared_models_and_directories_under_a_model_root(served: dict) -> None:
     root, app = served["root"], served["app"]
-    probes = ["/root/.ssh", "/nonexistent/dir", "/proc/self/environ", "/etc", "~/.ssh", "../../etc",
-              str(root / "models" / ".." / "home"), str(root / "models" / "escape"), "escape",
-              str(root / "models" / "cross-encoder" / "config.json"), "BAAI/bge-small-en-v1.5", "no-such-model"]  # fmt: skip
+    probes = [
+        "/root/.ssh",
+        "/nonexistent/dir",
+        "/proc/self/environ",
+        "/etc",
+        "~/.ssh",
+        "../../etc",
+        str(root / "models" / ".." / "home"),
+        str(root / "models" / "escape"),
+        "escape",
+        str(root / "models" / "cross-encoder" / "config.json"),
+        "BAAI/bge-small-en-v1.5",
+        "no-such-model",
+    ]
     jobs_before = sum(app.modelq.store.counts().values())
     shapes = set()
     with httpx.Client(base_url=served["url"], timeout=120) as http:
         for model in probes:
-            answers = [http.post("/v1/embeddings", json={"input": "hi", "model": model}),
-                       http.post("/v1/rerank", json={"query": "q", "documents": ["d"], "model": model}),
-                       http.post("/v1/jobs", json={"task": "embed", "input": {"input": ["hi"], "model": model}})]  # fmt: skip
+            answers = [
+                http.post("/v1/embeddings", json={"input": "hi", "model": model}),
+                http.post("/v1/rerank", json={"query": "q", "documents": ["d"], "model": model}),
+                http.post("/v1/jobs", json={"task": "embed", "input": {"input": ["hi"], "model": model}}),
+            ]
             for answer in answers:
                 assert answer.status_code == 404, (model, answer.text)
                 message = _message(answer)
@@ -137,8 +168,13 @@ def test_a_request_loads_only_declared_models_and_directories_under_a_model_root
 
 
 def test_rerank_with_a_cross_encoder_from_a_path(served: dict) -> None:
-    body = {"model": served["cross"], "query": "what cats sit on mats?", "documents": TEXTS, "top_n": 2,
-            "return_documents": True}  # fmt: skip
+    body = {
+        "model": served["cross"],
+        "query": "what cats sit on mats?",
+        "documents": TEXTS,
+        "top_n": 2,
+        "return_documents": True,
+    }
     response = httpx.post(f"{served['url']}/v1/rerank", json=body, timeout=120)
     assert response.status_code == 200, response.text
     data = response.json()
@@ -187,8 +223,13 @@ def test_openai_client_against_modelq_up(tmp_path: Path) -> None:
     env = child_env(MODELQ_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
     log = tmp_path / "up.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "modelq", "up", "--port", str(port)], env=env, cwd=tmp_path,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelq", "up", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
 

@@ -14,10 +14,10 @@ import pytest
 
 from conftest import child_env, start_worker, stop_process, wait_for, wait_for_worker
 from modelq.errors import InvalidDocument, InvalidInput, MissingDependency
+from modelq.testing import serving
 from modelq.workloads.enrich import check_params, page_snippets, split_text
 from modelq.workloads.enrich.pdf import check_upload, open_pdf
 from pdf_helpers import BROKEN_PDF, PAGE_SIZES, PAGES, encrypted_pdf, make_pdf, zero_page_pdf
-from test_api import serve
 
 #: Caps of the API and the worker in this file (small, so the 422s are cheap to reach).
 MAX_PAGES = 30
@@ -99,8 +99,11 @@ def test_the_test_pdfs_are_what_they_claim() -> None:
 @pytest.mark.parametrize(
     ("data", "reason", "message"),
     [
-        (encrypted_pdf(), "encrypted", "the PDF is encrypted (it needs a password to open); upload it without a "
-                                       "password"),
+        (
+            encrypted_pdf(),
+            "encrypted",
+            "the PDF is encrypted (it needs a password to open); upload it without a password",
+        ),
         (zero_page_pdf(), "empty", "the PDF has no pages"),
         (BROKEN_PDF, "damaged", "the PDF is damaged or not a PDF"),
     ],
@@ -119,9 +122,12 @@ def test_unreadable_pdfs_say_what_is_wrong(data: bytes, reason: str, message: st
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"", "file is empty"), (b"hello, world", "file is not a PDF: it does not start with %PDF-"),
-     (b"%PDF-1.7\n" + b"0" * 5000, "file is 5009 bytes; the limit is 4096 bytes (MODELQ_MAX_PDF_BYTES)")],
-)  # fmt: skip
+    [
+        (b"", "file is empty"),
+        (b"hello, world", "file is not a PDF: it does not start with %PDF-"),
+        (b"%PDF-1.7\n" + b"0" * 5000, "file is 5009 bytes; the limit is 4096 bytes (MODELQ_MAX_PDF_BYTES)"),
+    ],
+)
 def test_uploads_that_are_not_pdfs_are_refused(data: bytes, message: str) -> None:
     with pytest.raises(InvalidDocument, match=re.escape(message)) as refused:
         check_upload(data, max_bytes=4096)
@@ -151,8 +157,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
     root = tmp_path_factory.mktemp("enrich")
     caps = {"max_pdf_pages": MAX_PAGES, "max_pdf_bytes": MAX_BYTES}
-    env = {"MODELQ_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1",
-           **{f"MODELQ_{key.upper()}": str(value) for key, value in caps.items()}}  # fmt: skip
+    env = {
+        "MODELQ_HOME": str(root / "home"),
+        "HF_HUB_OFFLINE": "1",
+        **{f"MODELQ_{key.upper()}": str(value) for key, value in caps.items()},
+    }
     settings = load_settings(home=root / "home", imports=["modelq_test_tasks"], **caps)
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the worker starts
@@ -160,7 +169,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     worker = start_worker(env, "gpu", "enrich@%h", "--pool", "threads", "-c", "4")
     try:
         wait_for_worker(app, "enrich@")
-        for url in serve(create_api(settings, celery_app=app)):
+        with serving(create_api(settings, celery_app=app)) as url:
             with httpx.Client(base_url=url, timeout=120) as http:
                 yield {"url": url, "http": http, "app": app}
     finally:
@@ -258,8 +267,9 @@ def test_search_finds_the_page_that_talks_about_it(served: dict, enriched: dict)
 
 def test_progress_is_reported_per_page_while_the_document_is_enriched(served: dict) -> None:
     http = served["http"]
-    pages = [f"Page {i + 1} of the long document. It has a sentence or two.\nAnd a second line."
-             for i in range(MAX_PAGES)]
+    pages = [
+        f"Page {i + 1} of the long document. It has a sentence or two.\nAnd a second line." for i in range(MAX_PAGES)
+    ]
     # given a long document, with large page images
     job = _upload(http, make_pdf(pages), "long.pdf", render_scale=2).json()
     seen: list[str] = []
@@ -313,12 +323,14 @@ def test_bad_pdfs_fail_their_own_job_and_a_good_one_beside_them_succeeds(served:
     http, app = served["http"], served["app"]
     # given broken documents uploaded at the same time as a good one
     bad = {
-        "encrypted": (encrypted_pdf(), "InvalidDocument: the PDF is encrypted (it needs a password to open); upload it "
-                                       "without a password"),
+        "encrypted": (
+            encrypted_pdf(),
+            "InvalidDocument: the PDF is encrypted (it needs a password to open); upload it without a password",
+        ),
         "no text": (make_pdf([None, None]), "InvalidDocument: the PDF has no extractable text on any of its 2 page(s)"),
         "no pages": (zero_page_pdf(), "InvalidDocument: the PDF has no pages"),
         "broken": (BROKEN_PDF, "InvalidDocument: the PDF is damaged or not a PDF"),
-    }  # fmt: skip
+    }
     jobs = {name: _upload(http, data, f"{name}.pdf").json()["id"] for name, (data, _) in bad.items()}
     good = _upload(http, make_pdf(PAGES)).json()["id"]
     # and one over the page cap, stored and submitted straight to the job API (the worker checks the cap too)
@@ -351,11 +363,13 @@ def test_bad_pdfs_fail_their_own_job_and_a_good_one_beside_them_succeeds(served:
         ("ok", {"render_scale": "9"}, "render_scale", "render_scale must be a number from 0.1 to 4.0"),
     ],
 )
-def test_uploads_that_cannot_be_enriched_answer_422_naming_the_field(served: dict, files: object, form: dict,
-                                                                     field: str, message: str) -> None:  # fmt: skip
+def test_uploads_that_cannot_be_enriched_answer_422_naming_the_field(
+    served: dict, files: object, form: dict, field: str, message: str
+) -> None:
     http = served["http"]
     data = {"too many pages": make_pdf(["a page"] * (MAX_PAGES + 1), picture=False), "ok": make_pdf(PAGES[:1])}.get(
-        files, files)  # fmt: skip
+        files, files
+    )
     if data is None:
         response = http.post("/v1/documents", data=form, files={"other": ("x.pdf", b"%PDF-")})
     else:

@@ -36,10 +36,15 @@ def worker_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tool.write_text(TOOL)
     tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     execs = {"tool": {"path": str(tool), "env": ["MODELQ_TEST_SHARED"]}, "missing": "/nonexistent/bin/tool"}
-    env = {"MODELQ_HOME": str(root / "home"), "MODELQ_EXECS": json.dumps(execs),
-           "MODELQ_TEST_SECRET": "do-not-leak", "MODELQ_TEST_SHARED": "shared-value"}  # fmt: skip
-    app = create_celery_app(load_settings(home=root / "home", execs=execs, imports=["modelq_test_tasks"]),
-                            start_broker=True)  # fmt: skip
+    env = {
+        "MODELQ_HOME": str(root / "home"),
+        "MODELQ_EXECS": json.dumps(execs),
+        "MODELQ_TEST_SECRET": "do-not-leak",
+        "MODELQ_TEST_SHARED": "shared-value",
+    }
+    app = create_celery_app(
+        load_settings(home=root / "home", execs=execs, imports=["modelq_test_tasks"]), start_broker=True
+    )
     app.modelq.store  # noqa: B018
     worker = start_worker(env, "default", "execs@%h")
     try:
@@ -84,8 +89,9 @@ def test_a_non_zero_exit_fails_the_job_with_the_tail_of_stderr(client) -> None: 
 
 def test_a_program_past_its_timeout_is_stopped_with_its_children(client, tmp_path: Path) -> None:  # noqa: ANN001
     pidfile = tmp_path / "child.pid"
-    job = client.submit("tests.exec", {"name": "tool", "args": [], "timeout": 1,
-                                       "env": {"SLEEP": "60", "PIDFILE": str(pidfile)}})  # fmt: skip
+    job = client.submit(
+        "tests.exec", {"name": "tool", "args": [], "timeout": 1, "env": {"SLEEP": "60", "PIDFILE": str(pidfile)}}
+    )
     done = client.wait(job["id"], timeout=60)
     assert done["status"] == "failed" and "ran past its 1s timeout and was stopped" in done["error"]
     child = int(pidfile.read_text())
@@ -102,10 +108,13 @@ def test_cancelling_the_job_stops_the_program(client, tmp_path: Path) -> None:  
     assert client.get(job["id"])["status"] == "cancelled"
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("nope", "no external program named 'nope'; configured: missing, tool"),
-    ("missing", "/nonexistent/bin/tool is not an executable file on this worker"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("nope", "no external program named 'nope'; configured: missing, tool"),
+        ("missing", "/nonexistent/bin/tool is not an executable file on this worker"),
+    ],
+)
 def test_unknown_or_missing_programs_fail_the_job_clearly(client, name: str, message: str) -> None:  # noqa: ANN001
     done = client.wait(client.submit("tests.exec", {"name": name, "args": []})["id"], timeout=60)
     assert done["status"] == "failed" and message in done["error"]

@@ -37,9 +37,15 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     name, home = request.param, tmp_path_factory.mktemp(f"fair-{request.param}") / "home"
     # Each test's model loads in GATE seconds on first use: its jobs all wait while it loads, so the
     # order they start in is the dispatcher's, not the order they were submitted in.
-    models = {model: {"loader": "modelq_test_tasks:load_sleepy", "keep_alive": -1, "options": {"load_seconds": GATE},
-                      **({"max_concurrency": CAP} if model == "capped" else {})}
-              for model in ("even", "weighted", "alone", "urgent", "capped")}  # fmt: skip
+    models = {
+        model: {
+            "loader": "modelq_test_tasks:load_sleepy",
+            "keep_alive": -1,
+            "options": {"load_seconds": GATE},
+            **({"max_concurrency": CAP} if model == "capped" else {}),
+        }
+        for model in ("even", "weighted", "alone", "urgent", "capped")
+    }
     env = {"MODELQ_HOME": str(home), "MODELQ_MODELS": json.dumps(models), "MODELQ_OWNER_WEIGHTS": json.dumps(WEIGHTS)}
     if name == "redis":
         _flush_redis(BROKER_DB)
@@ -48,12 +54,20 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         _flush_redis(RESULT_DB)
         env["MODELQ_BROKER_URL"] = _fresh_rabbitmq_vhost(f"fair_{uuid.uuid4().hex[:6]}")
         env["MODELQ_RESULT_BACKEND"] = f"{REDIS_URL}/{RESULT_DB}"
-    settings = load_settings(home=home, broker_url=env["MODELQ_BROKER_URL"], result_backend=env.get("MODELQ_RESULT_BACKEND"),
-                             imports=["modelq_test_tasks"], models=models, owner_weights=WEIGHTS)  # fmt: skip
+    settings = load_settings(
+        home=home,
+        broker_url=env["MODELQ_BROKER_URL"],
+        result_backend=env.get("MODELQ_RESULT_BACKEND"),
+        imports=["modelq_test_tasks"],
+        models=models,
+        owner_weights=WEIGHTS,
+    )
     app = create_celery_app(settings)
     app.modelq.store  # noqa: B018 - migrate before the workers start
-    workers = [start_worker(env, "default", f"fair{i}-{name}@%h", "--pool", "threads", "-c", str(THREADS))
-               for i in range(WORKERS)]  # fmt: skip
+    workers = [
+        start_worker(env, "default", f"fair{i}-{name}@%h", "--pool", "threads", "-c", str(THREADS))
+        for i in range(WORKERS)
+    ]
     try:
         for i in range(WORKERS):
             wait_for_worker(app, f"fair{i}-{name}@")
@@ -64,13 +78,15 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         app.modelq.store.dispose()
 
 
-def submit(cluster: dict[str, Any], owner: str, count: int, model: str, *, seconds: float = 0.01,
-           priority: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def submit(
+    cluster: dict[str, Any], owner: str, count: int, model: str, *, seconds: float = 0.01, priority: str | None = None
+) -> list[dict[str, Any]]:
     from modelq.jobs.service import JobService
 
     service = JobService(cluster["app"])
-    return [service.submit(TASK, {"model": model, "seconds": seconds}, owner=owner, priority=priority)
-            for _ in range(count)]  # fmt: skip
+    return [
+        service.submit(TASK, {"model": model, "seconds": seconds}, owner=owner, priority=priority) for _ in range(count)
+    ]
 
 
 def finished(cluster: dict[str, Any], jobs: list[dict[str, Any]], timeout: float = 120) -> list[dict[str, Any]]:
@@ -97,13 +113,13 @@ def test_two_owners_with_equal_weights_share_the_workers_evenly(cluster: dict[st
     jobs = submit(cluster, "alice", 200, "even") + submit(cluster, "bob", 200, "even")
     order = start_order(records(cluster, finished(cluster, jobs)))
     # alice's first few went to the broker before bob came; from then on both waited
-    first = Counter(order[WINDOW:WINDOW + 200])
+    first = Counter(order[WINDOW : WINDOW + 200])
     assert abs(first["alice"] - first["bob"]) <= 20, first
 
 
 def test_weights_three_to_one_give_about_three_to_one(cluster: dict[str, Any]) -> None:
     jobs = submit(cluster, "light", 200, "weighted") + submit(cluster, "heavy", 200, "weighted")
-    first = Counter(start_order(records(cluster, finished(cluster, jobs)))[WINDOW:WINDOW + 200])
+    first = Counter(start_order(records(cluster, finished(cluster, jobs)))[WINDOW : WINDOW + 200])
     assert 2.7 <= first["heavy"] / first["light"] <= 3.3, first
 
 
@@ -117,15 +133,22 @@ def test_an_interactive_job_overtakes_a_queued_batch(cluster: dict[str, Any]) ->
     batch = submit(cluster, "alice", 100, "urgent")
     urgent = submit(cluster, "bob", 1, "urgent", priority="interactive")[0]
     assert urgent["priority"] == 9
-    order = [job["id"] for job in sorted(finished(cluster, [*batch, urgent]),
-                                         key=lambda job: datetime.fromisoformat(job["started_at"]))]  # fmt: skip
+    order = [
+        job["id"]
+        for job in sorted(
+            finished(cluster, [*batch, urgent]), key=lambda job: datetime.fromisoformat(job["started_at"])
+        )
+    ]
     # ahead of it only what was on the broker when it came (a window), and what the slots took meanwhile
     assert order.index(urgent["id"]) <= WINDOW + WORKERS * THREADS, order.index(urgent["id"])
 
 
 def test_a_model_cap_holds_across_two_workers(cluster: dict[str, Any]) -> None:
-    done = finished(cluster, submit(cluster, "alice", 6, "capped", seconds=0.3)
-                    + submit(cluster, "bob", 6, "capped", seconds=0.3))  # fmt: skip
-    spans = sorted((datetime.fromisoformat(job["started_at"]), datetime.fromisoformat(job["finished_at"])) for job in done)
+    done = finished(
+        cluster, submit(cluster, "alice", 6, "capped", seconds=0.3) + submit(cluster, "bob", 6, "capped", seconds=0.3)
+    )
+    spans = sorted(
+        (datetime.fromisoformat(job["started_at"]), datetime.fromisoformat(job["finished_at"])) for job in done
+    )
     most = max(sum(1 for start, end in spans if start <= moment < end) for moment, _ in spans)
     assert most == CAP, spans

@@ -34,8 +34,15 @@ MAX_EXAMPLES = 30
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 #: The tiny pipeline as the default model, and caps it makes any allowed image under: 64 px a side,
 #: the default 30 steps, two images. A request that waits gives up after a minute (504, a failure here).
-CAPS = {"image_default_model": TINY_MODEL, "image_max_side": 64, "image_max_steps": 30, "image_max_count": 2,
-        "image_sync_timeout": 60.0, "max_pdf_bytes": 64 * 1024, "max_pdf_pages": 2}  # fmt: skip
+CAPS = {
+    "image_default_model": TINY_MODEL,
+    "image_max_side": 64,
+    "image_max_steps": 30,
+    "image_max_count": 2,
+    "image_sync_timeout": 60.0,
+    "max_pdf_bytes": 64 * 1024,
+    "max_pdf_pages": 2,
+}
 
 
 def _schemathesis_config() -> schemathesis.Config:
@@ -61,7 +68,9 @@ def _static_schema() -> schemathesis.BaseSchema:
     from modelq.api import create_api
     from modelq.config import Settings
 
-    return schemathesis.openapi.from_dict(create_api(Settings.model_construct()).openapi(), config=_schemathesis_config())
+    return schemathesis.openapi.from_dict(
+        create_api(Settings.model_construct()).openapi(), config=_schemathesis_config()
+    )
 
 
 schema = _static_schema()
@@ -83,13 +92,24 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     assert request.param == "embedded"
     root = tmp_path_factory.mktemp("fuzz")
     home = root / "home"
-    models = {TINY_MODEL: {"loader": "diffusers", "source": str(root / TINY_MODEL), "device": "cpu",
-                           "options": {"pipeline": "StableDiffusionPipeline"}}}  # fmt: skip
-    env = {"MODELQ_HOME": str(home), "MODELQ_MODELS": json.dumps(models), "HF_HUB_OFFLINE": "1",
-           **{f"MODELQ_{key.upper()}": str(value) for key, value in CAPS.items()}}  # fmt: skip
+    models = {
+        TINY_MODEL: {
+            "loader": "diffusers",
+            "source": str(root / TINY_MODEL),
+            "device": "cpu",
+            "options": {"pipeline": "StableDiffusionPipeline"},
+        }
+    }
+    env = {
+        "MODELQ_HOME": str(home),
+        "MODELQ_MODELS": json.dumps(models),
+        "HF_HUB_OFFLINE": "1",
+        **{f"MODELQ_{key.upper()}": str(value) for key, value in CAPS.items()},
+    }
     # Schemathesis calls the ASGI app as host "testserver": a name the trusted-host rule must be told of.
-    settings_ = load_settings(home=home, models=models, imports=["modelq_test_tasks"], allowed_hosts=["testserver"],
-                              **CAPS)  # fmt: skip
+    settings_ = load_settings(
+        home=home, models=models, imports=["modelq_test_tasks"], allowed_hosts=["testserver"], **CAPS
+    )
     app = create_celery_app(settings_, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the worker starts
     worker = start_worker(env, "gpu", "fuzz@%h", "--pool", "threads", "-c", "4")
@@ -104,8 +124,13 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])  # fmt: skip
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 def test_api_answers_match_its_schema_and_are_never_5xx(case: schemathesis.Case, api: object) -> None:
     case.call_and_validate(app=api, checks=CHECKS)
 

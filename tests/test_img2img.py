@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import start_worker, stop_process, wait_for, wait_for_worker
-from test_api import serve
+from modelq.testing import serving
 from text2img_helpers import TINY_MODEL, make_tiny_sd, tiny_image_stack
 
 MODEL = TINY_MODEL
@@ -32,7 +32,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     try:
         make_tiny_sd(root / MODEL)  # while the worker starts
         wait_for_worker(app, "i2i@")
-        for url in serve(create_api(settings, celery_app=app)):
+        with serving(create_api(settings, celery_app=app)) as url:
             with httpx.Client(base_url=url, timeout=120) as http:
                 yield {"url": url, "http": http, "app": app, "root": root, "settings": settings}
     finally:
@@ -85,22 +85,50 @@ def test_img2img_runs_on_the_model_text2img_loaded_and_loads_nothing_more(served
     http, app = served["http"], served["app"]
     hits = sum(row["hits"] for row in _loads(app))  # none yet when this test runs first, as it does in the module
     # given a text2img job, which loads the model
-    t2i = http.post("/v1/jobs", json={"task": "text2img", "input": {"prompt": PROMPT, "model": MODEL, "steps": 3,
-                                                                     "seed": 7}}).json()  # fmt: skip
+    t2i = http.post(
+        "/v1/jobs", json={"task": "text2img", "input": {"prompt": PROMPT, "model": MODEL, "steps": 3, "seed": 7}}
+    ).json()
     first = _done(http, t2i["id"])
     # when img2img jobs follow: one from that job's artifact, one from base64 bytes, one through the edit endpoint
-    from_artifact = http.post("/v1/jobs", json={"task": "img2img", "input": {
-        "prompt": "a blue dog", "model": MODEL, "image": {"job": first["id"], "artifact": "image-0.png"},
-        "steps": 6, "strength": 0.5, "seed": 3, "n": 2}})  # fmt: skip
+    from_artifact = http.post(
+        "/v1/jobs",
+        json={
+            "task": "img2img",
+            "input": {
+                "prompt": "a blue dog",
+                "model": MODEL,
+                "image": {"job": first["id"], "artifact": "image-0.png"},
+                "steps": 6,
+                "strength": 0.5,
+                "seed": 3,
+                "n": 2,
+            },
+        },
+    )
     assert from_artifact.status_code == 202, from_artifact.text
     assert from_artifact.json()["queue"] == f"gpu.model.{MODEL}"  # the queue of the model's holder, as text2img's
-    from_bytes = http.post("/v1/jobs", json={"task": "img2img", "input": {
-        "prompt": PROMPT, "model": MODEL, "image_b64": base64.b64encode(init_png(48, 40)).decode(), "steps": 3}})  # fmt: skip
+    from_bytes = http.post(
+        "/v1/jobs",
+        json={
+            "task": "img2img",
+            "input": {
+                "prompt": PROMPT,
+                "model": MODEL,
+                "image_b64": base64.b64encode(init_png(48, 40)).decode(),
+                "steps": 3,
+            },
+        },
+    )
     assert from_bytes.status_code == 202, from_bytes.text
     # the recorded input names the upload, never its bytes
     assert "image_b64" not in from_bytes.json()["input"] and from_bytes.json()["input"]["image"].startswith("upload-")
-    edited = _openai(served).images.edit(image=("init.png", init_png(), "image/png"), prompt=PROMPT, model=MODEL,
-                                         response_format="b64_json", extra_body=EXTRA)  # fmt: skip
+    edited = _openai(served).images.edit(
+        image=("init.png", init_png(), "image/png"),
+        prompt=PROMPT,
+        model=MODEL,
+        response_format="b64_json",
+        extra_body=EXTRA,
+    )
     assert _png_size(base64.b64decode(edited.data[0].b64_json)) == (32, 32)
     # then each ran image to image, through from_pipe, with progress up to the steps that ran
     done = _done(http, from_artifact.json()["id"])
@@ -113,8 +141,11 @@ def test_img2img_runs_on_the_model_text2img_loaded_and_loads_nothing_more(served
     sized = _done(http, from_bytes.json()["id"])["result"]["parameters"]
     assert (sized["width"], sized["height"], sized["strength"]) == (48, 40, 0.8)  # the init image's size; the default
     # and the worker loaded the model once: text2img's load serves every img2img job (four jobs: one load, three hits)
-    rows = wait_for(lambda: (r := _loads(app)) and sum(row["hits"] for row in r) >= hits + 3 and r, timeout=30,
-                    what="the residency figures to count the img2img jobs")  # fmt: skip
+    rows = wait_for(
+        lambda: (r := _loads(app)) and sum(row["hits"] for row in r) >= hits + 3 and r,
+        timeout=30,
+        what="the residency figures to count the img2img jobs",
+    )
     assert sum(row["loads"] for row in rows) == 1 and [row["resident"] for row in rows] == [True]
     listed = {m["id"]: m for m in http.get("/v1/models").json()["data"]}[MODEL]
     assert [w["loads"] for w in listed["workers"]] == [1]
@@ -124,22 +155,47 @@ def test_openai_client_images_edit_same_seed_same_png_as_the_in_process_pipeline
     client = _openai(served)
     init = init_png()
     # given the same init image, seed and parameters twice
-    first = client.images.edit(image=("init.png", init, "image/png"), prompt=PROMPT, model=MODEL, n=1, size="32x32",
-                               response_format="b64_json", extra_body=EXTRA)  # fmt: skip
-    second = client.images.edit(image=("init.png", init, "image/png"), prompt=PROMPT, model=MODEL, n=1, size="32x32",
-                                response_format="b64_json", extra_body=EXTRA)  # fmt: skip
+    first = client.images.edit(
+        image=("init.png", init, "image/png"),
+        prompt=PROMPT,
+        model=MODEL,
+        n=1,
+        size="32x32",
+        response_format="b64_json",
+        extra_body=EXTRA,
+    )
+    second = client.images.edit(
+        image=("init.png", init, "image/png"),
+        prompt=PROMPT,
+        model=MODEL,
+        n=1,
+        size="32x32",
+        response_format="b64_json",
+        extra_body=EXTRA,
+    )
     pngs = [base64.b64decode(answer.data[0].b64_json) for answer in (first, second)]
     # then both are the same PNG, byte for byte
     assert pngs[0] == pngs[1] and _png_size(pngs[0]) == (32, 32) and first.created > 0
     # and it is the PNG the same from_pipe img2img pipeline gives in this process, with the same seed
     assert pngs[0] == _reference(served, init, **EXTRA)
     # and another seed gives another image
-    other = client.images.edit(image=("init.png", init, "image/png"), prompt=PROMPT, model=MODEL,
-                               response_format="b64_json", extra_body={**EXTRA, "seed": 43})  # fmt: skip
+    other = client.images.edit(
+        image=("init.png", init, "image/png"),
+        prompt=PROMPT,
+        model=MODEL,
+        response_format="b64_json",
+        extra_body={**EXTRA, "seed": 43},
+    )
     assert base64.b64decode(other.data[0].b64_json) != pngs[0]
     # and as urls: the job's artifacts on this API, the same bytes
-    as_url = client.images.edit(image=("init.png", init, "image/png"), prompt=PROMPT, model=MODEL, size="32x32",
-                                response_format="url", extra_body=EXTRA)  # fmt: skip
+    as_url = client.images.edit(
+        image=("init.png", init, "image/png"),
+        prompt=PROMPT,
+        model=MODEL,
+        size="32x32",
+        response_format="url",
+        extra_body=EXTRA,
+    )
     assert "/artifacts/image-0.png" in as_url.data[0].url and httpx.get(as_url.data[0].url).content == pngs[0]
 
 
@@ -155,8 +211,14 @@ def _reference(served: dict, init: bytes, *, seed: int, steps: int, strength: fl
     img2img.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     img2img.set_progress_bar_config(disable=True)
     with Image.open(io.BytesIO(init)) as image:
-        output = img2img(prompt=PROMPT, image=image.convert("RGB"), strength=strength, num_inference_steps=steps,
-                         generator=[torch.Generator("cpu").manual_seed(seed)], output_type="pil")  # fmt: skip
+        output = img2img(
+            prompt=PROMPT,
+            image=image.convert("RGB"),
+            strength=strength,
+            num_inference_steps=steps,
+            generator=[torch.Generator("cpu").manual_seed(seed)],
+            output_type="pil",
+        )
     buffer = io.BytesIO()
     output.images[0].save(buffer, format="PNG")
     return buffer.getvalue()
@@ -191,8 +253,9 @@ IMAGES = {
         ({"pipeline": "StableDiffusionPipeline"}, "png", "pipeline", "unknown image-to-image pipeline class"),
     ],
 )
-def test_a_bad_edit_is_a_422_naming_the_field_and_records_nothing(served: dict, fields: dict, image: str, field: str,
-                                                                  message: str) -> None:  # fmt: skip
+def test_a_bad_edit_is_a_422_naming_the_field_and_records_nothing(
+    served: dict, fields: dict, image: str, field: str, message: str
+) -> None:
     http = served["http"]
     before, uploads = http.get("/v1/jobs").json()["total"], _uploads(served)
     response = _edit(http, IMAGES[image](), "text/plain" if image == "text" else "image/png", **fields)
@@ -208,8 +271,12 @@ def test_the_openai_client_reads_a_refused_edit(served: dict) -> None:
 
     client = _openai(served)
     with pytest.raises(openai.UnprocessableEntityError) as refused:
-        client.images.edit(image=("init.png", init_png(), "image/png"), prompt=PROMPT, model=MODEL,
-                           extra_body={**EXTRA, "strength": 1.5})  # fmt: skip
+        client.images.edit(
+            image=("init.png", init_png(), "image/png"),
+            prompt=PROMPT,
+            model=MODEL,
+            extra_body={**EXTRA, "strength": 1.5},
+        )
     assert refused.value.param == "strength"
     with pytest.raises(openai.UnprocessableEntityError) as not_an_image:
         client.images.edit(image=("notes.txt", b"hello", "text/plain"), prompt=PROMPT, model=MODEL)
@@ -223,16 +290,25 @@ def test_an_edit_takes_one_image_and_no_mask(served: dict) -> None:
     http = served["http"]
     before = http.get("/v1/jobs").json()["total"]
     form = {"prompt": PROMPT, "model": MODEL, "steps": "2"}
-    two = http.post("/v1/images/edits", data=form, files=[("image", ("a.png", init_png(), "image/png")),
-                                                          ("image", ("b.png", init_png(), "image/png"))])  # fmt: skip
+    two = http.post(
+        "/v1/images/edits",
+        data=form,
+        files=[("image", ("a.png", init_png(), "image/png")), ("image", ("b.png", init_png(), "image/png"))],
+    )
     assert two.status_code == 422 and two.json()["error"]["param"] == "image"
-    masked = http.post("/v1/images/edits", data=form, files={"image": ("a.png", init_png(), "image/png"),
-                                                             "mask": ("m.png", init_png(), "image/png")})  # fmt: skip
+    masked = http.post(
+        "/v1/images/edits",
+        data=form,
+        files={"image": ("a.png", init_png(), "image/png"), "mask": ("m.png", init_png(), "image/png")},
+    )
     assert masked.status_code == 422 and masked.json()["error"]["param"] == "mask"
     assert http.get("/v1/jobs").json()["total"] == before
     # a client that sends its images as a list names the field image[]
-    listed = http.post("/v1/images/edits", data={**form, "response_format": "b64_json"},
-                       files={"image[]": ("a.png", init_png(), "image/png")})  # fmt: skip
+    listed = http.post(
+        "/v1/images/edits",
+        data={**form, "response_format": "b64_json"},
+        files={"image[]": ("a.png", init_png(), "image/png")},
+    )
     assert listed.status_code == 200 and _png_size(base64.b64decode(listed.json()["data"][0]["b64_json"])) == (32, 32)
 
 
@@ -274,5 +350,6 @@ def test_an_owner_cannot_start_from_another_owners_image(served: dict) -> None:
     again = service.submit("img2img", {"prompt": PROMPT, "model": MODEL, "image": ref, "steps": 2}, owner="bob")
     refused = http.get(f"/v1/jobs/{alice['id']}", params={"wait": 30}).json()
     assert refused["status"] == "failed" and refused["error"] == (
-        f"InvalidInput: image: job {bob['id']!r} has no artifact 'image-0.png'")
+        f"InvalidInput: image: job {bob['id']!r} has no artifact 'image-0.png'"
+    )
     assert _done(http, again["id"])["result"]["parameters"]["image"] == ref

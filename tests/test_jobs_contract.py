@@ -44,8 +44,10 @@ def test_failure_is_recorded_with_its_error(backend: Backend) -> None:
     done = client.wait(job["id"], timeout=30)
     assert done["status"] == "failed"
     assert done["error"] == "ValueError: the disk is full"
-    with pytest.raises(JobFailed, match="the disk is full"):
+    assert done["failure"] == {"type": "ValueError", "message": "the disk is full", "field": None, "details": {}}
+    with pytest.raises(JobFailed, match="the disk is full") as failed:
         client.result(job["id"], timeout=5)
+    assert failed.value.failure["type"] == "ValueError"
 
 
 def test_unserialisable_result_fails_clearly(backend: Backend) -> None:
@@ -88,7 +90,9 @@ def test_cancelled_queued_job_never_runs(backend: Backend, tmp_path: Path) -> No
     backend.app.control.add_consumer("cpu", destination=[f"contract-{backend.name}@{_host()}"], reply=True)
     try:
         canary = tmp_path / "canary"
-        assert client.wait(client.submit("tests.touch", {"path": str(canary)})["id"], timeout=30)["status"] == "succeeded"
+        assert (
+            client.wait(client.submit("tests.touch", {"path": str(canary)})["id"], timeout=30)["status"] == "succeeded"
+        )
     finally:
         backend.app.control.cancel_consumer("cpu", destination=[f"contract-{backend.name}@{_host()}"], reply=True)
     # then the cancelled job stayed cancelled and did nothing
@@ -145,8 +149,9 @@ def test_a_pickled_message_is_refused_and_never_runs(backend: Backend, tmp_path:
     proof = tmp_path / "pickle-ran"
     # given a message serialised with pickle, published straight to the worker's queue with kombu
     # (pickle would run code on load: the worker must never even decode it)
-    backend.app.send_task("tests.count", kwargs={"path": str(proof)}, serializer="pickle", queue="default",
-                          task_id=str(uuid.uuid4()))  # fmt: skip
+    backend.app.send_task(
+        "tests.count", kwargs={"path": str(proof)}, serializer="pickle", queue="default", task_id=str(uuid.uuid4())
+    )
     # then it is dropped from the queue without running
     wait_for(lambda: queue_depths(backend.app, ["default"])["default"] == 0, timeout=30, what="the queue to drain")
     after = backend.client.run("tests.count", {"path": str(tmp_path / "json-ran")}, timeout=60)

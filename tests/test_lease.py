@@ -18,8 +18,9 @@ def short_lease(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict
 
     home = tmp_path / "home"
     env = {**_backend_env(request.param, home, tag="lease"), "MODELQ_VISIBILITY_TIMEOUT": "2"}
-    settings = load_settings(home=home, broker_url=env.get("MODELQ_BROKER_URL"), visibility_timeout=2,
-                             imports=["modelq_test_tasks"])  # fmt: skip
+    settings = load_settings(
+        home=home, broker_url=env.get("MODELQ_BROKER_URL"), visibility_timeout=2, imports=["modelq_test_tasks"]
+    )
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018
     # two processes: a redelivered message would find a free one and run beside the first

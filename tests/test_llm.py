@@ -48,8 +48,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "stub": {"base_url": server.base_url, "models": ["stub-*"], "timeout": 1.0},
         "secured": {"base_url": secured.base_url, "models": ["secured-*"], "api_key_env": "STUB_API_KEY"},
     }
-    limits = {"llm_max_in_flight": MAX_IN_FLIGHT, "llm_max_prompts": MAX_PROMPTS, "llm_max_retries": MAX_RETRIES,
-              "llm_retry_backoff": 0.05}  # fmt: skip
+    limits = {
+        "llm_max_in_flight": MAX_IN_FLIGHT,
+        "llm_max_prompts": MAX_PROMPTS,
+        "llm_max_retries": MAX_RETRIES,
+        "llm_retry_backoff": 0.05,
+    }
     env = {"MODELQ_HOME": str(home), "STUB_API_KEY": API_KEY, **llm_env(endpoints, **limits)}
     # The submitting side has the same settings as the worker (submit-time checks use them).
     app = create_celery_app(load_settings(home=home, llm_endpoints=endpoints, **limits), start_broker=True)
@@ -99,8 +103,10 @@ def test_results_come_back_in_input_order_with_text_and_usage(cluster: Cluster) 
     sent = {r.prompt: r.body for r in server.requests_for("order 1") + server.requests_for("order 5")}
     assert sent["order 1"]["model"] == "stub-7b"
     assert sent["order 1"]["temperature"] == 0.3 and sent["order 1"]["max_tokens"] == 32
-    assert sent["order 1"]["messages"] == [{"role": "system", "content": "Answer briefly."},
-                                           {"role": "user", "content": "order 1"}]  # fmt: skip
+    assert sent["order 1"]["messages"] == [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "order 1"},
+    ]
     assert sent["order 5"]["messages"][0] == {"role": "system", "content": "its own system prompt"}
     assert len(sent["order 5"]["messages"]) == 2
 
@@ -134,8 +140,11 @@ def test_retries_honour_retry_after_and_failures_are_reported_per_item(cluster: 
     assert items[3]["error"]["type"] == "server_error" and items[3]["error"]["status"] == 500
     assert "the GPU fell off" in items[3]["error"]["message"]
     # a 400 is the request's fault: not retried
-    assert items[4]["error"] == {"type": "client_error", "status": 400,
-                                 "message": "HTTP 400 from stub: messages too long"}  # fmt: skip
+    assert items[4]["error"] == {
+        "type": "client_error",
+        "status": 400,
+        "message": "HTTP 400 from stub: messages too long",
+    }
     # the 429's retry came no sooner than its Retry-After said
     first, second = server.requests_for("retry 1")
     assert first.status == 429 and second.status == 200
@@ -160,8 +169,13 @@ def test_a_call_that_outlives_its_timeout_is_retried(cluster: Cluster) -> None:
 
 
 def test_reduce_runs_over_the_map_results(cluster: Cluster) -> None:
-    done = run(cluster, prompts=["community A", "community B", "community C"], model="stub-7b",
-               reduce="Summarise these reports:\n{results}", reduce_max_tokens=200)  # fmt: skip
+    done = run(
+        cluster,
+        prompts=["community A", "community B", "community C"],
+        model="stub-7b",
+        reduce="Summarise these reports:\n{results}",
+        reduce_max_tokens=200,
+    )
     assert done["status"] == "succeeded"
     reduced = done["result"]["reduce"]
     assert reduced["error"] is None
@@ -187,8 +201,9 @@ def test_progress_is_completed_over_total(cluster: Cluster) -> None:
     job = client.submit("llm", {"prompts": [f"step {i}" for i in range(12)], "model": "stub-7b", "max_in_flight": 2})
     seen = wait_for(
         lambda: (j := client.get(job["id"]))["status"] == "running" and 0 < j["progress"]["fraction"] < 1 and j,
-        timeout=30, what="progress between 0 and 1",
-    )  # fmt: skip
+        timeout=30,
+        what="progress between 0 and 1",
+    )
     completed, total = map(int, re.match(r"(\d+)/(\d+) calls", seen["progress"]["message"]).groups())
     assert total == 12 and seen["progress"]["fraction"] == pytest.approx(completed / 12)
     done = client.wait(job["id"], timeout=60)
@@ -223,7 +238,9 @@ def test_bad_input_is_refused_with_a_422_naming_the_field(cluster: Cluster) -> N
     from modelq.api import create_api
 
     before = cluster.client.list()["total"]
-    with TestClient(create_api(cluster.app.modelq.settings, celery_app=cluster.app), base_url="http://localhost") as http:
+    with TestClient(
+        create_api(cluster.app.modelq.settings, celery_app=cluster.app), base_url="http://localhost"
+    ) as http:
 
         def refused(job_input: dict[str, Any]) -> dict[str, Any]:
             response = http.post("/v1/jobs", json={"task": "llm", "input": job_input})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_bench import assert_png, run_json
+from bench_helpers import assert_png, run_json
 
 
 def test_llm_scenario_reports_wall_over_latency_speedup_and_memory(tmp_path: Path) -> None:
@@ -19,8 +19,15 @@ def test_llm_scenario_reports_wall_over_latency_speedup_and_memory(tmp_path: Pat
     assert figures["calls"] == 168
     # every call was in flight at once (the worker allows 200)
     assert figures["server_peak_concurrent"] == 168
-    for key in ("wall_over_latency", "speedup_vs_sequential", "latency_s", "wall_s", "sequential_wall_s",
-                "worker_idle_rss_mb", "worker_peak_rss_mb"):  # fmt: skip
+    for key in (
+        "wall_over_latency",
+        "speedup_vs_sequential",
+        "latency_s",
+        "wall_s",
+        "sequential_wall_s",
+        "worker_idle_rss_mb",
+        "worker_peak_rss_mb",
+    ):
         assert isinstance(figures[key], int | float) and figures[key] > 0, (key, figures[key])
     assert figures["wall_over_latency"] == pytest.approx(figures["wall_s"] / figures["latency_s"], rel=0.01)
     assert figures["speedup_vs_sequential"] == pytest.approx(figures["sequential_wall_s"] / figures["wall_s"], rel=0.01)

@@ -37,10 +37,11 @@ def test_two_workers_share_one_requests_per_second_budget(tmp_path: Path, monkey
         "MODELQ_HOME": str(tmp_path / "home"),
         "MODELQ_BROKER_URL": f"{REDIS_URL}/{REDIS_DB}",
         # one job at a time per worker, none held in reserve: the two jobs land on different workers
-        "MODELQ_QUEUES": json.dumps({"default": {"pool": "prefork"},
-                                     "io": {"pool": "threads", "concurrency": 1, "prefetch_multiplier": 1}}),
+        "MODELQ_QUEUES": json.dumps(
+            {"default": {"pool": "prefork"}, "io": {"pool": "threads", "concurrency": 1, "prefetch_multiplier": 1}}
+        ),
         **llm_env({"shared": {"base_url": server.base_url, "requests_per_second": RATE}}),
-    }  # fmt: skip
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     app = create_celery_app(load_settings())
@@ -53,8 +54,10 @@ def test_two_workers_share_one_requests_per_second_budget(tmp_path: Path, monkey
 
         client = Client.in_process(app=app)
         # given two jobs of 16 prompts each, which alone would go out all at once
-        jobs = [client.submit("llm", {"prompts": [f"job {j} prompt {i}" for i in range(16)], "model": "any"})
-                for j in (1, 2)]  # fmt: skip
+        jobs = [
+            client.submit("llm", {"prompts": [f"job {j} prompt {i}" for i in range(16)], "model": "any"})
+            for j in (1, 2)
+        ]
         done = [client.wait(job["id"], timeout=60) for job in jobs]
     finally:
         for worker in workers:

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Backend, wait_for
-from test_api import serve
+from modelq.testing import serving
 
 pytestmark = pytest.mark.parametrize("backend", ["embedded", "rabbitmq"], indirect=True)
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.parametrize("backend", ["embedded", "rabbitmq"], indire
 def http(backend: Backend) -> Iterator[httpx.Client]:
     from modelq.api import create_api
 
-    for url in serve(create_api(backend.settings, celery_app=backend.app)):
+    with serving(create_api(backend.settings, celery_app=backend.app)) as url:
         with httpx.Client(base_url=url, timeout=60) as client:
             yield client
 
@@ -36,7 +36,9 @@ def value(samples: list, name: str, **labels: str) -> float:
 def test_metrics_count_jobs_time_them_and_show_queue_depths(http: httpx.Client, backend: Backend) -> None:
     before = scrape(http)
     echoed = value(before.get("modelq_jobs_submitted", []), "modelq_jobs_submitted_total", task="echo")
-    failed = value(before.get("modelq_jobs_finished", []), "modelq_jobs_finished_total", task="tests.fail", status="failed")
+    failed = value(
+        before.get("modelq_jobs_finished", []), "modelq_jobs_finished_total", task="tests.fail", status="failed"
+    )
     # given three echo jobs and one that fails
     client = backend.client
     ids = [client.submit("echo", {"i": i})["id"] for i in range(3)] + [client.submit("tests.fail", {})["id"]]
@@ -45,9 +47,13 @@ def test_metrics_count_jobs_time_them_and_show_queue_depths(http: httpx.Client, 
     # then the counters moved by exactly that much
     after = scrape(http)
     assert value(after["modelq_jobs_submitted"], "modelq_jobs_submitted_total", task="echo") == echoed + 3
-    assert value(after["modelq_jobs_finished"], "modelq_jobs_finished_total", task="tests.fail", status="failed") == failed + 1
+    assert (
+        value(after["modelq_jobs_finished"], "modelq_jobs_finished_total", task="tests.fail", status="failed")
+        == failed + 1
+    )
     # and every configured queue has a depth
     assert {s.labels["queue"] for s in after["modelq_queue_depth"]} >= set(backend.settings.queues)
+
     # and the jobs land in the wait and run histograms once their records have settled
     def timed() -> dict | None:
         families = scrape(http)
@@ -62,8 +68,9 @@ def test_metrics_count_jobs_time_them_and_show_queue_depths(http: httpx.Client, 
     assert inf == value(waits, "modelq_job_queue_wait_seconds_count", task="echo")
 
 
-def test_metrics_show_jobs_per_owner_and_the_jobs_held_for_their_turn(http: httpx.Client, backend: Backend,
-                                                                     tmp_path) -> None:  # noqa: ANN001  # fmt: skip
+def test_metrics_show_jobs_per_owner_and_the_jobs_held_for_their_turn(
+    http: httpx.Client, backend: Backend, tmp_path
+) -> None:  # noqa: ANN001
     from modelq.ops import purge_queue
 
     # given jobs on "cpu", which no worker here reads: a window of them on the broker, the rest held

@@ -37,8 +37,14 @@ def model_worker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     }
     if request.param == "rabbitmq":
         env.update(_backend_env("rabbitmq", root / "home", tag="models"))
-    settings = load_settings(home=root / "home", models=models, cpu_max_models=1, imports=["modelq_test_tasks"],
-                             broker_url=env.get("MODELQ_BROKER_URL"), result_backend=env.get("MODELQ_RESULT_BACKEND"))  # fmt: skip
+    settings = load_settings(
+        home=root / "home",
+        models=models,
+        cpu_max_models=1,
+        imports=["modelq_test_tasks"],
+        broker_url=env.get("MODELQ_BROKER_URL"),
+        result_backend=env.get("MODELQ_RESULT_BACKEND"),
+    )
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018
     worker = start_worker(env, "default", "models@%h", "--pool", "threads", "-c", "4")
@@ -67,8 +73,9 @@ def test_jobs_for_a_model_go_to_its_queue_and_load_it_once(model_worker: dict) -
     client = _client(model_worker)
     first = client.submit("tests.infer", {"model": "m-a"})
     assert first["queue"] == "default.model.m-a"
-    results = [client.result(first["id"], timeout=60)] + [client.run("tests.infer", {"model": "m-a"}, timeout=60)
-                                                          for _ in range(4)]  # fmt: skip
+    results = [client.result(first["id"], timeout=60)] + [
+        client.run("tests.infer", {"model": "m-a"}, timeout=60) for _ in range(4)
+    ]
     assert {r["model"] for r in results} == {"m-a"} and len({r["sum"] for r in results}) == 1
 
     def resident_rows() -> list[dict]:
@@ -90,8 +97,11 @@ def test_a_mixed_stream_with_a_budget_of_one_does_not_thrash(model_worker: dict)
     assert all(d["status"] == "succeeded" for d in done)
     assert [d["result"]["model"] for d in done] == ["m-a" if i % 2 == 0 else "m-b" for i in range(64)]
     # and the worker switched models a handful of times, not 64
-    after = wait_for(lambda: (a := _loads(app)) and sum(a.values()) > sum(before.values()) and a, timeout=30,
-                     what="loads to be reported")  # fmt: skip
+    after = wait_for(
+        lambda: (a := _loads(app)) and sum(a.values()) > sum(before.values()) and a,
+        timeout=30,
+        what="loads to be reported",
+    )
     switches = sum(after.values()) - sum(before.values())
     assert 1 <= switches <= 4, f"{switches} loads for 64 alternating jobs"
 
@@ -114,8 +124,14 @@ def test_small_requests_share_a_forward_pass_and_keep_their_own_results(model_wo
 
 def test_inspect_models_shows_residency(model_worker: dict, tmp_path: Path) -> None:
     _client(model_worker).run("tests.infer", {"model": "m-b"}, timeout=60)
-    result = subprocess.run([sys.executable, "-m", "modelq", "inspect", "models", "--json"], capture_output=True,
-                            text=True, env=child_env(**model_worker["env"]), cwd=tmp_path, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "modelq", "inspect", "models", "--json"],
+        capture_output=True,
+        text=True,
+        env=child_env(**model_worker["env"]),
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     listing = {m["id"]: m for m in json.loads(result.stdout)["data"]}
     assert listing["m-b"]["declared"]["loader"] == LOADER
@@ -123,7 +139,7 @@ def test_inspect_models_shows_residency(model_worker: dict, tmp_path: Path) -> N
 
 
 def _models(model_worker: dict) -> dict:
-    from modelq.api.models import model_listing
+    from modelq.models.listing import model_listing
 
     return {m["id"]: m for m in model_listing(model_worker["app"])["data"]}
 
@@ -147,6 +163,7 @@ def test_metrics_report_model_loads_and_resident_bytes(model_worker: dict) -> No
     families = wait_for(m_a_resident, timeout=30, what="m-a resident in /metrics")
     loads = [s for s in families["modelq_model_loads"] if s.labels["model"] == "m-a"]
     assert loads and all(s.name == "modelq_model_loads_total" for s in loads) and sum(s.value for s in loads) >= 1
-    assert {s.labels["worker"] for s in loads} == {r["worker"] for r in model_worker["app"].modelq.store.residency()
-                                                    if r["model"] == "m-a"}  # fmt: skip
+    assert {s.labels["worker"] for s in loads} == {
+        r["worker"] for r in model_worker["app"].modelq.store.residency() if r["model"] == "m-a"
+    }
     assert "modelq_model_evictions" in families

@@ -64,14 +64,20 @@ class Net:
         _ip("link", "set", outer, "master", self.bridge)
         _ip("link", "set", outer, "up")
         address = SUBNET.format(self.octet, index)
-        for args in (["addr", "add", f"{address}/24", "dev", inner], ["link", "set", inner, "up"], ["link", "set", "lo", "up"]):
+        for args in (
+            ["addr", "add", f"{address}/24", "dev", inner],
+            ["link", "set", inner, "up"],
+            ["link", "set", "lo", "up"],
+        ):
             _ip("-n", ns, *args)
         self.hosts[name] = (ns, outer)
         return address
 
     def run(self, host: str, argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         ns = self.hosts[host][0]
-        return subprocess.Popen(["ip", "netns", "exec", ns, *argv], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+        )
 
     def cut(self, host: str) -> None:
         _ip("link", "set", self.hosts[host][1], "down")
@@ -98,22 +104,62 @@ def cluster(tmp_path: Path) -> Iterator[dict]:
         net.add_host("w1", 3)
         net.add_host("w2", 4)
         redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
-        procs.append(net.run("head", [redis_server, "--bind", head, "--port", str(REDIS_PORT), "--save", "",
-                                      "--appendonly", "no", "--protected-mode", "no"], dict(os.environ),
-                             tmp_path / "redis.log"))  # fmt: skip
+        procs.append(
+            net.run(
+                "head",
+                [
+                    redis_server,
+                    "--bind",
+                    head,
+                    "--port",
+                    str(REDIS_PORT),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                ],
+                dict(os.environ),
+                tmp_path / "redis.log",
+            )
+        )
         broker = f"redis://{head}:{REDIS_PORT}/0"
         database = f"sqlite:///{tmp_path / 'shared' / 'jobs.db'}"
         (tmp_path / "shared").mkdir()
-        settings = load_settings(home=tmp_path / "client", broker_url=broker, database_url=database,
-                                 imports=["modelq_test_tasks"], visibility_timeout=5)  # fmt: skip
+        settings = load_settings(
+            home=tmp_path / "client",
+            broker_url=broker,
+            database_url=database,
+            imports=["modelq_test_tasks"],
+            visibility_timeout=5,
+        )
         app = create_celery_app(settings)
         wait_for(lambda: _broker_answers(app), timeout=30, what="the broker in its namespace")
         app.modelq.store  # noqa: B018 - migrate before the workers start
         for host in ("w1", "w2"):
-            env = child_env(MODELQ_HOME=str(tmp_path / host), MODELQ_BROKER_URL=broker, MODELQ_DATABASE_URL=database,
-                            MODELQ_VISIBILITY_TIMEOUT="5")  # fmt: skip
-            argv = [sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "prefork", "-c", "2",
-                    "--hostname", f"{host}@%h", "--loglevel", "WARNING"]  # fmt: skip
+            env = child_env(
+                MODELQ_HOME=str(tmp_path / host),
+                MODELQ_BROKER_URL=broker,
+                MODELQ_DATABASE_URL=database,
+                MODELQ_VISIBILITY_TIMEOUT="5",
+            )
+            argv = [
+                sys.executable,
+                "-m",
+                "modelq",
+                "worker",
+                "-Q",
+                "default",
+                "--pool",
+                "prefork",
+                "-c",
+                "2",
+                "--hostname",
+                f"{host}@%h",
+                "--loglevel",
+                "WARNING",
+            ]
             procs.append(net.run(host, argv, env, tmp_path / f"{host}.log"))
         wait_for_worker(app, "w1@")
         wait_for_worker(app, "w2@")
@@ -147,8 +193,13 @@ def test_jobs_from_outside_run_on_both_hosts_and_survive_a_cut_link(cluster: dic
 
     # when w1's link is cut while it holds jobs
     second = [client.submit("sleep", {"seconds": 1.0, "steps": 2})["id"] for _ in range(16)]
-    wait_for(lambda: any((client.get(j)["worker"] or "").startswith("w1@") and client.get(j)["status"] == "running"
-                         for j in second), timeout=60, what="w1 to be running one of the jobs")  # fmt: skip
+    wait_for(
+        lambda: any(
+            (client.get(j)["worker"] or "").startswith("w1@") and client.get(j)["status"] == "running" for j in second
+        ),
+        timeout=60,
+        what="w1 to be running one of the jobs",
+    )
     cluster["net"].cut("w1")
     # then no job is lost: every one finishes (what w1 took comes back to w2 after the visibility timeout)
     finished = [client.wait(job_id, timeout=180) for job_id in second]

@@ -77,9 +77,11 @@ def test_an_overdue_model_takes_the_worker_of_the_quietest_model_not_the_hot_one
 def test_overdue_models_go_in_the_order_they_began_waiting_not_by_submission() -> None:
     # a burst submitted every job 60 s ago; A was served until a second ago, B has waited 40 s: the
     # worker leaving C (it served C long enough) goes to B, though A's oldest job is as old
-    burst = {A: dataclasses.replace(demand(100, waited=60), served_at=ago(1)),
-             B: dataclasses.replace(demand(100, waited=59), served_at=ago(40)),
-             C: demand(100, waited=60)}  # fmt: skip
+    burst = {
+        A: dataclasses.replace(demand(100, waited=60), served_at=ago(1)),
+        B: dataclasses.replace(demand(100, waited=59), served_at=ago(40)),
+        C: demand(100, waited=60),
+    }
     assert plans([Peer("w0", chosen={C: ago(20)}, holds={C}, slots=1)], burst) == {"w0": {B}}
     # and a model served a moment ago is not overdue at all
     fresh = {A: dataclasses.replace(demand(100, waited=60), served_at=ago(1)), C: demand(100, waited=60)}
@@ -113,8 +115,10 @@ def test_a_capped_model_gets_no_more_workers_than_its_cap() -> None:
     reading = plans(peers, {A: capped, B: demand(60), C: demand(20)})
     assert servers(reading) == {A: 1, B: 2, C: 1}
     # nor does a rebalance move a server of B there
-    peers = [Peer("w0", chosen={A: ago(60)}, holds={A}, slots=1),
-             *(Peer(f"w{i}", chosen={B: ago(60)}, holds={B}, slots=1) for i in (1, 2, 3))]  # fmt: skip
+    peers = [
+        Peer("w0", chosen={A: ago(60)}, holds={A}, slots=1),
+        *(Peer(f"w{i}", chosen={B: ago(60)}, holds={B}, slots=1) for i in (1, 2, 3)),
+    ]
     assert servers(plans(peers, {A: dataclasses.replace(demand(400), cap=1), B: demand(8)}))[A] == 1
     assert servers(plans(peers, {A: demand(400), B: demand(8)}))[A] == 2  # uncapped, one moves
 
@@ -140,15 +144,19 @@ def test_a_pinned_worker_reads_only_its_models() -> None:
     peers = {"w0": Peer("w0", slots=1, serves={A})}
     decided = plan("w0", peers, {B: demand(50, waited=100)}, known={A}, switch_factor=4, max_wait=5, now=NOW)
     assert decided.reading == set()
-    decided = plan("w0", peers, {A: demand(1), B: demand(50, waited=100)}, known={A}, switch_factor=4, max_wait=5,
-                   now=NOW)  # fmt: skip
+    decided = plan(
+        "w0", peers, {A: demand(1), B: demand(50, waited=100)}, known={A}, switch_factor=4, max_wait=5, now=NOW
+    )
     assert decided.reading == {A}
 
 
 def test_a_worker_plans_around_pinned_workers_and_models_it_cannot_serve() -> None:
     # w0 is pinned to A and idle; w1 serves anything and is busy with C, a model w2 cannot serve
-    peers = {"w0": Peer("w0", slots=1, serves={A}), "w1": Peer("w1", chosen={C: ago(1)}, slots=1),
-             "w2": Peer("w2", slots=1, serves={A, B})}  # fmt: skip
+    peers = {
+        "w0": Peer("w0", slots=1, serves={A}),
+        "w1": Peer("w1", chosen={C: ago(1)}, slots=1),
+        "w2": Peer("w2", slots=1, serves={A, B}),
+    }
     backlog = {A: demand(1), B: demand(20, waited=10), C: demand(50)}
     # w2 knows only A and B: it takes B, which the pinned w0 cannot serve, and leaves A to w0
     decided = plan("w2", peers, backlog, known={A, B}, switch_factor=4, max_wait=5, now=NOW)
@@ -161,9 +169,11 @@ def test_a_pinned_worker_plans_beside_a_shared_model_it_cannot_serve() -> None:
     # two workers pinned to A share it; w2 is pinned to B and cannot see A as a model it serves:
     # its plan still weighs A's servers (this raised KeyError and skipped the tick: a static worker
     # stalled)
-    peers = {"w0": Peer("w0", chosen={A: ago(30)}, holds={A}, slots=1, serves={A}),
-             "w1": Peer("w1", chosen={A: ago(30)}, holds={A}, slots=1, serves={A}),
-             "w2": Peer("w2", chosen={B: ago(30)}, holds={B}, slots=1, serves={B})}  # fmt: skip
+    peers = {
+        "w0": Peer("w0", chosen={A: ago(30)}, holds={A}, slots=1, serves={A}),
+        "w1": Peer("w1", chosen={A: ago(30)}, holds={A}, slots=1, serves={A}),
+        "w2": Peer("w2", chosen={B: ago(30)}, holds={B}, slots=1, serves={B}),
+    }
     backlog = {A: demand(50), B: demand(400, waited=10)}
     decided = plan("w2", peers, backlog, known={B}, switch_factor=4, max_wait=5, now=NOW)
     assert decided.reading == {B}
@@ -172,12 +182,16 @@ def test_a_pinned_worker_plans_beside_a_shared_model_it_cannot_serve() -> None:
 def test_a_worker_lingers_with_a_model_whose_jobs_keep_coming() -> None:
     busy = Peer("w0", chosen={A: ago(3)}, holds={A}, slots=1)
     # A's queue is empty for a moment, but its last job came 0.5 s ago (less than a 2 s load)
-    lingering = {A: Demand(queued=0, oldest=None, job_seconds=0.1, load_seconds=2.0, last_arrival=ago(0.5)),
-                 B: demand(3, waited=1)}  # fmt: skip
+    lingering = {
+        A: Demand(queued=0, oldest=None, job_seconds=0.1, load_seconds=2.0, last_arrival=ago(0.5)),
+        B: demand(3, waited=1),
+    }
     assert plans([busy], lingering) == {"w0": {A}}
     # after a burst, nothing more comes: the worker goes to B at once
-    drained = {A: Demand(queued=0, oldest=None, job_seconds=0.1, load_seconds=2.0, last_arrival=ago(30)),
-               B: demand(3, waited=1)}  # fmt: skip
+    drained = {
+        A: Demand(queued=0, oldest=None, job_seconds=0.1, load_seconds=2.0, last_arrival=ago(30)),
+        B: demand(3, waited=1),
+    }
     assert plans([busy], drained) == {"w0": {B}}
 
 
@@ -203,17 +217,38 @@ def test_a_model_not_yet_loaded_counts_as_the_longest_load_measured(tmp_path) ->
     store = app.modelq.store
     store.migrate()
     for n, model in enumerate(("m0", "m1")):
-        store.create(id=f"j{n}", task="t", input={}, queue=f"default.model.{model}", owner="a", priority=None,
-                     window=100, weight=1.0)  # fmt: skip
+        store.create(
+            id=f"j{n}",
+            task="t",
+            input={},
+            queue=f"default.model.{model}",
+            owner="a",
+            priority=None,
+            window=100,
+            weight=1.0,
+        )
     controller = AffinityController(app, None, "w@h", ["default"], 1)
     assert {q: d.load_seconds for q, d in controller.demand().items()} == {
-        "default.model.m0": DEFAULT_LOAD_SECONDS, "default.model.m1": DEFAULT_LOAD_SECONDS}
-    row = {"model": "m0", "device": "cpu", "resident": True, "bytes": 0, "loads": 2, "evictions": 0, "hits": 0,
-           "load_seconds": 3.0, "last_used": None}  # fmt: skip
+        "default.model.m0": DEFAULT_LOAD_SECONDS,
+        "default.model.m1": DEFAULT_LOAD_SECONDS,
+    }
+    row = {
+        "model": "m0",
+        "device": "cpu",
+        "resident": True,
+        "bytes": 0,
+        "loads": 2,
+        "evictions": 0,
+        "hits": 0,
+        "load_seconds": 3.0,
+        "last_used": None,
+    }
     store.report_residency("w@h", 1, [row])
     controller = AffinityController(app, None, "w@h", ["default"], 1)
     assert {q: d.load_seconds for q, d in controller.demand().items()} == {
-        "default.model.m0": 1.5, "default.model.m1": 1.5}
+        "default.model.m0": 1.5,
+        "default.model.m1": 1.5,
+    }
 
 
 def test_while_a_helper_is_still_loading_a_burst_gets_another_only_if_the_wait_still_exceeds_a_load() -> None:
@@ -238,8 +273,9 @@ def test_two_workers_that_decide_at_the_same_moment_take_a_model_on_one_at_a_tim
     app = create_celery_app(load_settings(home=tmp_path, broker_url="redis://127.0.0.1:1/0"))
     store = app.modelq.store
     store.migrate()
-    store.create(id="j0", task="t", input={}, queue="default.model.m0", owner="a", priority=None, window=100,
-                 weight=1.0)  # fmt: skip
+    store.create(
+        id="j0", task="t", input={}, queue="default.model.m0", owner="a", priority=None, window=100, weight=1.0
+    )
     first, second = (AffinityController(app, None, name, ["default"], 1) for name in ("a@h", "b@h"))
     stale = first.snapshot(NOW)
     assert stale == []  # neither has published yet: each sees itself alone

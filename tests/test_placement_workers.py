@@ -28,8 +28,12 @@ class Cluster:
         from modelq.config import load_settings
 
         self.root, self.env, self.procs = root, env, []
-        settings = load_settings(home=root / "home", imports=["modelq_test_tasks"], models=json.loads(env["MODELQ_MODELS"]),
-                                 broker_url=env.get("MODELQ_BROKER_URL"))  # fmt: skip
+        settings = load_settings(
+            home=root / "home",
+            imports=["modelq_test_tasks"],
+            models=json.loads(env["MODELQ_MODELS"]),
+            broker_url=env.get("MODELQ_BROKER_URL"),
+        )
         self.app = create_celery_app(settings, start_broker=True)
         self.app.modelq.store  # noqa: B018 - migrate before the workers start
 
@@ -38,11 +42,29 @@ class Cluster:
         for _ in range(count):
             name = f"w{len(self.procs)}@placement"
             log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "threads", "-c", "1",
-                 "--hostname", name, "--loglevel", "WARNING"],
-                env=child_env(**self.env, **extra), stdout=log, stderr=subprocess.STDOUT,
-            ))  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "modelq",
+                        "worker",
+                        "-Q",
+                        "default",
+                        "--pool",
+                        "threads",
+                        "-c",
+                        "1",
+                        "--hostname",
+                        name,
+                        "--loglevel",
+                        "WARNING",
+                    ],
+                    env=child_env(**self.env, **extra),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             names.append(name)
         for name in names:
             wait_for_worker(self.app, name)
@@ -81,8 +103,10 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    models = {name: {"loader": "modelq_test_tasks:load_sleepy", "keep_alive": -1,
-                     "options": {"load_seconds": LOAD_SECONDS}} for name in MODELS}  # fmt: skip
+    models = {
+        name: {"loader": "modelq_test_tasks:load_sleepy", "keep_alive": -1, "options": {"load_seconds": LOAD_SECONDS}}
+        for name in MODELS
+    }
     env = {"MODELQ_HOME": str(tmp_path / "home"), "MODELQ_MODELS": json.dumps(models), "MODELQ_CPU_MAX_MODELS": "1"}
     cluster = Cluster(tmp_path, env)
     try:
@@ -157,12 +181,20 @@ def test_jobs_that_wait_beside_an_idle_worker_are_reported_as_stranded(cluster: 
 
     (name,) = cluster.start(1)
     # given a job record whose message the broker lost: queued, yet in no queue
-    cluster.app.modelq.store.create(id="lost-message-job", task="tests.use_model", input={"model": "m1"},
-                                    queue="default.model.m1", priority=None, owner="", idempotency_key=None)  # fmt: skip
+    cluster.app.modelq.store.create(
+        id="lost-message-job",
+        task="tests.use_model",
+        input={"model": "m1"},
+        queue="default.model.m1",
+        priority=None,
+        owner="",
+        idempotency_key=None,
+    )
     # then the idle worker that can serve it says so in its log (after 10 s idle beside it)
     log = cluster.root / f"{name}.log"
-    wait_for(lambda: "in default.model.m1 while this worker" in log.read_text(), timeout=60,
-             what="the stranded-jobs warning")  # fmt: skip
+    wait_for(
+        lambda: "in default.model.m1 while this worker" in log.read_text(), timeout=60, what="the stranded-jobs warning"
+    )
     # and /metrics counts it
     registry = CollectorRegistry()
     registry.register(ModelqCollector(cluster.app))
@@ -176,8 +208,11 @@ def test_a_worker_that_shuts_down_stops_its_threads_and_leaves_nothing_published
     store = cluster.app.modelq.store
     # given a worker that holds a model and publishes what its consumer reads
     assert cluster.client().run("tests.use_model", {"model": "m0"}, timeout=60) == {"model": "m0"}
-    wait_for(lambda: any(row["worker"] == name and row["resident"] for row in store.residency()), timeout=30,
-             what="the worker's residency row")  # fmt: skip
+    wait_for(
+        lambda: any(row["worker"] == name and row["resident"] for row in store.residency()),
+        timeout=30,
+        what="the worker's residency row",
+    )
     assert any(row["worker"] == name for row in store.consumers(datetime.fromtimestamp(0).astimezone()))
     # when it is asked to stop (SIGTERM, as systemd and docker do)
     proc = cluster.procs[-1]

@@ -57,9 +57,14 @@ def test_inspect_and_celery_see_only_their_own_prefix(two_users: dict, tmp_path:
         name.startswith("alice@") for reply in replies for name in reply
     )
     # Celery's own CLI, pointed at alice's settings, sees her broker queues
-    result = subprocess.run([sys.executable, "-m", "celery", "-A", "modelq", "inspect", "active_queues", "--json",
-                             "--timeout", "3"], capture_output=True, text=True, env=child_env(**alice["env"]),
-                            cwd=tmp_path, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "modelq", "inspect", "active_queues", "--json", "--timeout", "3"],
+        capture_output=True,
+        text=True,
+        env=child_env(**alice["env"]),
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     queues = {q["name"] for reply in json.loads(result.stdout).values() for q in reply}
     # (a model queue too: tests.infer on default routes jobs by model, see affinity)
@@ -73,8 +78,14 @@ def test_queue_depths_and_purge_are_per_user(two_users: dict, tmp_path: Path) ->
     alice, bob = two_users["alice"], two_users["bob"]
     # given a job of alice's waiting on cpu, which no worker here consumes
     job = Client.in_process(app=alice["app"]).submit("tests.touch", {"path": str(tmp_path / "x")})
-    status = subprocess.run([sys.executable, "-m", "modelq", "status", "--json"], capture_output=True, text=True,
-                            env=child_env(**alice["env"]), cwd=tmp_path, timeout=60)  # fmt: skip
+    status = subprocess.run(
+        [sys.executable, "-m", "modelq", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=child_env(**alice["env"]),
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert json.loads(status.stdout)["queues"]["cpu"] == 1
     # then bob's cpu queue is empty, and purging alice's leaves bob's alone
     assert queue_depths(bob["app"], ["cpu"]) == {"cpu": 0}

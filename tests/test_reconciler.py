@@ -26,7 +26,7 @@ from conftest import (
     start_worker,
     stop_process,
     wait_for,
-    wait_for_worker,  # fmt: skip
+    wait_for_worker,
 )
 
 BROKER_DB, RESULT_DB = 10, 11
@@ -45,8 +45,12 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
     # tests here count what the broker lost.
     marker = request.node.get_closest_marker("dispatch_window")
     window = marker.args[0] if marker else WINDOW
-    env = {"MODELQ_HOME": str(home), "MODELQ_RECONCILE_GRACE": "2", "MODELQ_RECONCILE_INTERVAL": "0.5",
-           "MODELQ_DISPATCH_WINDOW": str(window)}
+    env = {
+        "MODELQ_HOME": str(home),
+        "MODELQ_RECONCILE_GRACE": "2",
+        "MODELQ_RECONCILE_INTERVAL": "0.5",
+        "MODELQ_DISPATCH_WINDOW": str(window),
+    }
     if name == "redis":
         _flush_redis(BROKER_DB)
         env["MODELQ_BROKER_URL"] = f"{REDIS_URL}/{BROKER_DB}"
@@ -54,9 +58,15 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
         _flush_redis(RESULT_DB)
         env["MODELQ_BROKER_URL"] = _fresh_rabbitmq_vhost(f"reconcile_{uuid.uuid4().hex[:6]}")  # one per test
         env["MODELQ_RESULT_BACKEND"] = f"{REDIS_URL}/{RESULT_DB}"
-    settings = load_settings(home=home, broker_url=env.get("MODELQ_BROKER_URL"), imports=["modelq_test_tasks"],
-                             result_backend=env.get("MODELQ_RESULT_BACKEND"), reconcile_grace=2,
-                             reconcile_interval=0.5, dispatch_window=window)  # fmt: skip
+    settings = load_settings(
+        home=home,
+        broker_url=env.get("MODELQ_BROKER_URL"),
+        imports=["modelq_test_tasks"],
+        result_backend=env.get("MODELQ_RESULT_BACKEND"),
+        reconcile_grace=2,
+        reconcile_interval=0.5,
+        dispatch_window=window,
+    )
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the workers start
     # a threads pool: a prefork parent over a SQLite store does not reconcile (see modelq.worker)
@@ -99,15 +109,27 @@ def test_queued_jobs_survive_a_broker_that_lost_them_and_each_runs_once(cluster:
     _lose_everything(cluster)
     assert _depth(app) == 0
     # The reconciler publishes them again; nobody reads "default" yet, so it reports them stranded.
-    wait_for(lambda: _depth(app) == JOBS, timeout=60,
-             what=f"the lost jobs to be published again ({_depth(app)} messages now)")  # fmt: skip
+    wait_for(
+        lambda: _depth(app) == JOBS,
+        timeout=60,
+        what=f"the lost jobs to be published again ({_depth(app)} messages now)",
+    )
     # (a pass may have republished the jobs in two steps, as they passed the grace: wait for the whole)
-    reports = wait_for(lambda: [r for r in app.modelq.store.queue_reports(_long_ago())
-                                if r["stranded"] and r["messages"] == JOBS], timeout=60, what="the stranded report")  # fmt: skip
-    assert reports == [{**reports[0], "queue": "default", "waiting": JOBS, "messages": JOBS, "stranded": JOBS,
-                        "readers": ""}]  # fmt: skip
-    status = subprocess.run([sys.executable, "-m", "modelq", "status", "--json"], env=child_env(**cluster["env"]),
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    reports = wait_for(
+        lambda: [r for r in app.modelq.store.queue_reports(_long_ago()) if r["stranded"] and r["messages"] == JOBS],
+        timeout=60,
+        what="the stranded report",
+    )
+    assert reports == [
+        {**reports[0], "queue": "default", "waiting": JOBS, "messages": JOBS, "stranded": JOBS, "readers": ""}
+    ]
+    status = subprocess.run(
+        [sys.executable, "-m", "modelq", "status", "--json"],
+        env=child_env(**cluster["env"]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     listed = {row["queue"]: row for row in json.loads(status.stdout)["queue_details"]}
     assert listed["default"]["waiting"] == JOBS and listed["default"]["stranded"] == JOBS, listed
     # A worker for the queue: every job runs, once.
@@ -198,8 +220,11 @@ def test_the_original_message_coming_back_after_a_republish_never_restarts_the_j
     wait_for(lambda: _depth(app) == 1, timeout=30, what="the message to be queued")
     with app.connection_for_write() as conn:
         original = json.loads(conn.default_channel.client.rpop("default"))
-    wait_for(lambda: client.get(job["id"])["republished"] == 1 and _depth(app) == 1, timeout=60,
-             what="the reconciler to publish the job again")  # fmt: skip
+    wait_for(
+        lambda: client.get(job["id"])["republished"] == 1 and _depth(app) == 1,
+        timeout=60,
+        what="the reconciler to publish the job again",
+    )
     cluster["workers"].append(start_worker(cluster["env"], "default", "serve-again@%h"))  # prefork, 2 processes
     wait_for(lambda: client.get(job["id"])["status"] == "running", timeout=60, what="the job to start")
     original["headers"]["redelivered"] = True  # as kombu restores an unacknowledged message
@@ -227,7 +252,9 @@ def test_a_message_that_comes_back_while_its_job_still_runs_does_not_restart_it(
     wait_for(lambda: client.get(job["id"])["status"] == "running", timeout=60, what="the job to start")
     with app.connection_for_write() as conn:
         redis = conn.default_channel.client
-        payload = next(p for p in (json.loads(raw)[0] for raw in redis.hvals(UNACKED)) if p["headers"]["id"] == job["id"])
+        payload = next(
+            p for p in (json.loads(raw)[0] for raw in redis.hvals(UNACKED)) if p["headers"]["id"] == job["id"]
+        )
         payload["headers"]["redelivered"] = True  # as kombu restores a message whose lease lapsed
         payload["properties"]["delivery_info"]["redelivered"] = True
         redis.lpush("default", json.dumps(payload))

@@ -195,8 +195,13 @@ def test_hooks_see_every_event_and_a_failing_hook_breaks_nothing(files: dict[str
     for name in ("hook-a", "hook-b"):
         with residency.use(name):
             pass
-    assert events == [("before_load", "hook-a"), ("after_load", "hook-a"), ("on_evict", "hook-a"),
-                      ("before_load", "hook-b"), ("after_load", "hook-b")]  # fmt: skip
+    assert events == [
+        ("before_load", "hook-a"),
+        ("after_load", "hook-a"),
+        ("on_evict", "hook-a"),
+        ("before_load", "hook-b"),
+        ("after_load", "hook-b"),
+    ]
 
 
 def test_models_from_the_config_file(files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,7 +242,13 @@ def test_a_prefork_worker_refuses_to_start_after_cuda_was_initialised(tmp_path: 
     from conftest import child_env
 
     code = "import torch; torch.zeros(1, device='cuda'); from modelq.cli import main; main(['worker', '-Q', 'cpu', '-P', 'prefork'])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env=child_env(MODELQ_HOME=str(tmp_path / "home")), cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(MODELQ_HOME=str(tmp_path / "home")),
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "CUDA is already initialised" in result.stderr + result.stdout

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import child_env, start_worker, stop_process, wait_for, wait_for_worker
-from test_api import serve
+from modelq.testing import serving
 
 ALICE_KEY = "mq_alice-security-key-0123456789abcdefghijklmnopqrs"
 BOB_KEY = "mq_bob-security-key-0123456789abcdefghijklmnopqrstu"
@@ -44,7 +44,7 @@ def open_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     worker = start_worker({"MODELQ_HOME": str(home), "MODELQ_TASK_TIME_LIMIT": "2"}, "default", "security@%h")
     try:
         wait_for_worker(app, "security@")
-        for url in serve(create_api(settings, celery_app=app)):
+        with serving(create_api(settings, celery_app=app)) as url:
             with httpx.Client(base_url=url, timeout=60) as http:
                 yield {"url": url, "http": http, "app": app}
     finally:
@@ -76,7 +76,7 @@ def test_allowed_hosts_admits_a_name_and_keys_serve_any_host(tmp_path: Path) -> 
     from modelq.config import load_settings
 
     def status(settings, host: str) -> int:  # noqa: ANN001
-        for url in serve(create_api(settings)):
+        with serving(create_api(settings)) as url:
             return httpx.get(f"{url}/healthz", headers={"Host": host}, timeout=30).status_code
         raise AssertionError("not served")
 
@@ -135,8 +135,11 @@ def test_sleep_is_bounded_and_a_default_hard_time_limit_stops_a_job(open_api: di
     assert http.get(f"/v1/jobs/{quick['id']}", params={"wait": 30}).json()["status"] == "succeeded"
     # MODELQ_TASK_TIME_LIMIT=2 here: a 20 s sleep is stopped, and the worker goes on
     long = http.post("/v1/jobs", json={"task": "sleep", "input": {"seconds": 20, "steps": 200}}).json()
-    stopped = wait_for(lambda: (j := http.get(f"/v1/jobs/{long['id']}").json())["status"] == "failed" and j,
-                       timeout=60, what="the hard time limit to stop the job")  # fmt: skip
+    stopped = wait_for(
+        lambda: (j := http.get(f"/v1/jobs/{long['id']}").json())["status"] == "failed" and j,
+        timeout=60,
+        what="the hard time limit to stop the job",
+    )
     assert "TimeLimitExceeded" in stopped["error"], stopped["error"]
     after = http.post("/v1/jobs", json={"task": "echo", "input": {"after": True}}).json()
     assert http.get(f"/v1/jobs/{after['id']}", params={"wait": 30}).json()["result"] == {"after": True}
@@ -153,14 +156,17 @@ def test_one_owner_cannot_fill_the_queue_for_everyone(tmp_path: Path) -> None:
     keys = {"alice": [hash_key(ALICE_KEY)], "bob": [hash_key(BOB_KEY)]}
     settings = load_settings(home=home, api_keys=keys, max_queued_per_owner=3, queue_full_retry_after=7)
     try:
-        for url in serve(create_api(settings)):
+        with serving(create_api(settings)) as url:
             alice = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=30)
             bob = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {BOB_KEY}"}, timeout=30)
             for i in range(3):
                 assert alice.post("/v1/jobs", json={"task": "echo", "input": {"i": i}}).status_code == 202
             full = alice.post("/v1/jobs", json={"task": "echo", "input": {"i": 3}})
             assert full.status_code == 429 and full.headers["Retry-After"] == "7"
-            assert "'alice' has 3 jobs waiting" in full.json()["message"] and "max_queued_per_owner" in full.json()["message"]
+            assert (
+                "'alice' has 3 jobs waiting" in full.json()["message"]
+                and "max_queued_per_owner" in full.json()["message"]
+            )
             assert alice.get("/v1/jobs").json()["total"] == 3  # the refused one was not recorded
             assert bob.post("/v1/jobs", json={"task": "echo", "input": {"i": 0}}).status_code == 202
             first = alice.get("/v1/jobs").json()["jobs"][0]["id"]
@@ -184,26 +190,48 @@ def test_passwords_in_the_broker_and_database_urls_never_show(tmp_path: Path, po
     app.modelq.store  # noqa: B018 - migrate before the worker starts
     log = tmp_path / "worker.log"
     with log.open("w") as sink:
-        worker = subprocess.Popen([sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "threads",
-                                   "--hostname", "secret@%h", "--loglevel", "INFO"],
-                                  env=child_env(**env), stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelq",
+                "worker",
+                "-Q",
+                "default",
+                "--pool",
+                "threads",
+                "--hostname",
+                "secret@%h",
+                "--loglevel",
+                "INFO",
+            ],
+            env=child_env(**env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     seen: list[str] = []
     try:
         wait_for_worker(app, "secret@")
-        for url in serve(create_api(settings, celery_app=app)):
+        with serving(create_api(settings, celery_app=app)) as url:
             http = httpx.Client(base_url=url, timeout=60)
             job = http.post("/v1/jobs", json={"task": "echo", "input": {"x": 1}}).json()
             assert http.get(f"/v1/jobs/{job['id']}", params={"wait": 30}).json()["status"] == "succeeded"
             seen += [http.get("/v1/cluster").text, http.get("/metrics").text, http.get("/healthz").text]
         cli_env = child_env(**env)
         for args in (["status"], ["status", "--json"], ["inspect", "active-queues"], ["inspect", "stats"]):
-            done = subprocess.run([sys.executable, "-m", "modelq", *args], env=cli_env, capture_output=True, text=True,
-                                  timeout=120)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "modelq", *args], env=cli_env, capture_output=True, text=True, timeout=120
+            )
             seen.append(done.stdout + done.stderr)
         # a broker that cannot be reached: the error names it without its password
         down = {**cli_env, "MODELQ_BROKER_URL": f"redis://default:{PASSWORD}@127.0.0.1:1/0"}
-        failed = subprocess.run([sys.executable, "-m", "modelq", "submit", "echo", "--input", "{}"], env=down,
-                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        failed = subprocess.run(
+            [sys.executable, "-m", "modelq", "submit", "echo", "--input", "{}"],
+            env=down,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert failed.returncode != 0
         seen.append(failed.stdout + failed.stderr)
     finally:

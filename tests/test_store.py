@@ -11,8 +11,13 @@ from modelq.jobs.store import JobStore
 
 
 def _new(store: JobStore, **fields) -> dict:
-    job, created = store.create(id=str(uuid.uuid4()), task=fields.pop("task", "echo"), input=fields.pop("input", {}),
-                                queue=fields.pop("queue", "default"), **fields)  # fmt: skip
+    job, created = store.create(
+        id=str(uuid.uuid4()),
+        task=fields.pop("task", "echo"),
+        input=fields.pop("input", {}),
+        queue=fields.pop("queue", "default"),
+        **fields,
+    )
     assert created
     return job
 
@@ -48,6 +53,28 @@ def test_a_finished_job_is_never_overwritten(store: JobStore) -> None:
     assert store.get(job["id"])["status"] == "cancelled"
 
 
+def test_a_failed_job_keeps_its_error_structured(store: JobStore) -> None:
+    from modelq.errors import InvalidInput, failure_of, failure_of_record, failure_text
+
+    job = _new(store)
+    store.mark_running(job["id"], worker="w", task="echo", queue="default", input={})
+    # when a task raises an error that names the field at fault and carries its own data
+    failure = failure_of(InvalidInput("width must be a multiple of 8, got 30", field="width", limit=8))
+    assert store.mark_failed(job["id"], failure_text(failure), failure)
+    # then the record keeps both the one line and the structure, which reads back unchanged
+    done = store.get(job["id"])
+    assert done["error"] == "InvalidInput: width must be a multiple of 8, got 30"
+    assert done["failure"] == {
+        "type": "InvalidInput",
+        "message": "width must be a multiple of 8, got 30",
+        "field": "width",
+        "details": {"limit": 8},
+    }
+    assert failure_of_record(done) == done["failure"]
+    # and a record written before failures were structured is read back from its one line
+    assert failure_of_record({"error": "ModelNotFound: unknown model 'x'", "failure": None})["type"] == "ModelNotFound"
+
+
 def test_a_message_without_a_record_gets_one(store: JobStore) -> None:
     job_id = str(uuid.uuid4())
     assert store.mark_running(job_id, worker="w", task="echo", queue="cpu", input={"a": 1})
@@ -66,7 +93,9 @@ def test_retry_counts_attempts(store: JobStore) -> None:
 
 def test_idempotency_key_is_per_owner(store: JobStore) -> None:
     first = _new(store, owner="alice", idempotency_key="k1")
-    again, created = store.create(id="other", task="echo", input={}, queue="default", owner="alice", idempotency_key="k1")
+    again, created = store.create(
+        id="other", task="echo", input={}, queue="default", owner="alice", idempotency_key="k1"
+    )
     assert not created and again["id"] == first["id"]
     bob = _new(store, owner="bob", idempotency_key="k1")
     assert bob["id"] != first["id"]
@@ -139,7 +168,11 @@ def test_changed_since_lists_unfinished_jobs_with_positions_and_recent_ones(stor
     assert rows[running["id"]]["queue_position"] is None and rows[done["id"]]["status"] == "succeeded"
     assert "input" not in rows[first["id"]] and "result" not in rows[done["id"]]
     # one owner sees only their own; a window after the finish leaves the finished job out
-    assert {row["id"] for row in store.changed_since(since, "alice", limit=100)} == {first["id"], running["id"], done["id"]}
+    assert {row["id"] for row in store.changed_since(since, "alice", limit=100)} == {
+        first["id"],
+        running["id"],
+        done["id"],
+    }
     later = datetime.now(timezone.utc) + timedelta(minutes=1)
     assert done["id"] not in {row["id"] for row in store.changed_since(later, None, limit=100)}
 
@@ -160,9 +193,10 @@ def test_a_database_whose_llm_buckets_table_came_before_its_migration_upgrades(s
         conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN released_at"))
         conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN fair_tag"))
         conn.execute(text("DROP TABLE modelq_dispatch_locks"))
+        conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN failure"))  # revision 0009's
     # when it is migrated, revision 0004 keeps the table, and the buckets work
     store.migrate()
     with store.transaction() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0008"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0009"
     limits = Limits(request_rate=1.0, request_capacity=1.0, token_rate=0.0, token_capacity=0.0)
     assert DatabaseBuckets(store.engine).take("upgrade-test", limits, 1.0, 0.0) == 0.0

@@ -11,15 +11,28 @@ import httpx
 import pytest
 
 from conftest import start_worker, stop_process, wait_for, wait_for_worker
-from test_api import serve
+from modelq.testing import serving
 from text2img_helpers import TINY_CAPS, TINY_MODEL, make_tiny_sd, tiny_image_stack
 
 MODEL = TINY_MODEL
 PROMPT = "a red cat"
 CAPS = TINY_CAPS
 #: The usual sampler names every deployment of deployment 5's client offers.
-SCHEDULER_NAMES = ["Euler", "Euler a", "DPM++ 2M", "DPM2", "DPM2 a", "LMS", "Heun", "DDPM", "DDIM", "DPM", "DEIS",
-                   "UniPC", "PNDM"]  # fmt: skip
+SCHEDULER_NAMES = [
+    "Euler",
+    "Euler a",
+    "DPM++ 2M",
+    "DPM2",
+    "DPM2 a",
+    "LMS",
+    "Heun",
+    "DDPM",
+    "DDIM",
+    "DPM",
+    "DEIS",
+    "UniPC",
+    "PNDM",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +47,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     try:
         make_tiny_sd(root / MODEL)  # while the worker starts
         wait_for_worker(app, "t2i@")
-        for url in serve(create_api(settings, celery_app=app)):
+        with serving(create_api(settings, celery_app=app)) as url:
             with httpx.Client(base_url=url, timeout=120) as http:
                 yield {"url": url, "http": http, "app": app, "root": root}
     finally:
@@ -73,9 +86,23 @@ def test_same_seed_gives_the_same_png_and_another_seed_does_not(served: dict) ->
 def test_a_job_lists_its_pngs_the_parameters_and_the_seed_it_chose(served: dict) -> None:
     http = served["http"]
     # given a job with no seed and two images per prompt
-    job = http.post("/v1/jobs", json={"task": "text2img", "input": {
-        "prompt": PROMPT, "model": MODEL, "width": 48, "height": 32, "steps": 4, "n": 2, "guidance": 6.5,
-        "scheduler": "dpm++ 2m", "pipeline": "AutoPipelineForText2Image"}})  # fmt: skip
+    job = http.post(
+        "/v1/jobs",
+        json={
+            "task": "text2img",
+            "input": {
+                "prompt": PROMPT,
+                "model": MODEL,
+                "width": 48,
+                "height": 32,
+                "steps": 4,
+                "n": 2,
+                "guidance": 6.5,
+                "scheduler": "dpm++ 2m",
+                "pipeline": "AutoPipelineForText2Image",
+            },
+        },
+    )
     assert job.status_code == 202 and job.json()["queue"] == f"gpu.model.{MODEL}"
     done = http.get(f"/v1/jobs/{job.json()['id']}", params={"wait": 30}).json()
     assert done["status"] == "succeeded", done["error"]
@@ -84,8 +111,15 @@ def test_a_job_lists_its_pngs_the_parameters_and_the_seed_it_chose(served: dict)
     params = result["parameters"]
     assert isinstance(params["seed"], int)
     assert {k: params[k] for k in ("model", "width", "height", "steps", "n", "guidance", "scheduler", "pipeline")} == {
-        "model": MODEL, "width": 48, "height": 32, "steps": 4, "n": 2, "guidance": 6.5, "scheduler": "DPM++ 2M",
-        "pipeline": "StableDiffusionPipeline"}  # fmt: skip
+        "model": MODEL,
+        "width": 48,
+        "height": 32,
+        "steps": 4,
+        "n": 2,
+        "guidance": 6.5,
+        "scheduler": "DPM++ 2M",
+        "pipeline": "StableDiffusionPipeline",
+    }
     assert [image["name"] for image in result["images"]] == ["image-0.png", "image-1.png"]
     assert [image["seed"] for image in result["images"]] == [params["seed"], params["seed"] + 1]
     assert [a["name"] for a in done["artifacts"]] == ["image-0.png", "image-1.png"]
@@ -94,9 +128,23 @@ def test_a_job_lists_its_pngs_the_parameters_and_the_seed_it_chose(served: dict)
     # and the last progress report is the last step
     assert done["progress"] == {"fraction": 1.0, "message": "step 4/4"}
     # and asking again with the seed it reported gives the same images
-    again = http.post("/v1/jobs", json={"task": "text2img", "input": {
-        "prompt": PROMPT, "model": MODEL, "width": 48, "height": 32, "steps": 4, "n": 2, "guidance": 6.5,
-        "scheduler": "DPM++ 2M", "seed": params["seed"]}}).json()  # fmt: skip
+    again = http.post(
+        "/v1/jobs",
+        json={
+            "task": "text2img",
+            "input": {
+                "prompt": PROMPT,
+                "model": MODEL,
+                "width": 48,
+                "height": 32,
+                "steps": 4,
+                "n": 2,
+                "guidance": 6.5,
+                "scheduler": "DPM++ 2M",
+                "seed": params["seed"],
+            },
+        },
+    ).json()
     repeat = http.get(f"/v1/jobs/{again['id']}", params={"wait": 30}).json()
     assert [http.get(image["url"]).content for image in repeat["result"]["images"]] == pngs
 
@@ -105,7 +153,10 @@ def test_every_usual_scheduler_name_runs_to_its_last_step(served: dict) -> None:
     http = served["http"]
     jobs = {}
     for name in SCHEDULER_NAMES:
-        body = {"task": "text2img", "input": {"prompt": PROMPT, "model": MODEL, "steps": 2, "seed": 7, "scheduler": name}}
+        body = {
+            "task": "text2img",
+            "input": {"prompt": PROMPT, "model": MODEL, "steps": 2, "seed": 7, "scheduler": name},
+        }
         jobs[name] = http.post("/v1/jobs", json=body).json()["id"]
     images = {}
     for name, job_id in jobs.items():
@@ -122,16 +173,27 @@ def test_every_usual_scheduler_name_runs_to_its_last_step(served: dict) -> None:
 
 def test_async_then_results_202_while_pending_then_the_png(served: dict) -> None:
     http = served["http"]
-    body = {"prompt": PROMPT, "modelid": MODEL, "num_inference_steps": 3, "generator": 99, "scheduler": "PNDMScheduler",
-            "pipeline": "StableDiffusionPipeline", "guidance_scale": 5.0, "num_images_per_prompt": 1}  # fmt: skip
+    body = {
+        "prompt": PROMPT,
+        "modelid": MODEL,
+        "num_inference_steps": 3,
+        "generator": 99,
+        "scheduler": "PNDMScheduler",
+        "pipeline": "StableDiffusionPipeline",
+        "guidance_scale": 5.0,
+        "num_images_per_prompt": 1,
+    }
     started = http.post("/generate_async", json=body)
     assert started.status_code == 200  # deployment 5's client expects 200 and a task id
     task_id = started.json()["taskid"]
     pending = http.get(f"/results/{task_id}")
     if pending.status_code == 202:
         assert pending.json()["task"] in ("PENDING", "STARTED")
-    done = wait_for(lambda: (r := http.get(f"/results/{task_id}", params={"wait": 5})).status_code == 200 and r,
-                    timeout=60, what="the image")  # fmt: skip
+    done = wait_for(
+        lambda: (r := http.get(f"/results/{task_id}", params={"wait": 5})).status_code == 200 and r,
+        timeout=60,
+        what="the image",
+    )
     assert done.headers["content-type"] == "image/png"
     assert done.content == http.post("/generate", json=body).content
     assert http.get(f"/results/{task_id}", params={"index": 1}).status_code == 404
@@ -182,13 +244,15 @@ def test_openai_client_images_generate(served: dict) -> None:
 
     client = openai.OpenAI(base_url=f"{served['url']}/v1", api_key="unused")
     extra = {"seed": 42, "steps": 2, "scheduler": "Euler"}
-    as_b64 = client.images.generate(model=MODEL, prompt=PROMPT, n=2, size="32x32", response_format="b64_json",
-                                    extra_body=extra)  # fmt: skip
+    as_b64 = client.images.generate(
+        model=MODEL, prompt=PROMPT, n=2, size="32x32", response_format="b64_json", extra_body=extra
+    )
     pngs = [base64.b64decode(image.b64_json) for image in as_b64.data]
     assert len(pngs) == 2 and all(_png_size(png) == (32, 32) for png in pngs) and pngs[0] != pngs[1]
     assert as_b64.created > 0
-    as_url = client.images.generate(model=MODEL, prompt=PROMPT, n=2, size="32x32", response_format="url",
-                                    extra_body=extra)  # fmt: skip
+    as_url = client.images.generate(
+        model=MODEL, prompt=PROMPT, n=2, size="32x32", response_format="url", extra_body=extra
+    )
     urls = [image.url for image in as_url.data]
     assert all(url.startswith(f"{served['url']}/v1/jobs/") and "/artifacts/image-" in url for url in urls)
     assert [httpx.get(url).content for url in urls] == pngs  # same seed, same images
@@ -218,8 +282,9 @@ def test_openai_client_images_generate(served: dict) -> None:
         ("/v1/images/generations", {"guidance": 80}, "guidance", "from 0 to 50"),
     ],
 )
-def test_bad_input_is_a_422_naming_the_field_and_queues_nothing(served: dict, path: str, body: dict, field: str,
-                                                                message: str) -> None:  # fmt: skip
+def test_bad_input_is_a_422_naming_the_field_and_queues_nothing(
+    served: dict, path: str, body: dict, field: str, message: str
+) -> None:
     http = served["http"]
     before = http.get("/v1/jobs", params={"task": "text2img"}).json()["total"]
     base = {"prompt": PROMPT, "model": MODEL} if path.startswith("/v1/") else {"prompt": PROMPT, "modelid": MODEL}
@@ -243,7 +308,9 @@ def test_bad_input_is_a_422_naming_the_field_and_queues_nothing(served: dict, pa
     ],
 )
 def test_the_generic_job_endpoint_checks_text2img_input_at_submit_time(served: dict, input: dict, field: str) -> None:
-    response = served["http"].post("/v1/jobs", json={"task": "text2img", "input": {"prompt": PROMPT, "model": MODEL, **input}})
+    response = served["http"].post(
+        "/v1/jobs", json={"task": "text2img", "input": {"prompt": PROMPT, "model": MODEL, **input}}
+    )
     assert response.status_code == 422 and response.json()["field"] == field
 
 

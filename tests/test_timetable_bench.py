@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_bench import assert_png, run_json
+from bench_helpers import assert_png, run_json
 
 
 def test_timetable_scenario_reports_speedup_efficiency_and_scores_per_mode(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from modelq.workloads.timetable.generate import generate_instance
 @pytest.fixture(scope="module")
 def planted():
     # A dense instance: its planted timetable fills 80 % of the period x room slots.
-    return generate_instance(11, courses=24, rooms=4, days=5, periods_per_day=4, fill=0.8, curricula=8,
-                             unavailability=20)  # fmt: skip
+    return generate_instance(
+        11, courses=24, rooms=4, days=5, periods_per_day=4, fill=0.8, curricula=8, unavailability=20
+    )
 
 
 def test_the_island_model_reaches_zero_hard_violations_on_a_planted_instance(planted) -> None:

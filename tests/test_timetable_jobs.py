@@ -45,7 +45,9 @@ def island_jobs(client: Any, job_id: str) -> list[dict[str, Any]]:
 
 
 @EMBEDDED
-def test_islands_run_as_parallel_jobs_and_reach_zero_hard_violations(backend: Backend, cpu_worker: str, planted) -> None:
+def test_islands_run_as_parallel_jobs_and_reach_zero_hard_violations(
+    backend: Backend, cpu_worker: str, planted
+) -> None:
     client = backend.client
     instance, _ = planted
     # given a dense instance with a planted feasible timetable, as JSON
@@ -61,10 +63,17 @@ def test_islands_run_as_parallel_jobs_and_reach_zero_hard_violations(backend: Ba
     assert result["variants"][0]["hard"] == 0
     epochs, islands = result["settings"]["epochs"], result["settings"]["islands"]
     assert done["progress"]["fraction"] == 1.0
-    assert PROGRESS.match(done["progress"]["message"]).groups() == (str(epochs), str(epochs), "0", str(result["best"]["soft"]))
+    assert PROGRESS.match(done["progress"]["message"]).groups() == (
+        str(epochs),
+        str(epochs),
+        "0",
+        str(result["best"]["soft"]),
+    )
     # each island of each epoch was a job of its own on the cpu queue, run by the worker
     islands_run = island_jobs(client, job["id"])
-    assert sorted(j["id"] for j in islands_run) == sorted(f"{job['id']}-e{e}-i{i}" for e in range(epochs) for i in range(islands))
+    assert sorted(j["id"] for j in islands_run) == sorted(
+        f"{job['id']}-e{e}-i{i}" for e in range(epochs) for i in range(islands)
+    )
     assert all(j["status"] == "succeeded" and j["worker"].startswith(cpu_worker) for j in islands_run)
 
 
@@ -82,23 +91,34 @@ def test_workers_and_local_processes_give_the_same_result_for_a_seed(backend: Ba
 def test_progress_per_epoch_and_cancel_stops_after_the_epoch_in_flight(backend: Backend, cpu_worker: str) -> None:
     client = backend.client
     # given a long job (many epochs)
-    job = client.submit("timetable", {"ctt": sample("medium"), "quality_mode": "fast", "islands": 2, "epochs": 60,
-                                      "generations": 60})  # fmt: skip
+    job = client.submit(
+        "timetable", {"ctt": sample("medium"), "quality_mode": "fast", "islands": 2, "epochs": 60, "generations": 60}
+    )
     # when it has reported a few epochs
-    running = wait_for(lambda: (j := client.get(job["id"]))["progress"]["message"] and
-                       int(PROGRESS.match(j["progress"]["message"]).group(1)) >= 2 and j, timeout=60,
-                       what="two epochs of progress")  # fmt: skip
+    running = wait_for(
+        lambda: (
+            (j := client.get(job["id"]))["progress"]["message"]
+            and int(PROGRESS.match(j["progress"]["message"]).group(1)) >= 2
+            and j
+        ),
+        timeout=60,
+        what="two epochs of progress",
+    )
     epoch, total, _hard, _soft = map(int, PROGRESS.match(running["progress"]["message"]).groups())
     assert total == 60 and running["progress"]["fraction"] == pytest.approx(epoch / 60)
     assert running["status"] == "running"
     cancelled = client.cancel(job["id"])
     assert cancelled["status"] == "cancelled"
     # then the epoch in flight ends and no further one starts: the workers are free again
-    follow_up = client.submit("timetable", {"ctt": sample("small"), "quality_mode": "fast", "epochs": 1, "generations": 2})
+    follow_up = client.submit(
+        "timetable", {"ctt": sample("small"), "quality_mode": "fast", "epochs": 1, "generations": 2}
+    )
     assert client.wait(follow_up["id"], timeout=60)["status"] == "succeeded"
-    islands_run = wait_for(lambda: (jobs := island_jobs(client, job["id"])) and
-                           all(j["status"] == "succeeded" for j in jobs) and jobs, timeout=30,
-                           what="the islands in flight to end")  # fmt: skip
+    islands_run = wait_for(
+        lambda: (jobs := island_jobs(client, job["id"])) and all(j["status"] == "succeeded" for j in jobs) and jobs,
+        timeout=30,
+        what="the islands in flight to end",
+    )
     last_epoch = max(int(j["id"].rsplit("-e", 1)[1].split("-")[0]) for j in islands_run)
     assert last_epoch <= epoch + 1  # ids count epochs from 0: at most the one in flight when cancelled
     final = client.get(job["id"])
@@ -121,7 +141,9 @@ def test_without_a_worker_the_islands_run_in_local_processes(home: Path) -> None
     # then it ran here, in processes, with the result a worker would have given
     assert done["status"] == "succeeded", done["error"]
     assert done["runner"] == "local" and done["result"]["ran_on"] == "local"
-    assert without_runner(done["result"]) == solve(parse_ctt(text), processes=0, **{k: v for k, v in inputs.items() if k != "ctt"})
+    assert without_runner(done["result"]) == solve(
+        parse_ctt(text), processes=0, **{k: v for k, v in inputs.items() if k != "ctt"}
+    )
     assert PROGRESS.match(done["progress"]["message"]).group(1) == "2"
 
 
@@ -148,8 +170,11 @@ def test_generate_variants_answers_202_then_the_variants(http: Any) -> None:
     job = response.json()
     assert job["task"] == "timetable" and job["status"] == "queued"
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
-    done = wait_for(lambda: (r := http.get(f"/v1/jobs/{job['id']}", params={"wait": 10})).status_code == 200 and r,
-                    timeout=60, what="the job to finish").json()  # fmt: skip
+    done = wait_for(
+        lambda: (r := http.get(f"/v1/jobs/{job['id']}", params={"wait": 10})).status_code == 200 and r,
+        timeout=60,
+        what="the job to finish",
+    ).json()
     assert done["status"] == "succeeded"
     result = done["result"]
     assert result["meta"] == {"organization_id": "org123", "semester": 1, "academic_year": "2024-25"}
@@ -163,11 +188,19 @@ def test_generate_variants_answers_202_then_the_variants(http: Any) -> None:
 @EMBEDDED
 def test_generic_job_endpoint_runs_a_json_instance(http: Any, planted) -> None:
     instance, _ = planted
-    response = http.post("/v1/jobs", json={"task": "timetable", "input": {"instance": instance_to_dict(instance),
-                                                                          "quality_mode": "fast", "epochs": 2}})  # fmt: skip
+    response = http.post(
+        "/v1/jobs",
+        json={
+            "task": "timetable",
+            "input": {"instance": instance_to_dict(instance), "quality_mode": "fast", "epochs": 2},
+        },
+    )
     assert response.status_code == 202, response.text
-    done = wait_for(lambda: (r := http.get(f"/v1/jobs/{response.json()['id']}", params={"wait": 10})).status_code == 200 and r,
-                    timeout=60, what="the job to finish").json()  # fmt: skip
+    done = wait_for(
+        lambda: (r := http.get(f"/v1/jobs/{response.json()['id']}", params={"wait": 10})).status_code == 200 and r,
+        timeout=60,
+        what="the job to finish",
+    ).json()
     assert done["status"] == "succeeded" and len(done["result"]["history"]) == 2
 
 
@@ -196,11 +229,12 @@ def test_bad_timetable_input_is_a_422_naming_the_field_and_queues_nothing(http: 
     response = http.post("/api/generate_variants", json={**SEED_REQUEST, "instance": data})
     assert response.status_code == 422 and response.json()["field"] == "instance.rooms[0].capacity"
 
-    response = http.post("/api/generate_variants", json={**SEED_REQUEST, "ctt": sample("small"), "quality_mode": "fastest"})
+    response = http.post(
+        "/api/generate_variants", json={**SEED_REQUEST, "ctt": sample("small"), "quality_mode": "fastest"}
+    )
     assert response.status_code == 422 and response.json()["field"] == "quality_mode"
 
     response = http.post("/v1/jobs", json={"task": "timetable", "input": {"ctt": sample("small"), "islands": 500}})
     assert response.status_code == 422 and response.json()["field"] == "input.islands"
 
     assert http.get("/v1/jobs", params={"task": "timetable"}).json()["total"] == before
-

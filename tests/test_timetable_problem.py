@@ -61,8 +61,10 @@ def test_ctt_is_read_field_by_field() -> None:
     toy = parse_ctt(TOY)
     assert (toy.name, toy.days, toy.periods_per_day, toy.lectures) == ("Toy", 2, 3, 5)
     assert [(c.id, c.teacher, c.lectures, c.min_working_days, c.students) for c in toy.courses] == [
-        ("A", "T1", 2, 2, 30), ("B", "T1", 1, 1, 10), ("C", "T2", 2, 2, 50),
-    ]  # fmt: skip
+        ("A", "T1", 2, 2, 30),
+        ("B", "T1", 1, 1, 10),
+        ("C", "T2", 2, 2, 50),
+    ]
     assert [(r.id, r.capacity) for r in toy.rooms] == [("big", 40), ("small", 20)]
     assert [(q.id, q.courses) for q in toy.curricula] == [("Q1", ("A", "C"))]
     assert [(u.course, u.day, u.period) for u in toy.unavailability] == [("C", 1, 0)]
@@ -89,7 +91,11 @@ def test_json_form_round_trips_and_matches_the_ctt() -> None:
     [
         (lambda t: t.replace("Rooms: 2", "Room: 2"), 3, "expected 'Rooms: <value>'"),
         (lambda t: t.replace("Days: 2", "Days: two"), 4, "Days must be an integer, got 'two'"),
-        (lambda t: t.replace("B T1 1 1 10", "B T1 1 10"), 11, "expected '<course> <teacher> <lectures> <min_working_days> <students>' (5 fields), got 4"),
+        (
+            lambda t: t.replace("B T1 1 1 10", "B T1 1 10"),
+            11,
+            "expected '<course> <teacher> <lectures> <min_working_days> <students>' (5 fields), got 4",
+        ),
         (lambda t: t.replace("big 40", "big forty"), 15, "<capacity> must be an integer, got 'forty'"),
         (lambda t: t.replace("Q1 2 A C", "Q1 2 A D"), 19, "curriculum 'Q1' names unknown course 'D'"),
         (lambda t: t.replace("Q1 2 A C", "Q1 3 A C"), 19, "says 3 course(s) but lists 2"),
@@ -127,22 +133,32 @@ def test_json_errors_name_the_field() -> None:
 
 def test_a_feasible_timetable_has_only_its_soft_penalties() -> None:
     toy = parse_ctt(TOY)
-    timetable = [at("A", 0, 0, "big"), at("A", 1, 1, "big"), at("B", 0, 1, "small"),
-                 at("C", 0, 1, "big"), at("C", 1, 2, "big")]  # fmt: skip
+    timetable = [
+        at("A", 0, 0, "big"),
+        at("A", 1, 1, "big"),
+        at("B", 0, 1, "small"),
+        at("C", 0, 1, "big"),
+        at("C", 1, 2, "big"),
+    ]
     score = evaluate(toy, timetable)
     assert score["hard"] == 0 and score["feasible"] is True
     assert score["hard_violations"] == {"lectures": 0, "room_occupancy": 0, "conflicts": 0, "availability": 0}
     # C has 50 students in a room for 40, twice; Q1 runs A,C back to back on day 0 and
     # A,C back to back on day 1; every course keeps its room; every course meets its days.
-    assert score["soft_penalties"] == {"room_capacity": 20, "min_working_days": 0, "curriculum_compactness": 0,
-                                       "room_stability": 0}  # fmt: skip
+    assert score["soft_penalties"] == {
+        "room_capacity": 20,
+        "min_working_days": 0,
+        "curriculum_compactness": 0,
+        "room_stability": 0,
+    }
     assert score["soft"] == 20
 
 
 def test_each_hard_violation_is_counted() -> None:
     toy = parse_ctt(TOY)
     timetable = [
-        at("A", 0, 0, "big"), at("A", 0, 0, "small"),  # two lectures of A at once: lectures +1
+        at("A", 0, 0, "big"),
+        at("A", 0, 0, "small"),  # two lectures of A at once: lectures +1
         at("B", 0, 0, "small"),  # teacher T1 again (A, B): conflicts +1; room small twice: room_occupancy +1
         at("C", 1, 0, "big"),  # C unavailable on day 1 period 0: availability +1
         # C's second lecture is missing: lectures +1
@@ -155,15 +171,21 @@ def test_each_hard_violation_is_counted() -> None:
 def test_soft_penalties_use_the_itc_2007_weights() -> None:
     toy = parse_ctt(TOY)
     timetable = [
-        at("A", 0, 0, "big"), at("A", 0, 2, "small"),  # one day of 2 (5); 30 in a room for 20 (10); 2 rooms (1)
+        at("A", 0, 0, "big"),
+        at("A", 0, 2, "small"),  # one day of 2 (5); 30 in a room for 20 (10); 2 rooms (1)
         at("B", 1, 0, "big"),
-        at("C", 1, 2, "big"), at("C", 0, 1, "big"),  # 50 in 40, twice (20)
+        at("C", 1, 2, "big"),
+        at("C", 0, 1, "big"),  # 50 in 40, twice (20)
     ]
     score = evaluate(toy, timetable)
     assert score["hard"] == 0
     # Q1 on day 0: periods 0, 1, 2 (none alone); day 1: period 2 alone -> one isolated lecture (2)
-    assert score["soft_penalties"] == {"room_capacity": 30, "min_working_days": 5, "curriculum_compactness": 2,
-                                       "room_stability": 1}  # fmt: skip
+    assert score["soft_penalties"] == {
+        "room_capacity": 30,
+        "min_working_days": 5,
+        "curriculum_compactness": 2,
+        "room_stability": 1,
+    }
     assert score["soft"] == 38
 
 
@@ -181,12 +203,20 @@ def test_solutions_round_trip_in_the_itc_format() -> None:
 def test_evaluator_agrees_with_a_literal_reading_of_the_rules() -> None:
     for seed in range(25):
         rng = random.Random(seed)
-        instance, _ = generate_instance(seed, courses=rng.randint(3, 14), rooms=rng.randint(1, 4),
-                                        periods_per_day=rng.randint(1, 5))  # fmt: skip
+        instance, _ = generate_instance(
+            seed, courses=rng.randint(3, 14), rooms=rng.randint(1, 4), periods_per_day=rng.randint(1, 5)
+        )
         timetable = [
-            at(c.id, rng.randrange(instance.days), rng.randrange(instance.periods_per_day), rng.choice(instance.rooms).id)
-            for c in instance.courses for _ in range(c.lectures) if rng.random() > 0.1
-        ]  # fmt: skip
+            at(
+                c.id,
+                rng.randrange(instance.days),
+                rng.randrange(instance.periods_per_day),
+                rng.choice(instance.rooms).id,
+            )
+            for c in instance.courses
+            for _ in range(c.lectures)
+            if rng.random() > 0.1
+        ]
         score = evaluate(instance, timetable)
         hard, soft = _reference(instance, timetable)
         assert score["hard_violations"] == hard, seed
@@ -202,8 +232,10 @@ def test_the_planted_timetable_of_a_generated_instance_is_feasible() -> None:
 def _reference(inst, timetable: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
     """The ITC-2007 rules, written out with loops."""
     ppd = inst.periods_per_day
-    given = {c.id: [(a["day"] * ppd + a["period"], a["room"]) for a in timetable if a["course"] == c.id]
-             for c in inst.courses}  # fmt: skip
+    given = {
+        c.id: [(a["day"] * ppd + a["period"], a["room"]) for a in timetable if a["course"] == c.id]
+        for c in inst.courses
+    }
     capacity = {r.id: r.capacity for r in inst.rooms}
     blocked = {(u.course, u.day * ppd + u.period) for u in inst.unavailability}
     hard = {"lectures": 0, "room_occupancy": 0, "conflicts": 0, "availability": 0}

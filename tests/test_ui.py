@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from conftest import start_worker, stop_process, wait_for_worker
-from test_api import serve
+from modelq.testing import serving
 from text2img_helpers import TINY_CAPS, TINY_MODEL, make_tiny_sd, tiny_image_stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,13 +49,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
     root = tmp_path_factory.mktemp("ui")
     _, env, settings, app = tiny_image_stack(root)
-    workers = [start_worker(env, "gpu", "uigpu@%h", "--pool", "threads", "-c", "4"),
-               start_worker(env, "default,cpu", "uicpu@%h")]  # fmt: skip
+    workers = [
+        start_worker(env, "gpu", "uigpu@%h", "--pool", "threads", "-c", "4"),
+        start_worker(env, "default,cpu", "uicpu@%h"),
+    ]
     try:
         make_tiny_sd(root / MODEL)  # while the workers start
         wait_for_worker(app, "uigpu@")
         wait_for_worker(app, "uicpu@")
-        for url in serve(create_api(settings, celery_app=app)):
+        with serving(create_api(settings, celery_app=app)) as url:
             with httpx.Client(base_url=url, timeout=120) as http:
                 yield {"url": url, "http": http, "root": root, "settings": settings, "app": app}
     finally:
@@ -104,7 +106,9 @@ def screenshot(page, name: str) -> None:  # noqa: ANN001
     page.evaluate("window.scrollTo(0, 0)")
     png = page.screenshot(full_page=True)
     with Image.open(io.BytesIO(png)) as image:
-        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(SCREENSHOTS / f"{name}.png", optimize=True)
+        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+            SCREENSHOTS / f"{name}.png", optimize=True
+        )
 
 
 def make_pdf(pages: list[list[str]]) -> bytes:
@@ -115,8 +119,10 @@ def make_pdf(pages: list[list[str]]) -> bytes:
         text = " T* ".join(f"({line}) Tj" for line in lines)
         stream = f"BT /F1 14 Tf 16 TL 40 250 Td {text} ET"
         objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 360 300] /Resources << /Font << /F1 3 0 R >> >> "
-                       f"/Contents {len(objects)} 0 R >>")  # fmt: skip
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 360 300] /Resources << /Font << /F1 3 0 R >> >> "
+            f"/Contents {len(objects)} 0 R >>"
+        )
         kids.append(f"{len(objects)} 0 R")
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
     out, offsets = bytearray(b"%PDF-1.4\n"), []
@@ -223,7 +229,9 @@ def test_an_init_image_makes_it_image_to_image_with_a_strength(page, served: dic
     expect(params).to_contain_text("strength0.5")
     expect(gallery).to_have_count(thumbs + 1)
     (job,) = http.get("/v1/jobs", params={"task": "img2img"}).json()["jobs"]
-    assert job["status"] == "succeeded" and job["input"]["strength"] == 0.5 and job["input"]["image"].startswith("upload-")
+    assert (
+        job["status"] == "succeeded" and job["input"]["strength"] == 0.5 and job["input"]["image"].startswith("upload-")
+    )
     screenshot(page, "images-img2img")
     # and removing the image makes the form text to image again
     page.click("#clear-init")
@@ -270,10 +278,14 @@ def test_timetable_shows_epochs_then_the_best_timetable_by_curriculum_and_by_roo
 
 def test_documents_upload_watch_browse_and_search(page, served: dict) -> None:  # noqa: ANN001
     pdf = served["root"] / "guide.pdf"
-    pdf.write_bytes(make_pdf([
-        ["Lighthouses guide ships at night.", "The lamp turns every ten seconds."],
-        ["Quarterly revenue grew by ten percent.", "Costs stayed flat in the third quarter."],
-    ]))  # fmt: skip
+    pdf.write_bytes(
+        make_pdf(
+            [
+                ["Lighthouses guide ships at night.", "The lamp turns every ten seconds."],
+                ["Quarterly revenue grew by ten percent.", "Costs stayed flat in the third quarter."],
+            ]
+        )
+    )
     page.goto("/ui/#/documents")
     page.set_input_files("#pdf", str(pdf))
     page.click("#upload")
@@ -380,12 +392,19 @@ def test_an_api_with_keys_asks_for_one_then_shows_only_that_owners_jobs(browser,
     from modelq.access import hash_key
     from modelq.api import create_api
 
-    alice, bob = "mq_ui-alice-0123456789abcdefghijklmnopqrstuvwxyz01", "mq_ui-bob-0123456789abcdefghijklmnopqrstuvwxyz0123"
+    alice, bob = (
+        "mq_ui-alice-0123456789abcdefghijklmnopqrstuvwxyz01",
+        "mq_ui-bob-0123456789abcdefghijklmnopqrstuvwxyz0123",
+    )
     keyed = served["settings"].model_copy(update={"api_keys": {"alice": [hash_key(alice)], "bob": [hash_key(bob)]}})
-    for url in serve(create_api(keyed, celery_app=served["app"])):
+    with serving(create_api(keyed, celery_app=served["app"])) as url:
         # given a job of bob's
-        bobs = httpx.post(f"{url}/v1/jobs", json={"task": "echo", "input": {"who": "bob"}},
-                          headers={"Authorization": f"Bearer {bob}"}, timeout=30).json()  # fmt: skip
+        bobs = httpx.post(
+            f"{url}/v1/jobs",
+            json={"task": "echo", "input": {"who": "bob"}},
+            headers={"Authorization": f"Bearer {bob}"},
+            timeout=30,
+        ).json()
         context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url)
         page = context.new_page()
         errors: list[str] = []

@@ -24,15 +24,20 @@ import httpx
 import pytest
 
 from conftest import start_worker, stop_process, wait_for_worker
-from test_api import serve
+from modelq.testing import serving
 from text2img_helpers import TINY_CAPS, TINY_MODEL, make_tiny_sd
 
 CONCURRENT = 64
 RERANKER = "tiny-rerank"
 RERANKER_MAX_TOKENS = 128
 
-LATIN = ["The cat sits on the mat.", "Quarterly revenue grew by ten percent, beating every forecast.",
-         "A courier delivers forty parcels before noon", "ok", "a"]  # fmt: skip
+LATIN = [
+    "The cat sits on the mat.",
+    "Quarterly revenue grew by ten percent, beating every forecast.",
+    "A courier delivers forty parcels before noon",
+    "ok",
+    "a",
+]
 CYRILLIC = ["Быстрая коричневая лиса перепрыгивает через ленивую собаку.", "Привет, мир"]
 CJK = ["敏捷的棕色狐狸跳过了懒狗。", "今日はとても良い天気ですね。", "한국어 문장도 하나 있습니다."]
 ARABIC = ["الثعلب البني السريع يقفز فوق الكلب الكسول.", "مرحبا"]
@@ -81,11 +86,20 @@ def tiny_cross_encoder(path: Path, corpus: list[str]) -> Path:
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     normalizer, splitter = BertNormalizer(lowercase=True, strip_accents=True), BertPreTokenizer()
-    words = sorted({word for text in corpus for word, _span in splitter.pre_tokenize_str(normalizer.normalize_str(text))})
+    words = sorted(
+        {word for text in corpus for word, _span in splitter.pre_tokenize_str(normalizer.normalize_str(text))}
+    )
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    config = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=RERANKER_MAX_TOKENS, num_labels=1)  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(words) + 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=RERANKER_MAX_TOKENS,
+        num_labels=1,
+    )
     BertForSequenceClassification(config).save_pretrained(path)
     BertTokenizer(str(path / "vocab.txt"), model_max_length=RERANKER_MAX_TOKENS).save_pretrained(path)
     return path
@@ -104,18 +118,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     make_tiny_sd(root / TINY_MODEL)
     models = {
         RERANKER: {"loader": "cross-encoder", "source": str(root / RERANKER), "device": "cpu"},
-        TINY_MODEL: {"loader": "diffusers", "source": str(root / TINY_MODEL), "device": "cpu",
-                     "options": {"pipeline": "StableDiffusionPipeline"}},
-    }  # fmt: skip
-    env = {"MODELQ_HOME": str(root / "home"), "MODELQ_MODELS": json.dumps(models), "HF_HUB_OFFLINE": "1",
-           **{f"MODELQ_{key.upper()}": str(value) for key, value in TINY_CAPS.items()}}  # fmt: skip
+        TINY_MODEL: {
+            "loader": "diffusers",
+            "source": str(root / TINY_MODEL),
+            "device": "cpu",
+            "options": {"pipeline": "StableDiffusionPipeline"},
+        },
+    }
+    env = {
+        "MODELQ_HOME": str(root / "home"),
+        "MODELQ_MODELS": json.dumps(models),
+        "HF_HUB_OFFLINE": "1",
+        **{f"MODELQ_{key.upper()}": str(value) for key, value in TINY_CAPS.items()},
+    }
     settings = load_settings(home=root / "home", models=models, imports=["modelq_test_tasks"], **TINY_CAPS)
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the worker starts
     worker = start_worker(env, "gpu", "load@%h", "--pool", "threads", "-c", "32")
     try:
         wait_for_worker(app, "load@")
-        for url in serve(create_api(settings, celery_app=app)):
+        with serving(create_api(settings, celery_app=app)) as url:
             yield {"http": OneConnectionPerRequest(url), "root": root, "corpus": corpus}
     finally:
         stop_process(worker)
@@ -128,8 +150,9 @@ def minilm() -> Any:
     from modelq.models.registry import ModelSpec
     from modelq.workloads.embed import bundled_minilm_path
 
-    return load_sentence_transformer(ModelSpec(name="minilm", loader="sentence-transformers", source=bundled_minilm_path(),
-                                               device="cpu"))  # fmt: skip
+    return load_sentence_transformer(
+        ModelSpec(name="minilm", loader="sentence-transformers", source=bundled_minilm_path(), device="cpu")
+    )
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -147,14 +170,17 @@ def test_embeddings_under_concurrent_varied_requests_equal_in_process(stack: dic
     corpus = stack["corpus"]
     batches = requests_of(random.Random(1), corpus, 2 * CONCURRENT, 4)
     reference = {text: minilm.encode([text], normalize_embeddings=True)[0].tolist() for text in corpus}
-    tokens = {text: len(minilm.tokenizer(text, truncation=True, max_length=minilm.max_seq_length)["input_ids"])
-              for text in corpus}  # fmt: skip
+    tokens = {
+        text: len(minilm.tokenizer(text, truncation=True, max_length=minilm.max_seq_length)["input_ids"])
+        for text in corpus
+    }
     assert max(tokens.values()) == minilm.max_seq_length  # the corpus does reach past the model's limit
 
     # when they all arrive at once
     http = stack["http"]
-    answers = all_at_once([lambda texts=texts: _ok(http.post("/v1/embeddings", json={"input": texts}))
-                           for texts in batches])  # fmt: skip
+    answers = all_at_once(
+        [lambda texts=texts: _ok(http.post("/v1/embeddings", json={"input": texts})) for texts in batches]
+    )
 
     # then each one succeeds, with the in-process vectors and token counts, in order
     for texts, answer in zip(batches, answers, strict=True):
@@ -182,15 +208,21 @@ def test_rerank_with_a_cross_encoder_under_concurrent_varied_requests(stack: dic
     corpus = stack["corpus"]
     rng = random.Random(2)
     asks = [(rng.choice(corpus), docs) for docs in requests_of(rng, corpus, CONCURRENT, 8) if len(docs) > 1]
-    scorer = load_cross_encoder(ModelSpec(name=RERANKER, loader="cross-encoder", source=str(stack["root"] / RERANKER),
-                                          device="cpu"))  # fmt: skip
-    expected = [[float(scorer.predict([(query, doc)], show_progress_bar=False)[0]) for doc in docs] for query, docs in asks]
+    scorer = load_cross_encoder(
+        ModelSpec(name=RERANKER, loader="cross-encoder", source=str(stack["root"] / RERANKER), device="cpu")
+    )
+    expected = [
+        [float(scorer.predict([(query, doc)], show_progress_bar=False)[0]) for doc in docs] for query, docs in asks
+    ]
 
     # when they all arrive at once
     http = stack["http"]
-    answers = all_at_once([lambda q=query, d=docs: _ok(http.post("/v1/rerank", json={"query": q, "documents": d,
-                                                                                      "model": RERANKER}))
-                           for query, docs in asks])  # fmt: skip
+    answers = all_at_once(
+        [
+            lambda q=query, d=docs: _ok(http.post("/v1/rerank", json={"query": q, "documents": d, "model": RERANKER}))
+            for query, docs in asks
+        ]
+    )
 
     # then each is ranked as the model ranks it in-process
     for answer, scores in zip(answers, expected, strict=True):
@@ -208,8 +240,12 @@ def test_rerank_fallback_bi_encoder_under_concurrent_varied_requests(stack: dict
 
     # when they all arrive at once
     http = stack["http"]
-    answers = all_at_once([lambda q=query, d=docs: _ok(http.post("/v1/rerank", json={"query": q, "documents": d}))
-                           for query, docs in asks])  # fmt: skip
+    answers = all_at_once(
+        [
+            lambda q=query, d=docs: _ok(http.post("/v1/rerank", json={"query": q, "documents": d}))
+            for query, docs in asks
+        ]
+    )
 
     # then each is ranked as the embeddings rank it in-process
     for answer, scores in zip(answers, expected, strict=True):
@@ -227,8 +263,15 @@ def _reference_png(pipe: Any, prompt: str, seed: int, steps: int, size: int) -> 
     original, pipe.scheduler = pipe.scheduler, scheduler
     try:
         pipe.set_progress_bar_config(disable=True)
-        image = pipe(prompt=prompt, num_inference_steps=steps, width=size, height=size, guidance_scale=7.5,
-                     generator=[torch.Generator("cpu").manual_seed(seed)], output_type="pil").images[0]  # fmt: skip
+        image = pipe(
+            prompt=prompt,
+            num_inference_steps=steps,
+            width=size,
+            height=size,
+            guidance_scale=7.5,
+            generator=[torch.Generator("cpu").manual_seed(seed)],
+            output_type="pil",
+        ).images[0]
     finally:
         pipe.scheduler = original
     buffer = io.BytesIO()
@@ -242,20 +285,43 @@ def test_text_to_image_under_concurrent_requests_gives_the_in_process_bytes(stac
 
     # given 64 image requests: prompts in several scripts (one past CLIP's 77 tokens), a few seeds, duplicates
     rng = random.Random(4)
-    prompts = ["a red cat", "красная кошка", "一只红色的猫", "قطة حمراء", "🐈 on a 🚲", "  padded prompt  ",
-               " ".join(["a very long prompt"] * 40)]  # fmt: skip
+    prompts = [
+        "a red cat",
+        "красная кошка",
+        "一只红色的猫",
+        "قطة حمراء",
+        "🐈 on a 🚲",
+        "  padded prompt  ",
+        " ".join(["a very long prompt"] * 40),
+    ]
     asks = [(rng.choice(prompts), rng.choice([1, 2, 3]), rng.choice([2, 3])) for _ in range(CONCURRENT)]
-    pipe = load_diffusers(ModelSpec(name=TINY_MODEL, loader="diffusers", source=str(stack["root"] / TINY_MODEL),
-                                    device="cpu", options={"pipeline": "StableDiffusionPipeline"}))  # fmt: skip
+    pipe = load_diffusers(
+        ModelSpec(
+            name=TINY_MODEL,
+            loader="diffusers",
+            source=str(stack["root"] / TINY_MODEL),
+            device="cpu",
+            options={"pipeline": "StableDiffusionPipeline"},
+        )
+    )
     expected = {ask: _reference_png(pipe, *ask, size=32) for ask in set(asks)}
 
     # when they all arrive at once
     http = stack["http"]
 
     def generate(prompt: str, seed: int, steps: int) -> bytes:
-        response = http.post("/generate", json={"prompt": prompt, "modelid": TINY_MODEL, "width": 32, "height": 32,
-                                                "num_inference_steps": steps, "generator": seed,
-                                                "guidance_scale": 7.5})  # fmt: skip
+        response = http.post(
+            "/generate",
+            json={
+                "prompt": prompt,
+                "modelid": TINY_MODEL,
+                "width": 32,
+                "height": 32,
+                "num_inference_steps": steps,
+                "generator": seed,
+                "guidance_scale": 7.5,
+            },
+        )
         assert response.status_code == 200, response.text
         return response.content
 

@@ -44,26 +44,59 @@ def make_tiny_sd(path: Path) -> Path:
     )
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8, norm_num_groups=2, attention_head_dim=2,
-    )  # fmt: skip
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        norm_num_groups=2,
+        attention_head_dim=2,
+    )
     vae = AutoencoderKL(
-        block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=2,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
         sample_size=32,
-    )  # fmt: skip
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16, num_attention_heads=2, num_hidden_layers=1,
-        max_position_embeddings=16, projection_dim=8,
-    ))  # fmt: skip
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)  # fmt: skip
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=8,
+            intermediate_size=16,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            max_position_embeddings=16,
+            projection_dim=8,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     pipeline = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipeline.save_pretrained(path)
     return path
 
@@ -83,10 +116,20 @@ def tiny_image_stack(root: Path) -> tuple[dict, dict[str, str], object, object]:
     from modelq.celery_app import create_celery_app
     from modelq.config import load_settings
 
-    models = {TINY_MODEL: {"loader": "diffusers", "source": str(root / TINY_MODEL), "device": "cpu",
-                           "options": {"pipeline": "StableDiffusionPipeline"}}}  # fmt: skip
-    env = {"MODELQ_HOME": str(root / "home"), "MODELQ_MODELS": json.dumps(models), "HF_HUB_OFFLINE": "1",
-           **{f"MODELQ_{key.upper()}": str(value) for key, value in TINY_CAPS.items()}}  # fmt: skip
+    models = {
+        TINY_MODEL: {
+            "loader": "diffusers",
+            "source": str(root / TINY_MODEL),
+            "device": "cpu",
+            "options": {"pipeline": "StableDiffusionPipeline"},
+        }
+    }
+    env = {
+        "MODELQ_HOME": str(root / "home"),
+        "MODELQ_MODELS": json.dumps(models),
+        "HF_HUB_OFFLINE": "1",
+        **{f"MODELQ_{key.upper()}": str(value) for key, value in TINY_CAPS.items()},
+    }
     settings = load_settings(home=root / "home", models=models, imports=["modelq_test_tasks"], **TINY_CAPS)
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the workers start

@@ -20,6 +20,7 @@ from modelq.errors import (
     JobNotFound,
     JobTimeout,
     ModelqError,
+    TaskCancelled,
     TaskNotFound,
 )
 from modelq.execs import ExecResult, ExternalProgramFailed, run_exec
@@ -57,6 +58,7 @@ __all__ = [
     "JobFailed",
     "JobTimeout",
     "JobCancelled",
+    "TaskCancelled",
     "BrokerUnavailable",
 ]
 

@@ -23,7 +23,7 @@ from kombu.utils.json import loads as json_loads
 from modelq import tasks as sdk
 from modelq.broker import broker_url, is_redis_url, result_backend_url
 from modelq.config import Settings
-from modelq.errors import JobCancelled
+from modelq.errors import ConfigError, TaskCancelled, failure_of, failure_text
 from modelq.jobs import dispatch
 from modelq.jobs.artifacts import LocalArtifactStore
 from modelq.jobs.records import utcnow
@@ -38,7 +38,9 @@ MAX_PRIORITY = 9
 REPUBLISHED_HEADER = "modelq_republished"
 #: Marks a redelivered message that was deferred while its job's run still beat (see modelq.lease).
 REDELIVERED_HEADER = "modelq_redelivered"
-BUILTIN_MODULES = ("modelq.workloads.echo", "modelq.workloads.embed", "modelq.workloads.rerank", "modelq.workloads.timetable", "modelq.workloads.llm", "modelq.workloads.text2img", "modelq.workloads.enrich")
+#: Entry point group of the modules that register workloads: modelq's built-ins (pyproject.toml)
+#: and any installed plugin package's, all imported like the modules named in ``MODELQ_IMPORTS``.
+WORKLOADS_GROUP = "modelq.workloads"
 
 
 class Runtime:
@@ -100,22 +102,38 @@ class JobTask(Task):
         redelivered = bool((request.delivery_info or {}).get("redelivered")) or bool(request.get(REDELIVERED_HEADER))
         only_queued = bool(generation) or not (redelivered or request.retries or request.is_eager)
         quiet = quiet_for(runtime.settings.run_heartbeat_interval)
-        attempt = store.mark_running(job_id, worker=request.hostname, task=self.name, queue=queue, input=kwargs,
-                                     runner=runner, only_queued=only_queued,
-                                     generation=None if request.retries else generation,
-                                     quiet_since=utcnow() - quiet if redelivered else None)  # fmt: skip
+        attempt = store.mark_running(
+            job_id,
+            worker=request.hostname,
+            task=self.name,
+            queue=queue,
+            input=kwargs,
+            runner=runner,
+            only_queued=only_queued,
+            generation=None if request.retries else generation,
+            quiet_since=utcnow() - quiet if redelivered else None,
+        )
         if attempt is None:
             if redelivered and store.runs_elsewhere(job_id, utcnow() - quiet):
                 self._defer(job_id, kwargs, queue, generation, quiet.total_seconds())
             log.info("job %s was cancelled, finished or started by another message; skipping", job_id)
             raise Ignore()
-        dispatch.release_quietly(self.app, queue, in_background=True)  # it left the broker's window: the next held job may go
+        dispatch.release_quietly(
+            self.app, queue, in_background=True
+        )  # it left the broker's window: the next held job may go
         deliveries = attempt - (request.retries or 0)  # a retry is a new message; a crash redelivers the same one
         if deliveries > runtime.settings.max_deliveries:
             self._dead_letter(job_id, kwargs, deliveries)
             raise Ignore()
-        ctx = sdk.JobContext(id=job_id, task=self.name, attempt=attempt, store=store, artifacts=runtime.artifacts,
-                             settings=runtime.settings, residency_source=lambda: runtime.residency)  # fmt: skip
+        ctx = sdk.JobContext(
+            id=job_id,
+            task=self.name,
+            attempt=attempt,
+            store=store,
+            artifacts=runtime.artifacts,
+            settings=runtime.settings,
+            residency_source=lambda: runtime.residency,
+        )
         token = sdk._current.set(ctx)
         heartbeats.hold(store, job_id, runtime.settings.run_heartbeat_interval)
         try:
@@ -129,12 +147,13 @@ class JobTask(Task):
             raise
         except (Ignore, Reject):
             raise
-        except JobCancelled:
+        except TaskCancelled:
             log.info("job %s stopped: cancelled while running", job_id)
             self._ended(queue)
             raise Ignore() from None
         except Exception as exc:
-            store.mark_failed(job_id, f"{type(exc).__name__}: {exc}")
+            failure = failure_of(exc)
+            store.mark_failed(job_id, failure_text(failure), failure)
             self._ended(queue)
             raise
         finally:
@@ -157,17 +176,21 @@ class JobTask(Task):
         redelivery. The copy runs the job if that run died meanwhile, and is dropped if it ended."""
         from modelq.jobs.service import publish
 
-        log.warning("job %s: its message came back while it still runs elsewhere; checking again in %.0f s",
-                    job_id, seconds)  # fmt: skip
-        publish(self.app, self.name, job_id, kwargs, queue, None, generation=generation, redelivered=True,
-                countdown=seconds)  # fmt: skip
+        log.warning(
+            "job %s: its message came back while it still runs elsewhere; checking again in %.0f s", job_id, seconds
+        )
+        publish(
+            self.app, self.name, job_id, kwargs, queue, None, generation=generation, redelivered=True, countdown=seconds
+        )
 
     def _dead_letter(self, job_id: str, kwargs: dict, deliveries: int) -> None:
         """Fail a job that ended its worker on every delivery, and park it in the dead-letter queue."""
         from modelq.ops import publish_dead_letter
 
-        reason = (f"stopped: delivered {deliveries} times (max_deliveries is {self.app.modelq.settings.max_deliveries}); "
-                  "each run ended its worker process (a crash or out-of-memory kill?)")  # fmt: skip
+        reason = (
+            f"stopped: delivered {deliveries} times (max_deliveries is {self.app.modelq.settings.max_deliveries}); "
+            "each run ended its worker process (a crash or out-of-memory kill?)"
+        )
         log.error("job %s %s", job_id, reason)
         self.app.modelq.store.mark_failed(job_id, reason)
         publish_dead_letter(self.app, {"id": job_id, "task": self.name, "input": kwargs, "reason": reason})
@@ -214,8 +237,18 @@ def _bind_task(app: Celery, spec: sdk.TaskSpec, settings: Settings) -> None:
 
 
 def import_task_modules(settings: Settings) -> None:
-    """Import the built-in workloads and the user modules named in ``MODELQ_IMPORTS``."""
-    for module in (*BUILTIN_MODULES, *settings.imports):
+    """Import the workloads installed packages declare (entry point group ``modelq.workloads``:
+    modelq's own and any plugin package's), then the user modules named in ``MODELQ_IMPORTS``."""
+    from importlib.metadata import entry_points
+
+    points = entry_points(group=WORKLOADS_GROUP)
+    if not any(point.dist is not None and point.dist.name == "modelq" for point in points):
+        raise ConfigError(
+            "entry points",
+            f"no {WORKLOADS_GROUP} entry points of modelq: modelq is not installed in this environment "
+            "(run ./scripts/setup, or pip install -e . in a checkout)",
+        )
+    for module in (*(point.value for point in points), *settings.imports):
         importlib.import_module(module)
 
 

@@ -32,7 +32,9 @@ class Client:
         timeout: HTTP timeout in seconds for one request.
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", *, api_key: str | None = None, timeout: float = 60.0
+    ) -> None:
         import httpx
 
         api_key = api_key or os.environ.get("MODELQ_API_KEY")
@@ -109,7 +111,7 @@ class Client:
         """
         job = self.wait(job_id, timeout)
         if job["status"] != "succeeded":
-            raise JobFailed(job_id, job["status"], job.get("error"))
+            raise JobFailed(job_id, job["status"], job.get("error"), job.get("failure"))
         return job["result"]
 
     def run(self, task: str, input: dict[str, Any] | None = None, *, timeout: float | None = None, **kw: Any) -> Any:

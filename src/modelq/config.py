@@ -124,12 +124,18 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    #: Where modelq keeps its state on this machine: the embedded broker, the SQLite job store, artifacts.
     home: Path = Path(".modelq")
+    #: ``redis://host:6379/0`` or ``amqp://user:pass@host:5672/vhost``; None: the embedded Redis under ``home``.
     broker_url: str | None = None
+    #: Celery's result backend, used only to wake waiters (the job store is the record); None: the broker, when it is Redis.
     result_backend: str | None = None
+    #: The job store: ``postgresql://user@host/db`` for a cluster (extra ``postgres``); None: ``sqlite:///<home>/jobs.db``.
     database_url: str | None = None
+    #: Message format; pickle is never accepted.
     serializer: Literal["json", "msgpack"] = "json"
 
+    #: Queues by name, each with its pool (``prefork``, ``threads``, ``solo``, ``gevent``), concurrency and prefetch.
     queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
     #: Prepended to every broker queue and exchange name (``alice`` -> ``alice.gpu``), so several
     #: users or teams share one broker without seeing each other's queues, workers or events.
@@ -141,6 +147,7 @@ class Settings(BaseSettings):
     #: Python modules workers (and the API) import to register user tasks.
     imports: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    #: Where the API listens (beyond loopback only with ``api_keys``, or with ``--insecure``).
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     #: API keys by owner, as hashes (``{"alice": ["sha256:..."]}``; ``modelq keys new alice`` makes
@@ -160,39 +167,48 @@ class Settings(BaseSettings):
     max_queued_per_owner: int | None = Field(default=None, ge=1)
     #: How deeply a job's input may nest lists and objects (deeper: 422 before anything is recorded).
     max_input_depth: int = Field(default=64, ge=1, le=400)
+    #: Larger request bodies answer 413.
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    #: Most jobs one page of ``GET /v1/jobs`` may list (500 at most); a larger ``limit`` answers 422.
     max_page_size: int = Field(default=500, ge=1)
     #: Seconds a client is told to wait (``Retry-After``) when a queue is at its ``max_queued``.
     queue_full_retry_after: int = Field(default=5, ge=1)
 
+    #: Seconds Celery keeps results (job records stay).
     result_expires: int = Field(default=24 * 3600, ge=1)
     #: Celery task events from every worker (``-E``): three broker messages per job, about half of a
     #: worker's own time per short job. Off: Flower turns them on at the workers it watches (its
     #: ``--enable_events``, on by default); ``celery events`` needs them on, or ``celery control enable_events``.
     task_events: bool = False
+    #: Soft limit (seconds) for every job whose task sets none: the task gets ``SoftTimeLimitExceeded``. None: no limit.
     task_soft_time_limit: float | None = Field(default=None, gt=0)
     #: Hard limit (seconds) for every job whose task sets none: the process running it is replaced
     #: (prefork pools; threads and solo pools cannot stop a running thread). A task's own
     #: ``time_limit`` may raise it. None: no limit.
     task_time_limit: float | None = Field(default=6 * 3600.0, gt=0)
+    #: Retries of a job whose task raised one of its ``retry_for`` errors (a task's own ``retries`` wins).
     task_max_retries: int = Field(default=3, ge=0)
     #: Times one message may start a job; a job that ends its worker every time (a segfault,
     #: an out-of-memory kill) is then failed and moved to the dead-letter queue.
     max_deliveries: int = Field(default=3, ge=1)
     #: Queue (without ``queue_prefix``) that holds jobs stopped after ``max_deliveries``.
     dead_letter_queue: str = "dead"
+    #: The longest backoff (seconds) between retries (exponential, with jitter).
     retry_backoff_max: int = Field(default=600, ge=1)
     #: Seconds a job may wait before the reconciler checks it against the broker (see modelq.reconciler):
     #: republished when its queue holds no message and no worker holds it; reported when nobody reads its queue.
     reconcile_grace: float = Field(default=30.0, gt=0)
     #: Seconds between two passes of the reconciler (one worker at a time runs it).
     reconcile_interval: float = Field(default=5.0, gt=0)
+    #: Redis: seconds before an unacknowledged message is delivered again (workers renew the ones they hold).
     visibility_timeout: int = Field(default=3600, ge=1)
     #: Seconds between two heartbeats of a running job in the job store (see modelq.lease): a message
     #: redelivered while its job runs restarts it only after three beats were missed.
     run_heartbeat_interval: float = Field(default=5.0, gt=0)
 
+    #: Processes or threads per worker when ``-c`` is not given, before the queues' own ``concurrency``.
     worker_concurrency: int | None = Field(default=None, ge=1)
+    #: Replace a worker child after this many jobs (None: never).
     worker_max_tasks_per_child: int | None = Field(default=None, ge=1)
     #: Resident memory (KiB) after which a worker child is replaced.
     worker_max_memory_per_child: int | None = Field(default=None, ge=1)
@@ -222,6 +238,7 @@ class Settings(BaseSettings):
     affinity_switch_factor: float = Field(default=9.0, ge=0)
     #: Models this worker serves, and no others (a static placement: "dedicated workers"); None: any.
     worker_models: Annotated[list[str] | None, NoDecode] = None
+    #: Dynamic batching (``modelq.batch_call``): most items in one batch, and milliseconds the first waits for more.
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=5.0, ge=0)
     #: Padded tokens per forward pass: a batch's texts, sorted by length, go through the model in
@@ -275,6 +292,7 @@ class Settings(BaseSettings):
 
     #: ``local`` runs a job in the submitting process when no worker answers.
     fallback: Literal["off", "local"] = "off"
+    #: Seconds to wait for a worker's answer before the local fallback runs a job.
     fallback_timeout: float = Field(default=1.0, gt=0)
 
     @field_validator("execs", mode="before")
@@ -301,8 +319,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"owner {owner!r} must be 1-200 letters, digits, '.', '_', '@' or '-'")
             for digest in digests:
                 if not HASH_PATTERN.match(digest):
-                    raise ValueError(f"the keys of {owner!r} must be hashes ('sha256:' and 64 hex digits, as "
-                                     "`modelq keys new` prints), never the keys themselves")  # fmt: skip
+                    raise ValueError(
+                        f"the keys of {owner!r} must be hashes ('sha256:' and 64 hex digits, as "
+                        "`modelq keys new` prints), never the keys themselves"
+                    )
         return value
 
     @field_validator("imports", "worker_models", "model_roots", "allowed_hosts", mode="before")
@@ -376,7 +396,7 @@ class Settings(BaseSettings):
     def logical_queue(self, broker_queue: str) -> str:
         """The modelq queue name for a broker queue name (without ``queue_prefix``)."""
         prefix = f"{self.queue_prefix}." if self.queue_prefix else ""
-        return broker_queue[len(prefix):] if prefix and broker_queue.startswith(prefix) else broker_queue
+        return broker_queue[len(prefix) :] if prefix and broker_queue.startswith(prefix) else broker_queue
 
     def queue_for(self, task_name: str, declared: str | None = None) -> str:
         """The queue a task goes to: a configured route, else its declared queue, else default."""

@@ -7,6 +7,7 @@ place (``modelq.api.errors``); the CLI maps them to exit codes.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -57,8 +58,12 @@ class QueueFull(ModelqError):
     http_status = 429
 
     def __init__(self, queue: str, queued: int, limit: int, retry_after: int) -> None:
-        super().__init__(f"queue {queue!r} has {queued} jobs waiting, its limit (max_queued) is {limit}; "
-                         f"retry in {retry_after}s", queue=queue, limit=limit, retry_after=retry_after)  # fmt: skip
+        super().__init__(
+            f"queue {queue!r} has {queued} jobs waiting, its limit (max_queued) is {limit}; retry in {retry_after}s",
+            queue=queue,
+            limit=limit,
+            retry_after=retry_after,
+        )
         self.retry_after = retry_after
 
 
@@ -68,8 +73,13 @@ class OwnerQueueFull(ModelqError):
     http_status = 429
 
     def __init__(self, owner: str, queued: int, limit: int, retry_after: int) -> None:
-        super().__init__(f"owner {owner!r} has {queued} jobs waiting, the limit per owner (max_queued_per_owner) "
-                         f"is {limit}; retry in {retry_after}s", owner=owner, limit=limit, retry_after=retry_after)  # fmt: skip
+        super().__init__(
+            f"owner {owner!r} has {queued} jobs waiting, the limit per owner (max_queued_per_owner) "
+            f"is {limit}; retry in {retry_after}s",
+            owner=owner,
+            limit=limit,
+            retry_after=retry_after,
+        )
         self.retry_after = retry_after
 
 
@@ -117,8 +127,21 @@ class ArtifactNotFound(ModelqError):
         super().__init__(f"job {job_id!r} has no artifact {name!r}", job_id=job_id, name=name)
 
 
+class TaskCancelled(Exception):
+    """Raised inside a running task (by ``progress()`` and ``check_cancelled()``) when its job was
+    cancelled: let it propagate, and the task stops there and its job stays cancelled.
+
+    A control-flow signal, not a modelq error: no interface ever answers with it (an API request about
+    a cancelled job answers :class:`JobCancelled`, 409).
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} was cancelled")
+        self.job_id = job_id
+
+
 class JobCancelled(ModelqError):
-    """Raised inside a running task when its job was cancelled."""
+    """A request needs what a cancelled job would have made (its images, say): 409."""
 
     http_status = 409
 
@@ -144,10 +167,12 @@ class JobTimeout(ModelqError):
 class JobFailed(ModelqError):
     """A job the caller waited on finished as failed or cancelled."""
 
-    def __init__(self, job_id: str, status: str, error: str | None) -> None:
+    def __init__(self, job_id: str, status: str, error: str | None, failure: dict[str, Any] | None = None) -> None:
         super().__init__(f"job {job_id!r} {status}: {error or 'no error message'}", job_id=job_id)
         self.status = status
         self.error = error
+        #: The job's structured failure (type, message, field, details); None when it was cancelled.
+        self.failure = failure
 
 
 class MissingDependency(ModelqError):
@@ -189,8 +214,11 @@ class MemoryBudgetExceeded(ModelqError):
     def __init__(self, name: str, size: int, budget: int, device: str) -> None:
         super().__init__(
             f"model {name!r} needs {format_bytes(size)} but the {device} budget is {format_bytes(budget)}",
-            model=name, size=size, budget=budget, device=device,
-        )  # fmt: skip
+            model=name,
+            size=size,
+            budget=budget,
+            device=device,
+        )
 
 
 class InvalidDocument(InvalidInput):
@@ -211,8 +239,39 @@ class DocumentNotReady(ModelqError):
     http_status = 409
 
     def __init__(self, document_id: str, status: str, detail: str) -> None:
-        super().__init__(f"document {document_id!r} cannot be searched ({status}): {detail}", document_id=document_id,
-                         status=status)  # fmt: skip
+        super().__init__(
+            f"document {document_id!r} cannot be searched ({status}): {detail}", document_id=document_id, status=status
+        )
+
+
+def failure_of(exc: BaseException) -> dict[str, Any]:
+    """What a job record keeps of the exception that failed it (its ``failure``): the class name,
+    the message, the input field at fault (if any) and the error's own data, JSON-safe."""
+    if isinstance(exc, ModelqError):
+        details = {k: v for k, v in exc.details.items() if k != "field"}
+        message, field = exc.message, getattr(exc, "field", None)
+    else:
+        details, message, field = {}, str(exc), None
+    return {
+        "type": type(exc).__name__,
+        "message": message,
+        "field": field,
+        "details": json.loads(json.dumps(details, default=str)),
+    }
+
+
+def failure_text(failure: dict[str, Any]) -> str:
+    """The one-line ``error`` of a job record: ``"Type: message"``."""
+    return f"{failure['type']}: {failure['message']}"
+
+
+def failure_of_record(job: dict[str, Any]) -> dict[str, Any]:
+    """A finished job's ``failure``; for a record written before failures were structured (no
+    ``failure``), read back from its ``"Type: message"`` error."""
+    if job.get("failure"):
+        return job["failure"]
+    kind, _, message = (job.get("error") or "").partition(": ")
+    return {"type": kind if message else "", "message": message or kind, "field": None, "details": {}}
 
 
 def format_bytes(n: float) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelq.errors import ConfigError, InvalidInput, JobCancelled, ModelqError
+from modelq.errors import ConfigError, InvalidInput, ModelqError, TaskCancelled
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,17 @@ def run_exec(
     limit = timeout if timeout is not None else default_timeout
     job = current_context()
     started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=cwd, env=_environment(allowed, env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=_environment(allowed, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     stopped: str | None = None
     cancelled = False
     try:
@@ -147,23 +155,35 @@ def run_exec(
     except BaseException:
         _stop(proc)
         raise
-    result = ExecResult(name=name, argv=argv, returncode=proc.returncode, stdout=stdout, stderr=stderr,
-                        seconds=time.monotonic() - started)  # fmt: skip
+    result = ExecResult(
+        name=name,
+        argv=argv,
+        returncode=proc.returncode,
+        stdout=stdout,
+        stderr=stderr,
+        seconds=time.monotonic() - started,
+    )
     _save_log(job, result)
     if cancelled:
-        raise JobCancelled(job.id)  # type: ignore[union-attr]
+        raise TaskCancelled(job.id)  # type: ignore[union-attr]
     if stopped:
-        raise ExternalProgramFailed(f"{name} {stopped}; last stderr: {stderr_tail(stderr) or '(empty)'}",
-                                    name=name, returncode=None)  # fmt: skip
+        raise ExternalProgramFailed(
+            f"{name} {stopped}; last stderr: {stderr_tail(stderr) or '(empty)'}", name=name, returncode=None
+        )
     if check and result.returncode != 0:
-        raise ExternalProgramFailed(f"{name} exited with code {result.returncode}: {stderr_tail(stderr) or '(no stderr)'}",
-                                    name=name, returncode=result.returncode)  # fmt: skip
+        raise ExternalProgramFailed(
+            f"{name} exited with code {result.returncode}: {stderr_tail(stderr) or '(no stderr)'}",
+            name=name,
+            returncode=result.returncode,
+        )
     return result
 
 
 def _save_log(job: object, result: ExecResult) -> None:
-    text = (f"$ {' '.join(result.argv)}\n# exit code {result.returncode} after {result.seconds:.2f}s\n"
-            f"--- stdout ---\n{result.stdout}--- stderr ---\n{result.stderr}")  # fmt: skip
+    text = (
+        f"$ {' '.join(result.argv)}\n# exit code {result.returncode} after {result.seconds:.2f}s\n"
+        f"--- stdout ---\n{result.stdout}--- stderr ---\n{result.stderr}"
+    )
     log.info("%s exited with %s after %.2fs", result.name, result.returncode, result.seconds)
     if job is not None:
         try:

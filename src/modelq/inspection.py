@@ -39,8 +39,9 @@ def pool_name(implementation: str | None) -> str | None:
 
 
 def _ping(replies: dict[str, Any]) -> Table:
-    return ["worker", "reply"], [[w, r.get("ok", json.dumps(r)) if isinstance(r, dict) else str(r)]
-                                 for w, r in sorted(replies.items())]  # fmt: skip
+    return ["worker", "reply"], [
+        [w, r.get("ok", json.dumps(r)) if isinstance(r, dict) else str(r)] for w, r in sorted(replies.items())
+    ]
 
 
 def _requests(replies: dict[str, Any]) -> Table:
@@ -48,8 +49,17 @@ def _requests(replies: dict[str, Any]) -> Table:
     for worker, requests in sorted(replies.items()):
         for req in requests or []:
             queue = (req.get("delivery_info") or {}).get("routing_key", "")
-            rows.append([worker, req.get("id", ""), req.get("name", ""), queue, _when(req.get("time_start")),
-                         str(req.get("worker_pid") or ""), _args(req)])  # fmt: skip
+            rows.append(
+                [
+                    worker,
+                    req.get("id", ""),
+                    req.get("name", ""),
+                    queue,
+                    _when(req.get("time_start")),
+                    str(req.get("worker_pid") or ""),
+                    _args(req),
+                ]
+            )
     return ["worker", "job", "task", "queue", "started", "pid", "input"], rows
 
 
@@ -58,8 +68,15 @@ def _scheduled(replies: dict[str, Any]) -> Table:
     for worker, entries in sorted(replies.items()):
         for entry in entries or []:
             req = entry.get("request") or {}
-            rows.append([worker, req.get("id", ""), req.get("name", ""), str(entry.get("eta", "")),
-                         str(entry.get("priority", ""))])  # fmt: skip
+            rows.append(
+                [
+                    worker,
+                    req.get("id", ""),
+                    req.get("name", ""),
+                    str(entry.get("eta", "")),
+                    str(entry.get("priority", "")),
+                ]
+            )
     return ["worker", "job", "task", "eta", "priority"], rows
 
 
@@ -76,10 +93,18 @@ def _stats(replies: dict[str, Any]) -> Table:
         concurrency = pool.get("max-concurrency", len(processes) if isinstance(processes, list) else "")
         done = sum((stats.get("total") or {}).values())
         rss_kb = (stats.get("rusage") or {}).get("maxrss")
-        rows.append([worker, str(stats.get("pid", "")), pool_name(pool.get("implementation")) or "",
-                     str(concurrency), str(done), f"{stats.get('uptime', 0)}s",
-                     f"{int(rss_kb) // 1024} MB" if rss_kb else "",
-                     str((stats.get("broker") or {}).get("transport", ""))])  # fmt: skip
+        rows.append(
+            [
+                worker,
+                str(stats.get("pid", "")),
+                pool_name(pool.get("implementation")) or "",
+                str(concurrency),
+                str(done),
+                f"{stats.get('uptime', 0)}s",
+                f"{int(rss_kb) // 1024} MB" if rss_kb else "",
+                str((stats.get("broker") or {}).get("transport", "")),
+            ]
+        )
     return ["worker", "pid", "pool", "concurrency", "jobs done", "uptime", "max rss", "transport"], rows
 
 

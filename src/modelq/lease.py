@@ -73,8 +73,12 @@ def settle_elsewhere(app: Any, tag: str) -> bool:
             settle(conn.default_channel.client, tag)
         return True
     except Exception:  # the broker is still away
-        log.warning("could not acknowledge message %s after a lost connection; it comes back after the "
-                    "visibility timeout and is skipped then", tag, exc_info=True)  # fmt: skip
+        log.warning(
+            "could not acknowledge message %s after a lost connection; it comes back after the "
+            "visibility timeout and is skipped then",
+            tag,
+            exc_info=True,
+        )
         return False
 
 

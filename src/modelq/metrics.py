@@ -33,7 +33,26 @@ from modelq.jobs.status import is_finished
 log = logging.getLogger(__name__)
 
 #: Seconds: from a millisecond echo to a long diffusion or timetable run.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
 #: A job's record may commit a moment after a later one's: histograms read only jobs
 #: finished longer ago than this, so none is skipped.
 SETTLE = timedelta(seconds=2)
@@ -82,10 +101,12 @@ class ModelqCollector(Collector):
 
     def _job_families(self) -> Iterator[Metric]:
         submitted = CounterMetricFamily("modelq_jobs_submitted", "Jobs accepted, by task.", labels=["task"])
-        finished = CounterMetricFamily("modelq_jobs_finished", "Jobs that reached a final state, by task and status.",
-                                       labels=["task", "status"])  # fmt: skip
-        current = GaugeMetricFamily("modelq_jobs_unfinished", "Jobs queued or running now, by task and status.",
-                                    labels=["task", "status"])  # fmt: skip
+        finished = CounterMetricFamily(
+            "modelq_jobs_finished", "Jobs that reached a final state, by task and status.", labels=["task", "status"]
+        )
+        current = GaugeMetricFamily(
+            "modelq_jobs_unfinished", "Jobs queued or running now, by task and status.", labels=["task", "status"]
+        )
         per_task: dict[str, int] = {}
         for task, status, count in self.store.task_status_counts():
             per_task[task] = per_task.get(task, 0) + count
@@ -93,10 +114,18 @@ class ModelqCollector(Collector):
         for task, count in sorted(per_task.items()):
             submitted.add_metric([task], count)
         yield from (submitted, finished, current)
-        owners = GaugeMetricFamily("modelq_owner_jobs", "Jobs queued or running now, by owner (API key owner; '' "
-                                   "without keys) and status: what fair share divides.", labels=["owner", "status"])
-        held = GaugeMetricFamily("modelq_held_jobs", "Queued jobs the job store holds back for their turn (fair "
-                                 "share: their messages are not on the broker yet), by queue.", labels=["queue"])
+        owners = GaugeMetricFamily(
+            "modelq_owner_jobs",
+            "Jobs queued or running now, by owner (API key owner; '' "
+            "without keys) and status: what fair share divides.",
+            labels=["owner", "status"],
+        )
+        held = GaugeMetricFamily(
+            "modelq_held_jobs",
+            "Queued jobs the job store holds back for their turn (fair "
+            "share: their messages are not on the broker yet), by queue.",
+            labels=["queue"],
+        )
         for owner, counts in sorted(self.store.owner_counts().items()):
             for status in ("queued", "running"):
                 if counts[status]:
@@ -113,12 +142,16 @@ class ModelqCollector(Collector):
                 if started is None:  # cancelled while queued: it never waited for a worker to finish
                     continue
                 self._wait.observe((job["task"],), max((started - job["created_at"]).total_seconds(), 0.0))
-                self._run.observe((job["task"], job["status"]), max((job["finished_at"] - started).total_seconds(), 0.0))
+                self._run.observe(
+                    (job["task"], job["status"]), max((job["finished_at"] - started).total_seconds(), 0.0)
+                )
             self._read_until = until
-        yield self._wait.family("modelq_job_queue_wait_seconds", "Time from submission to a worker starting the job.",
-                                ["task"])  # fmt: skip
-        yield self._run.family("modelq_job_run_seconds", "Time from a worker starting the job to its end.",
-                               ["task", "status"])  # fmt: skip
+        yield self._wait.family(
+            "modelq_job_queue_wait_seconds", "Time from submission to a worker starting the job.", ["task"]
+        )
+        yield self._run.family(
+            "modelq_job_run_seconds", "Time from a worker starting the job to its end.", ["task", "status"]
+        )
 
     def _queue_families(self) -> Iterator[Metric]:
         from modelq.ops import queue_depths
@@ -139,9 +172,13 @@ class ModelqCollector(Collector):
     def _stranded_family(self) -> Metric:
         from modelq.reconciler import stranded_counts
 
-        stranded = GaugeMetricFamily("modelq_stranded_jobs", "Jobs waiting in a queue that no live worker reads, or "
-                                     "beside an idle worker that can serve them (see modelq.reconciler and "
-                                     "modelq.models.affinity).", labels=["queue"])  # fmt: skip
+        stranded = GaugeMetricFamily(
+            "modelq_stranded_jobs",
+            "Jobs waiting in a queue that no live worker reads, or "
+            "beside an idle worker that can serve them (see modelq.reconciler and "
+            "modelq.models.affinity).",
+            labels=["queue"],
+        )
         for queue, count in sorted(stranded_counts(self.store, self.app.modelq.settings).items()):
             stranded.add_metric([queue], count)
         return stranded
@@ -152,8 +189,9 @@ class ModelqCollector(Collector):
         evictions = CounterMetricFamily("modelq_model_evictions", "Model evictions, per worker process.", labels=labels)
         hits = CounterMetricFamily("modelq_model_hits", "Jobs served by an already loaded model.", labels=labels)
         load_seconds = CounterMetricFamily("modelq_model_load_seconds", "Seconds spent loading models.", labels=labels)
-        resident = GaugeMetricFamily("modelq_model_resident_bytes", "Memory a resident model takes (0: not loaded).",
-                                     labels=labels)  # fmt: skip
+        resident = GaugeMetricFamily(
+            "modelq_model_resident_bytes", "Memory a resident model takes (0: not loaded).", labels=labels
+        )
         for row in self.store.residency():
             values = [row["worker"], str(row["pid"]), row["model"], row["device"]]
             loads.add_metric(values, row["loads"])

@@ -51,8 +51,16 @@ def queue_rows(app: Celery, readers: dict[str, list[str]]) -> list[dict[str, Any
     names = list(dict.fromkeys([*runtime.settings.queues, *sorted(readers), *sorted(backlog)]))
     depths = queue_depths(app, names)
     stranded = stranded_counts(runtime.store, runtime.settings)
-    return [{"name": name, "depth": depths.get(name), "queued_jobs": backlog.get(name, (0, None))[0],
-             "consumers": readers.get(name, []), "stranded": stranded.get(name, 0)} for name in names]  # fmt: skip
+    return [
+        {
+            "name": name,
+            "depth": depths.get(name),
+            "queued_jobs": backlog.get(name, (0, None))[0],
+            "consumers": readers.get(name, []),
+            "stranded": stranded.get(name, 0),
+        }
+        for name in names
+    ]
 
 
 def declare_queue(app: Celery, queue: str) -> None:
@@ -75,8 +83,14 @@ def publish_dead_letter(app: Celery, letter: dict[str, Any]) -> None:
     """Park a job that can never finish: its id, task, input and why (JSON, never run by a worker)."""
     queue = _dead_letter_queue(app)
     with app.producer_or_acquire() as producer:
-        producer.publish(letter, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue],
-                         serializer="json", retry=True)  # fmt: skip
+        producer.publish(
+            letter,
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            declare=[queue],
+            serializer="json",
+            retry=True,
+        )
 
 
 def dead_letters(app: Celery, limit: int = 1000) -> list[dict[str, Any]]:

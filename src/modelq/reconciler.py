@@ -116,8 +116,15 @@ class Reconciler:
             if late and overdue and not reading and not readers.get(base) and depths.get(queue):
                 stranded[queue] = count
                 self.warn_stranded(queue, count, readers)
-            reports.append({"queue": queue, "waiting": count, "messages": depths.get(queue),
-                            "readers": ",".join(reading), "stranded": stranded.get(queue, 0)})  # fmt: skip
+            reports.append(
+                {
+                    "queue": queue,
+                    "waiting": count,
+                    "messages": depths.get(queue),
+                    "readers": ",".join(reading),
+                    "stranded": stranded.get(queue, 0),
+                }
+            )
         self.store.report_queues(reports)
         return {"republished": republished, "stranded": stranded, "checked": len(overdue)}
 
@@ -135,8 +142,11 @@ class Reconciler:
         """Queue an orphaned running job again and publish it; True when it was still so."""
         if not self.store.requeue_orphan(job["id"], job["attempts"]):
             return False
-        log.warning("job %s was running on %s, which no longer holds it, and its message is gone: queuing it again",
-                    job["id"], job["worker"])  # fmt: skip
+        log.warning(
+            "job %s was running on %s, which no longer holds it, and its message is gone: queuing it again",
+            job["id"],
+            job["worker"],
+        )
         return self.republish(job["id"], job["queue"])
 
     def on_redis(self) -> bool:
@@ -145,8 +155,13 @@ class Reconciler:
         return is_redis_url(self.app.conf.broker_url)
 
     @staticmethod
-    def lost(jobs: list[dict[str, Any]], overdue: list[dict[str, Any]], held: set[str],
-             depths: dict[str, int | None], cutoff: datetime) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    def lost(
+        jobs: list[dict[str, Any]],
+        overdue: list[dict[str, Any]],
+        held: set[str],
+        depths: dict[str, int | None],
+        cutoff: datetime,
+    ) -> dict[str, list[dict[str, Any]]]:
         """Per queue, the overdue jobs whose messages are gone, by counting (works on every broker).
 
         A queue's messages belong to its queued jobs that no worker holds. The newer ones (created
@@ -160,7 +175,9 @@ class Reconciler:
             messages = depths.get(queue)
             if messages is None:  # the broker would not say: do nothing
                 continue
-            newer = sum(1 for job in jobs if job["queue"] == queue and job["created_at"] > cutoff and job["id"] not in held)
+            newer = sum(
+                1 for job in jobs if job["queue"] == queue and job["created_at"] > cutoff and job["id"] not in held
+            )
             waiting = [job for job in overdue if job["queue"] == queue and job["id"] not in held]
             missing = len(waiting) - max(messages - newer, 0)
             if missing > 0:
@@ -238,9 +255,15 @@ class Reconciler:
         if queue not in self._declared:
             declare_queue(self.app, queue)
             self._declared.add(queue)
-        publish(self.app, job["task"], job_id, job["input"] or {}, queue, job["priority"], generation=job["republished"])
-        log.warning("job %s (%s) in %s: its message is on no queue and no worker holds it; published it again",
-                    job_id, job["task"], queue)  # fmt: skip
+        publish(
+            self.app, job["task"], job_id, job["input"] or {}, queue, job["priority"], generation=job["republished"]
+        )
+        log.warning(
+            "job %s (%s) in %s: its message is on no queue and no worker holds it; published it again",
+            job_id,
+            job["task"],
+            queue,
+        )
         return True
 
     def warn_stranded(self, queue: str, count: int, readers: dict[str, list[str]]) -> None:
@@ -249,8 +272,14 @@ class Reconciler:
         self._warned[queue] = time.monotonic()
         base = queue.split(MODEL_QUEUE_SEPARATOR, 1)[0]
         workers = sorted({w for names in readers.values() for w in names})
-        log.warning("%d job(s) wait in queue %s, which no live worker reads (live workers: %s); start one that "
-                    "serves it: modelq worker -Q %s", count, queue, ", ".join(workers) or "none", base)  # fmt: skip
+        log.warning(
+            "%d job(s) wait in queue %s, which no live worker reads (live workers: %s); start one that "
+            "serves it: modelq worker -Q %s",
+            count,
+            queue,
+            ", ".join(workers) or "none",
+            base,
+        )
 
     # The thread -------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from modelq.errors import InvalidInput, JobCancelled
+from modelq.errors import InvalidInput, TaskCancelled
 
 if TYPE_CHECKING:
     from modelq.jobs.artifacts import ArtifactStore
@@ -92,7 +92,9 @@ class TaskSpec:
 
             name = data[self.model_arg]
             if not isinstance(name, str):
-                raise InvalidInput(f"{self.model_arg} must be a model name, not {type(name).__name__}", field=self.model_arg)
+                raise InvalidInput(
+                    f"{self.model_arg} must be a model name, not {type(name).__name__}", field=self.model_arg
+                )
             sources.check(name, settings)
         if self.validate is not None:
             checked = self.validate(data, settings)
@@ -115,8 +117,11 @@ def check_storable(data: Any, max_depth: int, field: str = "input") -> None:
         value, depth, where = stack.pop()
         if isinstance(value, dict | list | tuple):
             if depth > max_depth:
-                raise InvalidInput(f"{where} nests lists and objects deeper than the limit of {max_depth} "
-                                   "(MODELQ_MAX_INPUT_DEPTH)", field=field, limit=max_depth)  # fmt: skip
+                raise InvalidInput(
+                    f"{where} nests lists and objects deeper than the limit of {max_depth} (MODELQ_MAX_INPUT_DEPTH)",
+                    field=field,
+                    limit=max_depth,
+                )
             if isinstance(value, dict):
                 for key, item in value.items():
                     if not isinstance(key, str):
@@ -237,16 +242,16 @@ class JobContext:
         self._last_write = now
         if not self.store.set_progress(self.id, fraction, message):
             # The record is no longer running: it was cancelled (or finished elsewhere).
-            raise JobCancelled(self.id)
+            raise TaskCancelled(self.id)
 
     def cancelled(self) -> bool:
         """Whether the job was cancelled (read from the job store)."""
         return self.store.status_of(self.id) == "cancelled"
 
     def check_cancelled(self) -> None:
-        """Raise :class:`JobCancelled` when the job was cancelled."""
+        """Raise :class:`~modelq.errors.TaskCancelled` when the job was cancelled."""
         if self.cancelled():
-            raise JobCancelled(self.id)
+            raise TaskCancelled(self.id)
 
     def save_artifact(self, name: str, data: bytes, content_type: str | None = None) -> dict[str, Any]:
         """Store a file produced by this job; it is served at ``/v1/jobs/{id}/artifacts/{name}``."""
@@ -290,7 +295,7 @@ def progress(fraction: float, message: str | None = None) -> None:
     """Report progress (0..1) of the running job; a no-op outside a task.
 
     Raises:
-        JobCancelled: the job was cancelled; let it propagate so the task stops here.
+        TaskCancelled: the job was cancelled; let it propagate so the task stops here.
     """
     ctx = _current.get()
     if ctx is not None:

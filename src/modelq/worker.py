@@ -10,6 +10,8 @@ from typing import Any
 
 from celery import Celery, signals
 
+from modelq.errors import failure_of, failure_text
+
 log = logging.getLogger(__name__)
 
 
@@ -200,10 +202,15 @@ class WorkerRuntime:
         if not bases:
             return None
         registry = runtime.residency.registry
-        devices = {"cpu" if registry.all()[m].device == "cpu" else "cuda"
-                   for spec in model_tasks for m in spec.models if m in registry.all()} or {"cpu"}  # fmt: skip
-        return AffinityController(app, consumer, reporting.worker_name, bases, model_capacity(settings, devices),
-                                  in_process=not self.prefork)  # fmt: skip
+        devices = {
+            "cpu" if registry.all()[m].device == "cpu" else "cuda"
+            for spec in model_tasks
+            for m in spec.models
+            if m in registry.all()
+        } or {"cpu"}
+        return AffinityController(
+            app, consumer, reporting.worker_name, bases, model_capacity(settings, devices), in_process=not self.prefork
+        )
 
     def _start_leases(self, _consumer: Any) -> Any:
         """On Redis, keep renewing the messages this worker holds, so a long job is never redelivered."""
@@ -294,11 +301,14 @@ def _stop_worker_runtime(**_: Any) -> None:
 
 
 @signals.task_failure.connect
-def _record_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any) -> None:
+def _record_failure(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
     # Failures the task body never saw (hard time limit, a lost worker) reach the record here.
     runtime = _runtime(sender)
     if runtime is not None and task_id:
-        runtime.store.mark_failed(task_id, f"{type(exception).__name__}: {exception}")
+        failure = failure_of(exception) if exception is not None else failure_of(RuntimeError("no exception given"))
+        runtime.store.mark_failed(task_id, failure_text(failure), failure)
 
 
 @signals.task_revoked.connect
@@ -330,8 +340,19 @@ def run_worker(
     if concurrency is None:
         concurrency = settings.worker_concurrency or next((k.concurrency for k in kinds if k.concurrency), None)
     prefetch = max(k.prefetch_multiplier for k in kinds)
-    argv = ["worker", "-Q", ",".join(settings.broker_queue(q) for q in queues), "--pool", pool, "--loglevel", loglevel,
-            "--prefetch-multiplier", str(prefetch), "--without-mingle", "--without-gossip"]  # fmt: skip
+    argv = [
+        "worker",
+        "-Q",
+        ",".join(settings.broker_queue(q) for q in queues),
+        "--pool",
+        pool,
+        "--loglevel",
+        loglevel,
+        "--prefetch-multiplier",
+        str(prefetch),
+        "--without-mingle",
+        "--without-gossip",
+    ]
     if settings.task_events:
         argv.append("-E")
     if concurrency:

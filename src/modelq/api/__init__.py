@@ -28,8 +28,9 @@ def server_config(api: Any, *, host: str, port: int, log_level: str = "warning",
     """The uvicorn configuration every modelq API server runs with (``modelq up``, ``modelq api``, benches)."""
     import uvicorn
 
-    return uvicorn.Config(api, host=host, port=port, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                          **options)  # fmt: skip
+    return uvicorn.Config(
+        api, host=host, port=port, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_SECONDS, **options
+    )
 
 
 def create_api(settings: Settings | None = None, *, celery_app: Any = None) -> FastAPI:

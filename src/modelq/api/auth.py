@@ -19,7 +19,9 @@ from modelq.access import KeyRing
 
 COOKIE = "modelq_api_key"
 #: Paths anyone may read: probes, the API's own description, and the UI's files (which ask for a key).
-PUBLIC_PATHS = frozenset({"/", "/ui", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {"/", "/ui", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
@@ -74,7 +76,15 @@ def _is_public(path: str) -> bool:
 
 async def _unauthorized(send: Any, message: str) -> None:
     body = json.dumps({"error": "Unauthorized", "message": message}).encode()
-    await send({"type": "http.response.start", "status": 401, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="modelq"')]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b'Bearer realm="modelq"'),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

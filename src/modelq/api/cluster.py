@@ -27,11 +27,11 @@ from fastapi.responses import StreamingResponse
 
 from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
-from modelq.api.models import model_listing
 from modelq.api.schemas import JobOut, event_stream
 from modelq.errors import BrokerUnavailable, ModelqError
 from modelq.inspection import pool_name
 from modelq.jobs.records import record_dict
+from modelq.models.listing import model_listing
 from modelq.ops import queue_rows
 
 router = APIRouter(tags=["cluster"])
@@ -65,8 +65,10 @@ def _inspect(app: Any) -> dict[str, dict[str, Any]]:
     stats = inspector.stats() or {}
     active = inspector.active() or {}
     queues = inspector.active_queues() or {}
-    return {name: {"stats": stats.get(name) or {}, "active": active.get(name) or [], "queues": queues.get(name) or []}
-            for name in names}  # fmt: skip
+    return {
+        name: {"stats": stats.get(name) or {}, "active": active.get(name) or [], "queues": queues.get(name) or []}
+        for name in names
+    }
 
 
 def _worker_row(name: str, seen: dict[str, Any] | None, models: list[dict[str, Any]], settings: Any) -> dict[str, Any]:
@@ -110,8 +112,10 @@ def cluster_report(app: Any) -> dict[str, Any]:
         for row in model["workers"]:
             held = {key: value for key, value in row.items() if key != "worker"}
             per_worker.setdefault(row["worker"], []).append({"model": model["id"], **held})
-    workers = [_worker_row(name, seen.get(name), per_worker.get(name, []), runtime.settings)
-               for name in sorted({*seen, *per_worker})]  # fmt: skip
+    workers = [
+        _worker_row(name, seen.get(name), per_worker.get(name, []), runtime.settings)
+        for name in sorted({*seen, *per_worker})
+    ]
 
     consumers: dict[str, list[str]] = {}
     for worker in workers:
@@ -147,8 +151,10 @@ def for_owner(report: dict[str, Any], store: Any, owner: str | None) -> dict[str
         return report
     workers = []
     for worker in report["workers"]:
-        active = [task if task.get("id") and store.get(task["id"], owner, with_position=False) else {**task, "id": None}
-                  for task in worker["active"]]  # fmt: skip
+        active = [
+            task if task.get("id") and store.get(task["id"], owner, with_position=False) else {**task, "id": None}
+            for task in worker["active"]
+        ]
         workers.append({**worker, "active": active})
     return {**report, "workers": workers}
 
@@ -168,9 +174,13 @@ def get_cluster(request: Request) -> dict[str, Any]:
     return for_owner(cached_cluster_report(_app(request)), request.app.state.jobs.store, owner_of(request))
 
 
-@router.get("/v1/cluster/events", response_class=StreamingResponse,
-            responses=event_stream("a `cluster` event with the report every few seconds (`problem` when it fails)",
-                                   ("cluster", "problem")))
+@router.get(
+    "/v1/cluster/events",
+    response_class=StreamingResponse,
+    responses=event_stream(
+        "a `cluster` event with the report every few seconds (`problem` when it fails)", ("cluster", "problem")
+    ),
+)
 async def cluster_events(request: Request) -> StreamingResponse:
     """Server-Sent Events: a `cluster` event with the report every few seconds."""
     app, store, owner = _app(request), request.app.state.jobs.store, owner_of(request)
@@ -199,17 +209,28 @@ def _light_record(row: Any) -> dict[str, Any]:
 
 def changed_jobs(store: Any, since: datetime, owner: str | None) -> list[dict[str, Any]]:
     """Jobs that may have changed since ``since`` (see :meth:`JobStore.changed_since`), as clients see them."""
-    return [{**_light_record(row), "queue_position": row["queue_position"]}
-            for row in store.changed_since(since, owner, limit=MAX_ACTIVE_JOBS)]  # fmt: skip
+    return [
+        {**_light_record(row), "queue_position": row["queue_position"]}
+        for row in store.changed_since(since, owner, limit=MAX_ACTIVE_JOBS)
+    ]
 
 
 def _state(job: dict[str, Any]) -> tuple:
-    return (job["status"], job["progress"]["fraction"], job["progress"]["message"], job["queue_position"],
-            job["worker"], job["attempts"])  # fmt: skip
+    return (
+        job["status"],
+        job["progress"]["fraction"],
+        job["progress"]["message"],
+        job["queue_position"],
+        job["worker"],
+        job["attempts"],
+    )
 
 
-@router.get("/v1/events", response_class=StreamingResponse,
-            responses=event_stream("a `job` event whenever any job is created or changes", ("job",)))
+@router.get(
+    "/v1/events",
+    response_class=StreamingResponse,
+    responses=event_stream("a `job` event whenever any job is created or changes", ("job",)),
+)
 async def all_job_events(request: Request) -> StreamingResponse:
     """Server-Sent Events: a `job` event (the record without input and result) whenever any job
     is created or changes; first one for each queued, running or just finished job."""

@@ -68,8 +68,12 @@ def _document_job(request: Request, document_id: str, wait: float = 0) -> dict[s
 
 def document_view(job: dict[str, Any]) -> dict[str, Any]:
     """What a client sees of a document: its state, and once enriched its snippets and page images."""
-    view: dict[str, Any] = {"id": job["id"], "status": job["status"], "filename": (job["input"] or {}).get("filename"),
-                            "progress": job["progress"]}  # fmt: skip
+    view: dict[str, Any] = {
+        "id": job["id"],
+        "status": job["status"],
+        "filename": (job["input"] or {}).get("filename"),
+        "progress": job["progress"],
+    }
     if job["status"] == JobStatus.QUEUED.value:
         view["queue_position"] = job.get("queue_position")
     if job["status"] == JobStatus.SUCCEEDED.value:
@@ -92,19 +96,30 @@ async def upload_document(
     """Upload a PDF: its `enrich` job starts at once; the document's id is the job's id."""
     data = await file.read()
     job = await run_in_threadpool(
-        submit_document, request.app.state.jobs, data, filename=file.filename, owner=owner_of(request) or "",
-        model=model, snippet_chars=snippet_chars, overlap=overlap, render_scale=render_scale,
-    )  # fmt: skip
+        submit_document,
+        request.app.state.jobs,
+        data,
+        filename=file.filename,
+        owner=owner_of(request) or "",
+        model=model,
+        snippet_chars=snippet_chars,
+        overlap=overlap,
+        render_scale=render_scale,
+    )
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=202)
 
 
-@router.get("/v1/documents/{document_id}", response_model=DocumentOut,
-            responses={202: {"model": DocumentOut, "description": "still being enriched"}, **error_responses(404)})
+@router.get(
+    "/v1/documents/{document_id}",
+    response_model=DocumentOut,
+    responses={202: {"model": DocumentOut, "description": "still being enriched"}, **error_responses(404)},
+)
 async def get_document(
     document_id: str,
     request: Request,
-    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False,
-                        description="long-poll: wait up to this many seconds"),  # fmt: skip
+    wait: float = Query(
+        0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False, description="long-poll: wait up to this many seconds"
+    ),
 ) -> JSONResponse:
     """A document: 202 with progress while it is enriched, 200 with its snippets and page images once done."""
     job = await run_in_threadpool(_document_job, request, document_id, wait)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JsonObject
-from modelq.errors import InvalidInput, JobFailed
+from modelq.errors import InvalidInput, JobFailed, failure_of_record
 from modelq.jobs.dispatch import INTERACTIVE
 from modelq.workloads import embed as embedding
 from modelq.workloads import rerank as reranking
@@ -57,16 +57,16 @@ def run_job(request: Request, task: str, data: dict[str, Any]) -> dict[str, Any]
     done = service.wait(job["id"], SYNC_TIMEOUT_SECONDS, owner)
     if done["status"] == "succeeded":
         return done["result"]
-    error = done.get("error") or done["status"]
-    if error.startswith(("ModelLoadError", "ModelNotFound")):
-        raise _model_error(error)
-    if error.startswith("InvalidInput"):
-        raise InvalidInput(error.split(": ", 1)[-1])
-    raise JobFailed(job["id"], done["status"], error)
+    failure = failure_of_record(done)
+    if failure["type"] in ("ModelLoadError", "ModelNotFound"):
+        raise _model_error(failure["message"])
+    if failure["type"] == "InvalidInput":
+        raise InvalidInput(failure["message"])
+    raise JobFailed(job["id"], done["status"], done.get("error") or done["status"])
 
 
-def _model_error(error: str) -> InvalidInput:
-    failure = InvalidInput(error.split(": ", 1)[-1], field="model")
+def _model_error(message: str) -> InvalidInput:
+    failure = InvalidInput(message, field="model")
     failure.http_status = 404
     return failure
 
@@ -91,8 +91,9 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> dict[st
     vectors = result["embeddings"]
     if body.dimensions is not None:
         if body.dimensions > result["dimensions"]:
-            raise InvalidInput(f"dimensions must be at most {result['dimensions']} for {body.model!r}",
-                               field="dimensions")  # fmt: skip
+            raise InvalidInput(
+                f"dimensions must be at most {result['dimensions']} for {body.model!r}", field="dimensions"
+            )
         vectors = [_shorten(v, body.dimensions) for v in vectors]
     encode = _as_base64 if body.encoding_format == "base64" else (lambda v: v)
     tokens = result["usage"]["prompt_tokens"]

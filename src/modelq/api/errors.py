@@ -24,14 +24,14 @@ from modelq.errors import ModelqError
 #: What each error status means in this API (the descriptions in the OpenAPI schema).
 DESCRIPTIONS = {
     400: "The request body cannot be parsed (e.g. malformed multipart data), or its Host is not served "
-         "(MODELQ_ALLOWED_HOSTS).",
+    "(MODELQ_ALLOWED_HOSTS).",
     401: "No valid API key (only where api_keys are configured): send `Authorization: Bearer <key>`.",
     404: "Not found: the job, document, artifact, task or model named in the request.",
     409: "Conflict: the job was cancelled, or the document is not enriched (yet).",
     413: "The request body is over its limit (MODELQ_MAX_REQUEST_BYTES, MODELQ_MAX_PDF_BYTES).",
     422: "The request is malformed or out of limits; `field` names the culprit.",
     429: "The queue is full (its max_queued), or the owner has max_queued_per_owner jobs waiting; retry after "
-         "`Retry-After` seconds.",
+    "`Retry-After` seconds.",
     500: "The job failed (JobFailed): its error is in `message`.",
     503: "The broker cannot be reached.",
     504: "The job did not finish in time; it goes on, and its `job_id` can be polled.",

@@ -16,7 +16,9 @@ router = APIRouter(tags=["health"])
 
 class ReadyOut(BaseModel):
     ready: bool
-    checks: dict[str, dict[str, Any]] = Field(description="broker, database, workers: each {ok, ...} or {ok: false, error}")
+    checks: dict[str, dict[str, Any]] = Field(
+        description="broker, database, workers: each {ok, ...} or {ok: false, error}"
+    )
 
 
 @router.get("/healthz")
@@ -24,8 +26,11 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=ReadyOut,
-            responses={503: {"model": ReadyOut, "description": "not ready: a check failed (see `checks`)"}})
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "not ready: a check failed (see `checks`)"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Ready when the broker and the database answer and at least one worker replies to a ping."""
     service = request.app.state.jobs

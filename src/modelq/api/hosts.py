@@ -64,9 +64,16 @@ class TrustedHosts:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        message = (f"host {host or '(none)'!r} is not served here; to serve it, add it to MODELQ_ALLOWED_HOSTS "
-                   "(allowed_hosts in the config)")  # fmt: skip
+        message = (
+            f"host {host or '(none)'!r} is not served here; to serve it, add it to MODELQ_ALLOWED_HOSTS "
+            "(allowed_hosts in the config)"
+        )
         body = json.dumps({"error": "UntrustedHost", "message": message, "field": "host"}).encode()
-        await send({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

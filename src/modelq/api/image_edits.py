@@ -62,21 +62,32 @@ async def edit_images(
     request: Request,
     prompt: str = Form(..., min_length=1, description="what the image should become"),
     image: list[UploadFile] | None = File(None, description="the init image (PNG, JPEG, WebP, GIF or BMP): one"),
-    images: list[UploadFile] | None = File(None, alias="image[]", description="the same, from a client that sends a list"),
+    images: list[UploadFile] | None = File(
+        None, alias="image[]", description="the same, from a client that sends a list"
+    ),
     mask: UploadFile | None = File(None, description="not supported (inpainting): refused"),
-    model: str | None = Form(None, description="a declared model, a path or a hub id (default MODELQ_IMAGE_DEFAULT_MODEL)"),
+    model: str | None = Form(
+        None, description="a declared model, a path or a hub id (default MODELQ_IMAGE_DEFAULT_MODEL)"
+    ),
     n: int | None = Form(None, description="images to generate (at most MODELQ_IMAGE_MAX_COUNT)"),
-    size: str | None = Form(None, description="'WxH' (multiples of 8) to resize the init image to, or 'auto' for its own size"),
+    size: str | None = Form(
+        None, description="'WxH' (multiples of 8) to resize the init image to, or 'auto' for its own size"
+    ),
     response_format: Literal["url", "b64_json"] = Form("url"),
     output_format: Literal["png"] | None = Form(None),
-    strength: float | None = Form(None, description="0 < strength <= 1: how far to move away from the init image (default 0.8)"),
+    strength: float | None = Form(
+        None, description="0 < strength <= 1: how far to move away from the init image (default 0.8)"
+    ),
     negative_prompt: str | None = Form(None),
     steps: int | None = Form(None),
     guidance: float | None = Form(None),
     seed: int | None = Form(None, description="the same seed and parameters give the same images"),
     scheduler: str | None = Form(None, description="'Euler a', 'DPM++ 2M', ... or a class name"),
-    pipeline: str | None = Form(None, description="an image-to-image class: AutoPipelineForImage2Image (the "
-                                "default), StableDiffusionImg2ImgPipeline or StableDiffusionXLImg2ImgPipeline"),
+    pipeline: str | None = Form(
+        None,
+        description="an image-to-image class: AutoPipelineForImage2Image (the "
+        "default), StableDiffusionImg2ImgPipeline or StableDiffusionXLImg2ImgPipeline",
+    ),
 ) -> dict[str, Any]:
     """OpenAI-compatible image edit (image to image): waits for the job; `url`s point at its artifacts on this API."""
     files = [*(image or []), *(images or [])]
@@ -85,9 +96,20 @@ async def edit_images(
     if mask is not None:
         raise InvalidInput("mask: inpainting masks are not supported; send the image alone", field="mask")
     width, height = parse_size(size)
-    data = {"prompt": prompt, "model": model, "n": n, "width": width, "height": height, "strength": strength,
-            "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance, "seed": seed,
-            "scheduler": scheduler, "pipeline": pipeline}  # fmt: skip
+    data = {
+        "prompt": prompt,
+        "model": model,
+        "n": n,
+        "width": width,
+        "height": height,
+        "strength": strength,
+        "negative_prompt": negative_prompt,
+        "steps": steps,
+        "guidance": guidance,
+        "seed": seed,
+        "scheduler": scheduler,
+        "pipeline": pipeline,
+    }
     upload = await files[0].read()
     job = await run_in_threadpool(submit_edit, request, data, upload)
     done = await run_in_threadpool(wait_images, request, job["id"])

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import Progress
-from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout
+from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout, failure_of_record
 from modelq.jobs.dispatch import INTERACTIVE
 from modelq.jobs.status import JobStatus
 from modelq.models import sources
@@ -44,14 +44,21 @@ TASK = "text2img"
 #: The longest ``GET /results/{id}?wait=`` holds the connection.
 MAX_WAIT_SECONDS = 30.0
 #: Celery's names for a job's state, which seed-style clients print while they poll.
-CELERY_STATES = {"queued": "PENDING", "running": "STARTED", "succeeded": "SUCCESS", "failed": "FAILURE",
-                 "cancelled": "REVOKED"}  # fmt: skip
+CELERY_STATES = {
+    "queued": "PENDING",
+    "running": "STARTED",
+    "succeeded": "SUCCESS",
+    "failed": "FAILURE",
+    "cancelled": "REVOKED",
+}
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 #: OpenAI's requests give width and height as one ``size``: errors about either name it.
 SIZE_FIELDS = {"width": "size", "height": "size"}
 #: The image itself, for the routes that answer a PNG.
-PNG = {"description": "the image (its job's id in `X-Job-Id`, its seed in `X-Seed`)",
-       "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}  # fmt: skip
+PNG = {
+    "description": "the image (its job's id in `X-Job-Id`, its seed in `X-Seed`)",
+    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+}
 #: What a request that waits for its images can meet, besides a malformed body.
 WAIT_ERRORS = error_responses(404, 409, 429, 500, 503, 504)
 
@@ -62,7 +69,9 @@ class ImageGenerationRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     prompt: str = Field(min_length=1)
-    model: str | None = Field(default=None, description="a declared model, a path or a hub id (default MODELQ_IMAGE_DEFAULT_MODEL)")
+    model: str | None = Field(
+        default=None, description="a declared model, a path or a hub id (default MODELQ_IMAGE_DEFAULT_MODEL)"
+    )
     n: int | None = Field(default=None, description="images to generate (at most MODELQ_IMAGE_MAX_COUNT)")
     size: str | None = Field(default=None, description="'WxH' (multiples of 8), or 'auto' for the model's own size")
     response_format: Literal["url", "b64_json"] = "url"
@@ -88,9 +97,15 @@ class GenRequest(BaseModel):
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     num_images_per_prompt: int | None = None
-    generator: int | None = Field(default=None, description="the seed: the same seed and parameters give the same image")
-    pipeline: str | None = Field(default=None, description="StableDiffusionPipeline, StableDiffusionXLPipeline or AutoPipelineForText2Image")
-    scheduler: str | None = Field(default=None, description="'Euler a', 'DPM++ 2M', ... or a class name such as 'PNDMScheduler'")
+    generator: int | None = Field(
+        default=None, description="the seed: the same seed and parameters give the same image"
+    )
+    pipeline: str | None = Field(
+        default=None, description="StableDiffusionPipeline, StableDiffusionXLPipeline or AutoPipelineForText2Image"
+    )
+    scheduler: str | None = Field(
+        default=None, description="'Euler a', 'DPM++ 2M', ... or a class name such as 'PNDMScheduler'"
+    )
     modelid: str | None = Field(default=None, description="a declared model, a path or a hub id")
 
 
@@ -104,16 +119,29 @@ class PendingImage(BaseModel):
 
 
 #: How the seed-style request spells the task's fields (errors name the request's field).
-_GEN_FIELDS = {"steps": "num_inference_steps", "guidance": "guidance_scale", "n": "num_images_per_prompt",
-               "seed": "generator", "model": "modelid"}  # fmt: skip
+_GEN_FIELDS = {
+    "steps": "num_inference_steps",
+    "guidance": "guidance_scale",
+    "n": "num_images_per_prompt",
+    "seed": "generator",
+    "model": "modelid",
+}
 
 
 def _gen_input(body: GenRequest) -> dict[str, Any]:
     return {
-        "prompt": body.prompt, "negative_prompt": body.negative_prompt, "width": body.width, "height": body.height,
-        "steps": body.num_inference_steps, "guidance": body.guidance_scale, "n": body.num_images_per_prompt,
-        "seed": body.generator, "pipeline": body.pipeline, "scheduler": body.scheduler, "model": body.modelid,
-    }  # fmt: skip
+        "prompt": body.prompt,
+        "negative_prompt": body.negative_prompt,
+        "width": body.width,
+        "height": body.height,
+        "steps": body.num_inference_steps,
+        "guidance": body.guidance_scale,
+        "n": body.num_images_per_prompt,
+        "seed": body.generator,
+        "pipeline": body.pipeline,
+        "scheduler": body.scheduler,
+        "model": body.modelid,
+    }
 
 
 def check_model(settings: Any, model: str) -> None:
@@ -139,8 +167,9 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     return int(match.group(1)), int(match.group(2))
 
 
-def submit(request: Request, data: dict[str, Any], names: dict[str, str] | None = None, *,
-           interactive: bool = False) -> dict[str, Any]:  # fmt: skip
+def submit(
+    request: Request, data: dict[str, Any], names: dict[str, str] | None = None, *, interactive: bool = False
+) -> dict[str, Any]:
     """Check a request against the API's settings (caps, names, the model) and queue its job
     (``interactive``: a client waits on it, so it goes ahead of batch jobs)."""
     service = request.app.state.jobs
@@ -158,7 +187,8 @@ def _raise_for(request: Request, job: dict[str, Any], model_field: str = "model"
     if job["status"] == JobStatus.CANCELLED.value:
         raise JobCancelled(job["id"])
     error = job.get("error") or job["status"]
-    kind, _, message = error.partition(": ")
+    failure = failure_of_record(job)
+    kind, message = failure["type"], failure["message"]
     if kind == "InvalidInput":  # refused by the worker's own check (its caps, its pipeline's arguments)
         raise InvalidInput(message, job_id=job["id"])
     model = (job.get("input") or {}).get("model")
@@ -175,7 +205,9 @@ def _raise_for(request: Request, job: dict[str, Any], model_field: str = "model"
 
 def _images(request: Request, job: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
     service = request.app.state.jobs
-    return [(image, service.artifact_path(job["id"], image["name"], owner_of(request))) for image in job["result"]["images"]]
+    return [
+        (image, service.artifact_path(job["id"], image["name"], owner_of(request))) for image in job["result"]["images"]
+    ]
 
 
 def wait_images(request: Request, job_id: str, model_field: str = "model") -> dict[str, Any]:
@@ -242,14 +274,21 @@ async def generate_async(body: GenRequest, request: Request) -> dict[str, str]:
     return {"taskid": job["id"]}
 
 
-@router.get("/results/{task_id}", response_class=FileResponse,
-            responses={200: PNG, 202: {"model": PendingImage, "description": "still queued or running"},
-                       **error_responses(404, 409, 500)})  # fmt: skip
+@router.get(
+    "/results/{task_id}",
+    response_class=FileResponse,
+    responses={
+        200: PNG,
+        202: {"model": PendingImage, "description": "still queued or running"},
+        **error_responses(404, 409, 500),
+    },
+)
 async def results(
     task_id: str,
     request: Request,
-    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False,
-                        description="long-poll: wait up to this many seconds"),  # fmt: skip
+    wait: float = Query(
+        0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False, description="long-poll: wait up to this many seconds"
+    ),
     index: int = Query(0, ge=0, description="which image of the job (0 = the first)"),
 ) -> Any:
     """202 with `{"task": "PENDING"|"STARTED", ...}` while pending; 200 with the PNG when done; a JSON error if it failed."""
@@ -264,8 +303,12 @@ async def results(
         except JobTimeout:
             job = await run_in_threadpool(service.get, task_id, owner)
     if not JobStatus(job["status"]).finished:
-        pending = {"task": CELERY_STATES[job["status"]], "status": job["status"], "progress": job["progress"],
-                   "queue_position": job.get("queue_position")}  # fmt: skip
+        pending = {
+            "task": CELERY_STATES[job["status"]],
+            "status": job["status"],
+            "progress": job["progress"],
+            "queue_position": job.get("queue_position"),
+        }
         return JSONResponse(pending, status_code=202)
     if job["status"] != JobStatus.SUCCEEDED.value:
         _raise_for(request, job, _GEN_FIELDS["model"])

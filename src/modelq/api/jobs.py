@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JobList, JobOut, JobRequest, OwnerList, OwnerOut, TaskOut, event_stream
-from modelq.errors import JobTimeout
+from modelq.errors import InvalidInput, JobTimeout
 from modelq.jobs.dispatch import weight_of
 from modelq.jobs.service import JobService
 from modelq.jobs.status import JobStatus
@@ -37,9 +37,15 @@ def _job_response(job: dict) -> JSONResponse:
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=200 if finished else 202)
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobOut,
-             responses={200: {"model": JobOut, "description": "an idempotency key returned an earlier job"},
-                        **error_responses(404, 429, 503)})  # fmt: skip
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=JobOut,
+    responses={
+        200: {"model": JobOut, "description": "an idempotency key returned an earlier job"},
+        **error_responses(404, 429, 503),
+    },
+)
 async def submit_job(body: JobRequest, request: Request) -> JSONResponse:
     """Submit a job; answers 202 with its id at once (200 when an idempotency key returned an earlier job)."""
     job = await run_in_threadpool(
@@ -63,8 +69,19 @@ async def list_jobs(
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> JobList:
     """Jobs, newest first, filtered by status, task or queue."""
+    most = _service(request).settings.max_page_size
+    if limit > most:
+        raise InvalidInput(
+            f"limit must be at most {most} (MODELQ_MAX_PAGE_SIZE), got {limit}", field="limit", limit=most
+        )
     page = await run_in_threadpool(
-        _service(request).list, owner=owner_of(request), status=status, task=task, queue=queue, limit=limit, offset=offset
+        _service(request).list,
+        owner=owner_of(request),
+        status=status,
+        task=task,
+        queue=queue,
+        limit=limit,
+        offset=offset,
     )
     return JobList(jobs=[JobOut(**job) for job in page.jobs], total=page.total, limit=limit, offset=offset)
 
@@ -75,17 +92,29 @@ async def list_owners(request: Request) -> OwnerList:
     with API keys, the caller's own only."""
     service, owner = _service(request), owner_of(request)
     counts = await run_in_threadpool(service.store.owner_counts, owner)
-    return OwnerList(owners=[OwnerOut(owner=name, weight=weight_of(service.settings, name), **row)
-                             for name, row in sorted(counts.items())])  # fmt: skip
+    return OwnerList(
+        owners=[
+            OwnerOut(owner=name, weight=weight_of(service.settings, name), **row)
+            for name, row in sorted(counts.items())
+        ]
+    )
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobOut,
-            responses={202: {"model": JobOut, "description": "queued or running"}, **error_responses(404)})
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobOut,
+    responses={202: {"model": JobOut, "description": "queued or running"}, **error_responses(404)},
+)
 async def get_job(
     job_id: str,
     request: Request,
-    wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False,
-                        description="long-poll: wait up to this many seconds for the job to finish"),  # fmt: skip
+    wait: float = Query(
+        0,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        allow_inf_nan=False,
+        description="long-poll: wait up to this many seconds for the job to finish",
+    ),
 ) -> JSONResponse:
     """A job: 202 while queued or running (with progress and queue position), 200 once finished."""
     service = _service(request)
@@ -104,8 +133,11 @@ async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     return JSONResponse(JobOut(**job).model_dump(mode="json"), status_code=200)
 
 
-@router.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
-            responses={**event_stream("a `job` event on each change, then `end`", ("job", "end")), **error_responses(404)})
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={**event_stream("a `job` event on each change, then `end`", ("job", "end")), **error_responses(404)},
+)
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
     """Server-Sent Events: a `job` event on every change of status or progress, `end` when finished."""
     service = _service(request)
@@ -136,10 +168,17 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/v1/jobs/{job_id}/artifacts/{name}", response_class=FileResponse,
-            responses={200: {"description": "the file, as the media type its name implies",
-                             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
-                       **error_responses(404)})  # fmt: skip
+@router.get(
+    "/v1/jobs/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "the file, as the media type its name implies",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **error_responses(404),
+    },
+)
 async def job_artifact(job_id: str, name: str, request: Request) -> Response:
     """A file the job produced (an image, a document)."""
     path = await run_in_threadpool(_service(request).artifact_path, job_id, name, owner_of(request))

@@ -16,21 +16,30 @@ from typing import Any
 OPENAI_PATHS = frozenset({"/v1/embeddings", "/v1/images/generations", "/v1/images/edits", "/v1/models"})
 
 #: OpenAI's error ``type`` for an HTTP status.
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def openai_error(status: int, body: dict[str, Any]) -> dict[str, Any]:
     """A modelq error body as OpenAI's: ``{"error": {"message", "type", "param", "code", ...}}``."""
     extra = {key: value for key, value in body.items() if key not in ("error", "message", "field", "detail")}
-    return {"error": {
-        "message": str(body.get("message") or body.get("detail") or "error"),
-        "type": _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
-        "param": body.get("field"),
-        "code": body.get("error") if isinstance(body.get("error"), str) else None,
-        **extra,
-    }}  # fmt: skip
+    return {
+        "error": {
+            "message": str(body.get("message") or body.get("detail") or "error"),
+            "type": _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "param": body.get("field"),
+            "code": body.get("error") if isinstance(body.get("error"), str) else None,
+            **extra,
+        }
+    }
 
 
 class OpenAIErrorShape:

@@ -21,7 +21,9 @@ def _plain_json(value: Any, where: str = "") -> Any:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise ValueError(f"{where or 'text'} is not valid Unicode (a lone surrogate at character {exc.start})") from None
+            raise ValueError(
+                f"{where or 'text'} is not valid Unicode (a lone surrogate at character {exc.start})"
+            ) from None
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where or 'number'} is {value}: JSON numbers are finite")
     elif isinstance(value, dict):
@@ -46,8 +48,10 @@ class JobRequest(BaseModel):
     task: str = Field(min_length=1, max_length=200, description="registered task name, e.g. 'echo'")
     input: JsonObject = Field(default_factory=dict, description="keyword arguments of the task")
     priority: int | Literal["interactive", "batch"] | None = Field(
-        default=None, description="0 (lowest) to 9 (highest); 'interactive' (9: a client waits on it, it goes ahead "
-                                  "of batch jobs) or 'batch' (none, the default)")
+        default=None,
+        description="0 (lowest) to 9 (highest); 'interactive' (9: a client waits on it, it goes ahead "
+        "of batch jobs) or 'batch' (none, the default)",
+    )
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=200, description="a resubmission with the same key returns the same job"
     )
@@ -67,6 +71,15 @@ class Progress(BaseModel):
     message: str | None = None
 
 
+class Failure(BaseModel):
+    """Why a job failed, structured (the same as its one-line ``error``)."""
+
+    type: str = Field(description="the error's class, e.g. InvalidInput, ModelLoadError, ValueError")
+    message: str
+    field: str | None = Field(default=None, description="the input field at fault, when the error names one")
+    details: dict[str, Any] = Field(default_factory=dict, description="the error's own data (e.g. model, limit)")
+
+
 class JobOut(BaseModel):
     id: str
     task: str
@@ -83,11 +96,13 @@ class JobOut(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+    failure: Failure | None = None
     result: Any = None
     artifacts: list[dict[str, Any]] = []
     idempotency_key: str | None = None
-    republished: int = Field(default=0, description="times the reconciler published the job again after the broker "
-                                                    "lost its message")
+    republished: int = Field(
+        default=0, description="times the reconciler published the job again after the broker lost its message"
+    )
     created: bool | None = Field(default=None, description="False when an idempotency key returned an earlier job")
 
 
@@ -132,7 +147,9 @@ def event_stream(description: str, events: tuple[str, ...]) -> dict[int | str, d
             "retry": {"type": "integer"},
         },
     }
-    return {200: {"description": f"Server-Sent Events: {description}", "content": {"text/event-stream": {"schema": event}}}}
+    return {
+        200: {"description": f"Server-Sent Events: {description}", "content": {"text/event-stream": {"schema": event}}}
+    }
 
 
 class OpenAIErrorDetail(BaseModel):

@@ -42,24 +42,40 @@ class GenerateVariantsRequest(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-@router.post("/api/generate_variants", status_code=202, response_model=JobOut,
-             responses={200: {"model": JobOut, "description": "an idempotency key returned an earlier job"},
-                        **error_responses(429, 503)})  # fmt: skip
+@router.post(
+    "/api/generate_variants",
+    status_code=202,
+    response_model=JobOut,
+    responses={
+        200: {"model": JobOut, "description": "an idempotency key returned an earlier job"},
+        **error_responses(429, 503),
+    },
+)
 async def generate_variants(body: GenerateVariantsRequest, request: Request) -> JSONResponse:
     """Queue a timetable job; 422 names the field (for ``.ctt`` text, the line and what was expected)."""
     job_input: dict[str, Any] = {
         key: value
-        for key, value in body.model_dump(exclude={"organization_id", "semester", "academic_year", "idempotency_key"}).items()
+        for key, value in body.model_dump(
+            exclude={"organization_id", "semester", "academic_year", "idempotency_key"}
+        ).items()
         if value is not None
     }
-    job_input["meta"] = {"organization_id": body.organization_id, "semester": body.semester,
-                         "academic_year": body.academic_year}  # fmt: skip
+    job_input["meta"] = {
+        "organization_id": body.organization_id,
+        "semester": body.semester,
+        "academic_year": body.academic_year,
+    }
     # Checked here with the request's own field names (`ctt`, `instance.rooms[2]`, ...).
     await run_in_threadpool(check_input, job_input, "")
     service = request.app.state.jobs
     job = await run_in_threadpool(
-        service.submit, "timetable", job_input, idempotency_key=body.idempotency_key,
+        service.submit,
+        "timetable",
+        job_input,
+        idempotency_key=body.idempotency_key,
         owner=owner_of(request) or "",
-    )  # fmt: skip
+    )
     out = JobOut(**job).model_dump(mode="json")
-    return JSONResponse(out, status_code=202 if job.get("created") else 200, headers={"Location": f"/v1/jobs/{job['id']}"})
+    return JSONResponse(
+        out, status_code=202 if job.get("created") else 200, headers={"Location": f"/v1/jobs/{job['id']}"}
+    )

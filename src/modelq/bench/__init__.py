@@ -40,15 +40,54 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("queue", "modelq.bench.queue", "P1", "no-op job round trip and throughput vs raw Celery, same broker"),
         Scenario("up", "modelq.bench.up", "P7", "`modelq up` from spawn to accepting and finishing a job"),
-        Scenario("llm", "modelq.bench.llm", "P5", "168 LLM calls of 3.5 s on one io worker vs one call and one at a time"),
-        Scenario("warm", "modelq.bench.warm", "P2", "a warm model job (MiniLM encode of 32) vs the same call in-process"),
-        Scenario("embed", "modelq.bench.embed", "P3", "many one-sentence embed jobs, batched, vs in-process encode and vs no batching"),
-        Scenario("switch", "modelq.bench.switch", "P4", "mixed stream over two models with room for one vs a single-model stream"),
-        Scenario("timetable", "modelq.bench.timetable", "P6", "timetable islands on 2 workers vs 1 at equal evaluations, best scores per mode"),
-        Scenario("itc", "modelq.bench.itc", "T1", "ITC-2007 comp01-comp07 at a fixed time budget on 1 and 2 workers, beside the winner"),
-        Scenario("cluster", "modelq.bench.cluster", "C1", "bursts and Poisson arrivals over 3 models on 1, 2, 4 workers vs a static placement"),
-        Scenario("fairness", "modelq.bench.fairness", "F1", "owner B's 10 jobs behind owner A's 500, interactive behind a batch, vs first in first out"),
-        Scenario("chaos", "modelq.bench.chaos", "R1", "jobs submitted while workers and the broker are killed: lost and run twice at once"),
+        Scenario(
+            "llm", "modelq.bench.llm", "P5", "168 LLM calls of 3.5 s on one io worker vs one call and one at a time"
+        ),
+        Scenario(
+            "warm", "modelq.bench.warm", "P2", "a warm model job (MiniLM encode of 32) vs the same call in-process"
+        ),
+        Scenario(
+            "embed",
+            "modelq.bench.embed",
+            "P3",
+            "many one-sentence embed jobs, batched, vs in-process encode and vs no batching",
+        ),
+        Scenario(
+            "switch",
+            "modelq.bench.switch",
+            "P4",
+            "mixed stream over two models with room for one vs a single-model stream",
+        ),
+        Scenario(
+            "timetable",
+            "modelq.bench.timetable",
+            "P6",
+            "timetable islands on 2 workers vs 1 at equal evaluations, best scores per mode",
+        ),
+        Scenario(
+            "itc",
+            "modelq.bench.itc",
+            "T1",
+            "ITC-2007 comp01-comp07 at a fixed time budget on 1 and 2 workers, beside the winner",
+        ),
+        Scenario(
+            "cluster",
+            "modelq.bench.cluster",
+            "C1",
+            "bursts and Poisson arrivals over 3 models on 1, 2, 4 workers vs a static placement",
+        ),
+        Scenario(
+            "fairness",
+            "modelq.bench.fairness",
+            "F1",
+            "owner B's 10 jobs behind owner A's 500, interactive behind a batch, vs first in first out",
+        ),
+        Scenario(
+            "chaos",
+            "modelq.bench.chaos",
+            "R1",
+            "jobs submitted while workers and the broker are killed: lost and run twice at once",
+        ),
     )
 }
 
@@ -80,9 +119,7 @@ def run_scenario(
     """
     spec = SCENARIOS.get(scenario)
     if spec is None:
-        raise InvalidInput(
-            f"unknown scenario {scenario!r}; known scenarios: {', '.join(SCENARIOS)}", field="scenario"
-        )
+        raise InvalidInput(f"unknown scenario {scenario!r}; known scenarios: {', '.join(SCENARIOS)}", field="scenario")
     from modelq.bench import report as reporting
 
     say = reporting.progress_printer()

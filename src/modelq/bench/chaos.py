@@ -102,11 +102,30 @@ SETTLE_TIMEOUT = 90.0
 BUSY_TIMEOUT = 20.0
 
 #: What happens where in the stream: (jobs accepted before it, event).
-QUICK_PLAN = [(10, "kill_child"), (20, "long_job"), (25, "kill_broker"), (32, "take_message"), (40, "kill_worker"),
-              (50, "flush_broker")]  # fmt: skip
-FULL_PLAN = [(20, "kill_child"), (40, "kill_worker"), (60, "long_job"), (65, "kill_broker"), (80, "take_message"),
-             (90, "kill_child"), (100, "flush_broker"), (110, "kill_worker"), (130, "long_job"), (135, "wipe_broker"),
-             (150, "take_message"), (160, "kill_child"), (170, "flush_broker"), (180, "kill_worker")]  # fmt: skip
+QUICK_PLAN = [
+    (10, "kill_child"),
+    (20, "long_job"),
+    (25, "kill_broker"),
+    (32, "take_message"),
+    (40, "kill_worker"),
+    (50, "flush_broker"),
+]
+FULL_PLAN = [
+    (20, "kill_child"),
+    (40, "kill_worker"),
+    (60, "long_job"),
+    (65, "kill_broker"),
+    (80, "take_message"),
+    (90, "kill_child"),
+    (100, "flush_broker"),
+    (110, "kill_worker"),
+    (130, "long_job"),
+    (135, "wipe_broker"),
+    (150, "take_message"),
+    (160, "kill_child"),
+    (170, "flush_broker"),
+    (180, "kill_worker"),
+]
 #: The reconciler's grace and interval here: lost messages come back within seconds.
 RECONCILE_GRACE = 3
 RECONCILE_INTERVAL = 1
@@ -211,10 +230,28 @@ class Chaos:
         if not self.reconcile:
             self._settle()
             return
-        watcher = Child("chaos-watch@modelq-bench",
-                        [sys.executable, "-m", "modelq", "worker", "-Q", "io", "--pool", "threads", "-c", "1",
-                         "--loglevel", "WARNING", "--hostname", "chaos-watch@modelq-bench"],
-                        env=self.env, cwd=self.home, log=self.home / "watcher.log")  # fmt: skip
+        watcher = Child(
+            "chaos-watch@modelq-bench",
+            [
+                sys.executable,
+                "-m",
+                "modelq",
+                "worker",
+                "-Q",
+                "io",
+                "--pool",
+                "threads",
+                "-c",
+                "1",
+                "--loglevel",
+                "WARNING",
+                "--hostname",
+                "chaos-watch@modelq-bench",
+            ],
+            env=self.env,
+            cwd=self.home,
+            log=self.home / "watcher.log",
+        )
         self.stack.callback(watcher.stop)
         self._settle()
 
@@ -226,10 +263,26 @@ class Chaos:
     def _spawn(self, i: int) -> Child:
         return Child(
             self._name(i),
-            [sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "prefork", "-c", str(CONCURRENCY),
-             "--loglevel", "WARNING", "--hostname", self._name(i)],
-            env=self.env, cwd=self.home, log=self.home / f"worker-{i}.log",
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "modelq",
+                "worker",
+                "-Q",
+                "default",
+                "--pool",
+                "prefork",
+                "-c",
+                str(CONCURRENCY),
+                "--loglevel",
+                "WARNING",
+                "--hostname",
+                self._name(i),
+            ],
+            env=self.env,
+            cwd=self.home,
+            log=self.home / f"worker-{i}.log",
+        )
 
     def _settle(self) -> None:
         """Wait until every worker answers a ping (after a restart of it or of the broker)."""
@@ -251,7 +304,9 @@ class Chaos:
         """A worker that exited without being killed is a finding: note it, and start it again."""
         for i, worker in enumerate(self.workers):
             if not worker.alive():
-                self._event("worker_exited", worker=self._name(i), code=worker.proc.returncode, log=worker.log_tail(300))
+                self._event(
+                    "worker_exited", worker=self._name(i), code=worker.proc.returncode, log=worker.log_tail(300)
+                )
                 self.workers[i] = self._spawn(i)
 
     def _busy(self, i: int) -> list[str]:
@@ -319,8 +374,11 @@ class Chaos:
         """Submit a job that outlasts the next broker outage, and wait for it to start."""
         job_id = wait_until(lambda: self._submit(LONG_JOB_SECONDS), timeout=SETTLE_TIMEOUT, what="a long job accepted")
         self.long_jobs.append(job_id)
-        wait_until(lambda: job_id in running(read_log(self.log)).values(), timeout=SETTLE_TIMEOUT,
-                   what=f"long job {job_id} to start")  # fmt: skip
+        wait_until(
+            lambda: job_id in running(read_log(self.log)).values(),
+            timeout=SETTLE_TIMEOUT,
+            what=f"long job {job_id} to start",
+        )
         self._event("long_job", job=job_id, seconds=LONG_JOB_SECONDS)
 
     def _kill_child(self, nth: int) -> None:
@@ -349,8 +407,9 @@ class Chaos:
 
         order = [(nth + k) % WORKERS for k in range(WORKERS)]
         try:
-            i = wait_until(lambda: [j for j in order if full(j)], timeout=BUSY_TIMEOUT,
-                           what="a worker with every process busy")[0]  # fmt: skip
+            i = wait_until(
+                lambda: [j for j in order if full(j)], timeout=BUSY_TIMEOUT, what="a worker with every process busy"
+            )[0]
         except BenchError:
             i = order[0]  # reported: at_capacity is False
         worker = self.workers[i]
@@ -361,8 +420,13 @@ class Chaos:
         wait_until(lambda: not still_running(tree[1:]), timeout=10, what=f"{self._name(i)} to die")
         dead_at = time.time()
         self.kills += [(pid, dead_at) for pid, _ in tree]
-        self._event("kill_worker", worker=self._name(i), processes=len(tree), running_jobs=len(busy),
-                    at_capacity=len(busy) == CONCURRENCY)  # fmt: skip
+        self._event(
+            "kill_worker",
+            worker=self._name(i),
+            processes=len(tree),
+            running_jobs=len(busy),
+            at_capacity=len(busy) == CONCURRENCY,
+        )
         self.workers[i] = self._spawn(i)
 
     def _take_message(self, nth: int) -> None:
@@ -400,8 +464,11 @@ class Chaos:
         unacknowledged message and every queue binding gone.
         """
         try:
-            i = wait_until(lambda: [j for j in range(WORKERS) if 0 < len(self._busy(j)) < CONCURRENCY],
-                           timeout=BUSY_TIMEOUT, what="a worker with a job running and a process free")[0]  # fmt: skip
+            i = wait_until(
+                lambda: [j for j in range(WORKERS) if 0 < len(self._busy(j)) < CONCURRENCY],
+                timeout=BUSY_TIMEOUT,
+                what="a worker with a job running and a process free",
+            )[0]
         except BenchError:
             i = None  # reported: waiting_worker is None
         pid = self.broker.pid()
@@ -413,13 +480,20 @@ class Chaos:
         wait_until(lambda: not still_running([server]), timeout=10, what="the broker to die")
         self.down_since = time.monotonic()
         self.wipe = wipe
-        self._event("wipe_broker" if wipe else "kill_broker", pid=pid,
-                    running_jobs=sum(len(self._busy(j)) for j in range(WORKERS)),
-                    waiting_worker=None if i is None else self._name(i))  # fmt: skip
+        self._event(
+            "wipe_broker" if wipe else "kill_broker",
+            pid=pid,
+            running_jobs=sum(len(self._busy(j)) for j in range(WORKERS)),
+            waiting_worker=None if i is None else self._name(i),
+        )
 
     def _broker_up(self) -> None:
         if self.wipe:
-            for stale in [self.broker.dir / "appendonlydir", *self.broker.dir.glob("*.aof"), *self.broker.dir.glob("*.rdb")]:
+            for stale in [
+                self.broker.dir / "appendonlydir",
+                *self.broker.dir.glob("*.aof"),
+                *self.broker.dir.glob("*.rdb"),
+            ]:
                 if stale.is_dir():
                     shutil.rmtree(stale)
                 else:
@@ -448,7 +522,9 @@ class Chaos:
         return records
 
 
-def analyse(accepted: list[str], records: dict[str, dict[str, Any] | None], all_runs: list[dict[str, Any]]) -> dict[str, Any]:
+def analyse(
+    accepted: list[str], records: dict[str, dict[str, Any] | None], all_runs: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The job figures (see the module docstring) from the records and the runs in the task's log."""
     mine = set(accepted)
     started: dict[str, int] = {}
@@ -470,23 +546,39 @@ def analyse(accepted: list[str], records: dict[str, dict[str, Any] | None], all_
         "runs": len(all_runs),
         "killed_runs": sum(r["ended"] == "killed" for r in all_runs),
         "unexplained_open_runs": sum(r["ended"] == "unexplained" for r in all_runs),
-        "lost_jobs": [{"id": j, "status": s, "attempts": (records.get(j) or {}).get("attempts")}
-                      for j, s in status.items() if not is_finished(s)],  # fmt: skip
-        "failed_jobs": [{"id": j, "status": s, "error": (records.get(j) or {}).get("error"),
-                         "attempts": (records.get(j) or {}).get("attempts")}
-                        for j, s in status.items() if s in ("failed", "cancelled")],  # fmt: skip
+        "lost_jobs": [
+            {"id": j, "status": s, "attempts": (records.get(j) or {}).get("attempts")}
+            for j, s in status.items()
+            if not is_finished(s)
+        ],
+        "failed_jobs": [
+            {
+                "id": j,
+                "status": s,
+                "error": (records.get(j) or {}).get("error"),
+                "attempts": (records.get(j) or {}).get("attempts"),
+            }
+            for j, s in status.items()
+            if s in ("failed", "cancelled")
+        ],
         # each job that ran twice at once, with its runs (pid, start, end, how it ended) and record
-        "duplicated_jobs": [{"id": j, "attempts": (records.get(j) or {}).get("attempts"),
-                             "republished": (records.get(j) or {}).get("republished"),
-                             "runs": [{k: r.get(k) for k in ("pid", "start", "end", "ended")}
-                                      for r in all_runs if r["job"] == j]}
-                            for j in sorted(concurrent_jobs(all_runs) & mine)],  # fmt: skip
+        "duplicated_jobs": [
+            {
+                "id": j,
+                "attempts": (records.get(j) or {}).get("attempts"),
+                "republished": (records.get(j) or {}).get("republished"),
+                "runs": [{k: r.get(k) for k in ("pid", "start", "end", "ended")} for r in all_runs if r["job"] == j],
+            }
+            for j in sorted(concurrent_jobs(all_runs) & mine)
+        ],
     }
 
 
 def _report(figures: dict[str, Any]) -> Report:
-    meets = {"lost": figures["lost"] <= TARGET["lost"],
-             "duplicated_concurrently": figures["duplicated_concurrently"] <= TARGET["duplicated_concurrently"]}  # fmt: skip
+    meets = {
+        "lost": figures["lost"] <= TARGET["lost"],
+        "duplicated_concurrently": figures["duplicated_concurrently"] <= TARGET["duplicated_concurrently"],
+    }
     figures.update(
         scenario="chaos",
         target=dict(TARGET),
@@ -503,7 +595,12 @@ def _report(figures: dict[str, Any]) -> Report:
         ["succeeded", str(f["succeeded"]), f"= {f['submitted']}", verdict(f["succeeded"] == f["submitted"])],
         ["failed", str(f["failed"]), "", ""],
         ["lost", str(f["lost"]), "= 0", verdict(meets["lost"])],
-        ["duplicated concurrently", str(f["duplicated_concurrently"]), "= 0", verdict(meets["duplicated_concurrently"])],
+        [
+            "duplicated concurrently",
+            str(f["duplicated_concurrently"]),
+            "= 0",
+            verdict(meets["duplicated_concurrently"]),
+        ],
         ["ran more than once (one after the other)", str(f["ran_more_than_once"]), "", ""],
         ["completed more than once", str(f["completed_more_than_once"]), "", ""],
         ["max attempts", str(f["max_attempts"]), "", ""],
@@ -514,7 +611,7 @@ def _report(figures: dict[str, Any]) -> Report:
         ["messages taken off the queue / broker flushes", f"{f['messages_taken']} / {f['broker_flushes']}", "", ""],
         ["jobs the reconciler published again", str(f["republished"]), "", ""],
         ["wall", f"{f['wall_seconds']:.1f} s", "", ""],
-    ]  # fmt: skip
+    ]
     return Report(
         scenario="chaos",
         title="R1: jobs under worker kills, broker restarts and lost messages (embedded Redis)",
@@ -522,13 +619,31 @@ def _report(figures: dict[str, Any]) -> Report:
         columns=["", "value", "target", "met"],
         rows=rows,
         panels=[
-            Panel("accepted jobs", "jobs", {"submitted": f["submitted"], "succeeded": f["succeeded"], "failed": f["failed"],
-                                            "lost": f["lost"], "run twice at once": f["duplicated_concurrently"]}),
-            Panel("chaos", "count", {"worker kills": f["worker_kills"], "broker restarts": f["broker_restarts"],
-                                     "messages taken": f["messages_taken"], "broker flushes": f["broker_flushes"],
-                                     "republished": f["republished"], "refused": f["refused"],
-                                     "runs killed": f["killed_runs"]}),
-        ],  # fmt: skip
+            Panel(
+                "accepted jobs",
+                "jobs",
+                {
+                    "submitted": f["submitted"],
+                    "succeeded": f["succeeded"],
+                    "failed": f["failed"],
+                    "lost": f["lost"],
+                    "run twice at once": f["duplicated_concurrently"],
+                },
+            ),
+            Panel(
+                "chaos",
+                "count",
+                {
+                    "worker kills": f["worker_kills"],
+                    "broker restarts": f["broker_restarts"],
+                    "messages taken": f["messages_taken"],
+                    "broker flushes": f["broker_flushes"],
+                    "republished": f["republished"],
+                    "refused": f["refused"],
+                    "runs killed": f["killed_runs"],
+                },
+            ),
+        ],
         notes=[
             f"{WORKERS} prefork workers x {CONCURRENCY}, visibility timeout {VISIBILITY_TIMEOUT} s, jobs of {JOB_SECONDS} s "
             f"and long jobs of {LONG_JOB_SECONDS:g} s across broker outages; a killed run ends when its process is known "

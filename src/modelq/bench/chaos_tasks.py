@@ -74,8 +74,9 @@ def runs(events: list[dict[str, Any]], kills: list[tuple[int, float]]) -> list[d
     """
     found: dict[str, dict[str, Any]] = {}
     for event in events:
-        run = found.setdefault(event["run"], {"run": event["run"], "job": event["job"], "pid": event["pid"],
-                                              "start": None, "end": None})  # fmt: skip
+        run = found.setdefault(
+            event["run"], {"run": event["run"], "job": event["job"], "pid": event["pid"], "start": None, "end": None}
+        )
         run[event["event"]] = event["t"]
     out = []
     for run in found.values():

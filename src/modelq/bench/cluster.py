@@ -151,14 +151,21 @@ def plan_for(quick: bool) -> Plan:
     if not load_seconds >= 0:
         raise BenchError(f"{LOAD_SECONDS_ENV} must be a number of seconds >= 0, got {raw!r}")
     if quick:
-        chosen = Plan(workers=(1, 2), jobs=24, shifting_jobs=24, load_seconds=load_seconds, job_seconds=0.05,
-                      poisson_seconds=4.0)  # fmt: skip
+        chosen = Plan(
+            workers=(1, 2), jobs=24, shifting_jobs=24, load_seconds=load_seconds, job_seconds=0.05, poisson_seconds=4.0
+        )
     else:
         # Phases grow with L beyond 2 s, so a load stays as small a part of them (L = 10 s: bursts of
         # 1000 and 4000 jobs, 300 s of Poisson arrivals); the ratios then compare like with like.
         scale = max(load_seconds / FULL_LOAD_SECONDS, 1.0)
-        chosen = Plan(workers=(1, 2, 4), jobs=round(200 * scale), shifting_jobs=round(800 * scale),
-                      load_seconds=load_seconds, job_seconds=0.1, poisson_seconds=60.0 * scale)  # fmt: skip
+        chosen = Plan(
+            workers=(1, 2, 4),
+            jobs=round(200 * scale),
+            shifting_jobs=round(800 * scale),
+            load_seconds=load_seconds,
+            job_seconds=0.1,
+            poisson_seconds=60.0 * scale,
+        )
     streams = subset(STREAMS_ENV, STREAMS, str)
     workers = subset(WORKERS_ENV, chosen.workers, int)
     return dataclasses.replace(chosen, streams=streams, workers=workers)
@@ -176,8 +183,9 @@ def scheduling_factors() -> dict[str, float]:
 
     defaults = Settings.model_fields
     names = {"switch_factor": "affinity_switch_factor", "max_wait": "affinity_max_wait"}
-    return {key: float(os.environ.get(f"MODELQ_{field.upper()}", defaults[field].default))
-            for key, field in names.items()}  # fmt: skip
+    return {
+        key: float(os.environ.get(f"MODELQ_{field.upper()}", defaults[field].default)) for key, field in names.items()
+    }
 
 
 def subset(variable: str, full: tuple, convert: Callable[[str], Any]) -> tuple:
@@ -270,8 +278,9 @@ def start_bench(stack: ExitStack, home: Path, plan: Plan, say: Callable[[str], N
     return Bench(home=home, app=app, client=Client.in_process(app=app), models_json=models_json)
 
 
-def start_workers(stack: ExitStack, bench: Bench, hostnames: list[str], pinned: list[str] | None,
-                  say: Callable[[str], None]) -> list[Child]:  # fmt: skip
+def start_workers(
+    stack: ExitStack, bench: Bench, hostnames: list[str], pinned: list[str] | None, say: Callable[[str], None]
+) -> list[Child]:
     """One threads-pool worker (-c 1) per hostname, all started at once; stopped by ``stack``."""
     from modelq.bench import cluster_tasks
 
@@ -279,14 +288,35 @@ def start_workers(stack: ExitStack, bench: Bench, hostnames: list[str], pinned: 
     for i, hostname in enumerate(hostnames):
         extra = {"MODELQ_WORKER_MODELS": pinned[i]} if pinned else {}
         extra.update(scheduling_settings())
-        env = child_env(bench.home, MODELQ_IMPORTS=cluster_tasks.__name__, MODELQ_MODELS=bench.models_json,
-                        MODELQ_CPU_MAX_MODELS="1", **extra)  # fmt: skip
+        env = child_env(
+            bench.home,
+            MODELQ_IMPORTS=cluster_tasks.__name__,
+            MODELQ_MODELS=bench.models_json,
+            MODELQ_CPU_MAX_MODELS="1",
+            **extra,
+        )
         child = Child(
             f"modelq worker {hostname}",
-            [sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "threads", "-c", "1",
-             "--loglevel", "WARNING", "--hostname", hostname],
-            env=env, cwd=bench.home, log=bench.home / "logs" / f"{hostname.partition('@')[0]}.log",
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "modelq",
+                "worker",
+                "-Q",
+                "default",
+                "--pool",
+                "threads",
+                "-c",
+                "1",
+                "--loglevel",
+                "WARNING",
+                "--hostname",
+                hostname,
+            ],
+            env=env,
+            cwd=bench.home,
+            log=bench.home / "logs" / f"{hostname.partition('@')[0]}.log",
+        )
         stack.callback(child.stop)
         children.append(child)
     stack.callback(forget, bench, hostnames)
@@ -329,8 +359,9 @@ def forget(bench: Bench, hostnames: list[str]) -> None:
 # Streams ----------------------------------------------------------------------------------
 
 
-def submit_stream(bench: Bench, plan: Plan, stream: str, workers: int,
-                  check: Callable[[], None]) -> list[tuple[str, str]]:  # fmt: skip
+def submit_stream(
+    bench: Bench, plan: Plan, stream: str, workers: int, check: Callable[[], None]
+) -> list[tuple[str, str]]:
     """Submit one stream; (model, job id) per job in submission order."""
     client, submitted = bench.client, []
 
@@ -346,9 +377,13 @@ def submit_stream(bench: Bench, plan: Plan, stream: str, workers: int,
         before = finished_count(store.counts())
         for model in interleave(SHIFT_FIRST, first):
             submit(model)
-        wait_until(lambda: finished_count(store.counts()) - before >= first // 2,
-                   timeout=plan.timeout(first, workers), what="half of the first half to finish", interval=0.05,
-                   check=check)  # fmt: skip
+        wait_until(
+            lambda: finished_count(store.counts()) - before >= first // 2,
+            timeout=plan.timeout(first, workers),
+            what="half of the first half to finish",
+            interval=0.05,
+            check=check,
+        )
         for model in interleave(SHIFT_SECOND, plan.shifting_jobs - first):
             submit(model)
     else:
@@ -373,8 +408,9 @@ def finished_count(counts: dict[str, int]) -> int:
     return sum(count for status, count in counts.items() if is_finished(status))
 
 
-def collect(client: Any, submitted: list[tuple[str, str]], *, timeout: float,
-            check: Callable[[], None]) -> list[dict[str, Any]]:  # fmt: skip
+def collect(
+    client: Any, submitted: list[tuple[str, str]], *, timeout: float, check: Callable[[], None]
+) -> list[dict[str, Any]]:
     """Wait for every job (checking the workers every few seconds); each must have succeeded for its model.
 
     Raises:
@@ -403,8 +439,9 @@ def collect(client: Any, submitted: list[tuple[str, str]], *, timeout: float,
     return records
 
 
-def run_once(bench: Bench, plan: Plan, stream: str, workers: int, side: str, number: int,
-             say: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+def run_once(
+    bench: Bench, plan: Plan, stream: str, workers: int, side: str, number: int, say: Callable[[str], None]
+) -> dict[str, Any]:
     """Start the workers, run one stream, read the records and residency rows, stop the workers."""
     pinned = placement(planned_demand(stream), workers) if side == "static" else None
     hostnames = [f"cluster-r{number:02d}-w{i}@modelq-bench" for i in range(workers)]
@@ -421,8 +458,10 @@ def run_once(bench: Bench, plan: Plan, stream: str, workers: int, side: str, num
         rows = [row for row in bench.app.modelq.store.residency() if row["worker"] in hostnames]
     figures = run_figures(plan, stream, workers, records, rows, pinned, hostnames)
     figures["worker_log_warnings"] = sum(log_warnings(child.log) for child in children)
-    say(f"  {figures['jobs']} jobs, makespan {figures['makespan_s']:.2f}s, {figures['loads']} load(s), "
-        f"p95 wait {figures['wait_p95_s']:.2f}s")  # fmt: skip
+    say(
+        f"  {figures['jobs']} jobs, makespan {figures['makespan_s']:.2f}s, {figures['loads']} load(s), "
+        f"p95 wait {figures['wait_p95_s']:.2f}s"
+    )
     return figures
 
 
@@ -461,8 +500,15 @@ def head_waits(records: list[dict[str, Any]]) -> list[float]:
     return waits
 
 
-def run_figures(plan: Plan, stream: str, workers: int, records: list[dict[str, Any]], rows: list[dict[str, Any]],
-                pinned: list[str] | None, hostnames: list[str]) -> dict[str, Any]:  # fmt: skip
+def run_figures(
+    plan: Plan,
+    stream: str,
+    workers: int,
+    records: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    pinned: list[str] | None,
+    hostnames: list[str],
+) -> dict[str, Any]:
     """One run's figures: makespan, bound, loads, loading share, waits (overall and per model)."""
     first = min(_at(r["created_at"]) for r in records)
     makespan = (max(_at(r["finished_at"]) for r in records) - first).total_seconds()
@@ -482,43 +528,59 @@ def run_figures(plan: Plan, stream: str, workers: int, records: list[dict[str, A
         "wait_p95_s": round(percentile(every_wait, 95), 3),
         "wait_max_s": round(max(every_wait), 3),
         "head_wait_max_s": round(max(head_waits(records)), 3),
-        "wait_by_model": {m: {"jobs": len(ws), "p95_s": round(percentile(ws, 95), 3), "max_s": round(max(ws), 3)}
-                          for m, ws in waits.items() if ws},  # fmt: skip
+        "wait_by_model": {
+            m: {"jobs": len(ws), "p95_s": round(percentile(ws, 95), 3), "max_s": round(max(ws), 3)}
+            for m, ws in waits.items()
+            if ws
+        },
         "jobs_by_worker": {h: sum(1 for r in records if r.get("worker") == h) for h in hostnames},
     }
     if stream in BURSTS:
         bound = plan.lower_bound(workers, plan.jobs_in(stream))
-        figures.update(lower_bound_s=round(bound, 3), makespan_vs_bound=round(makespan / bound, 4),
-                       min_loads=plan.min_loads(workers))  # fmt: skip
+        figures.update(
+            lower_bound_s=round(bound, 3),
+            makespan_vs_bound=round(makespan / bound, 4),
+            min_loads=plan.min_loads(workers),
+        )
     else:
-        figures.update(lower_bound_s=None, makespan_vs_bound=None, min_loads=None,
-                       arrival_rate_per_s=round(UTILIZATION * workers / plan.job_seconds, 3))  # fmt: skip
-    figures["starvation_bound_s"] = round(starvation_bound(len(MODELS), plan.load_seconds, plan.job_seconds,
-                                                           **scheduling_factors()), 3)  # fmt: skip
+        figures.update(
+            lower_bound_s=None,
+            makespan_vs_bound=None,
+            min_loads=None,
+            arrival_rate_per_s=round(UTILIZATION * workers / plan.job_seconds, 3),
+        )
+    figures["starvation_bound_s"] = round(
+        starvation_bound(len(MODELS), plan.load_seconds, plan.job_seconds, **scheduling_factors()), 3
+    )
     if pinned is not None:
         allowed = {h: set(models.split(",")) for h, models in zip(hostnames, pinned, strict=True)}
         figures["placement"] = dict(zip(hostnames, pinned, strict=True))
-        figures["off_placement_jobs"] = sum(1 for r in records
-                                            if r["input"]["model"] not in allowed.get(r.get("worker"), set()))
+        figures["off_placement_jobs"] = sum(
+            1 for r in records if r["input"]["model"] not in allowed.get(r.get("worker"), set())
+        )
     return figures
 
 
 def judge(plan: Plan, runs: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, bool]]:
     """The targets that apply to this plan's worker counts, and whether each was met."""
-    target: dict[str, Any] = {**TARGET, "burst_workers": [w for w in TARGET_WORKERS if w in plan.workers],
-                              "burst_loads_max": {str(w): len(MODELS) + w for w in TARGET_WORKERS
-                                                  if w in plan.workers}}  # fmt: skip
+    target: dict[str, Any] = {
+        **TARGET,
+        "burst_workers": [w for w in TARGET_WORKERS if w in plan.workers],
+        "burst_loads_max": {str(w): len(MODELS) + w for w in TARGET_WORKERS if w in plan.workers},
+    }
     meets: dict[str, bool] = {}
     for stream, by_workers in runs.items():
         for key, run in by_workers.items():
             workers, mine = int(key), run["modelq"]
             if stream in BURSTS and workers in TARGET_WORKERS:
                 meets[f"{stream}_w{workers}_makespan_vs_bound"] = (
-                    mine["makespan_vs_bound"] <= TARGET["burst_makespan_vs_bound_max"])
+                    mine["makespan_vs_bound"] <= TARGET["burst_makespan_vs_bound_max"]
+                )
                 meets[f"{stream}_w{workers}_loads"] = mine["loads"] <= len(MODELS) + workers
             if stream in STATIONARY:
                 meets[f"{stream}_w{workers}_vs_static"] = (
-                    run["modelq_vs_static"] <= TARGET["stationary_makespan_vs_static_max"])
+                    run["modelq_vs_static"] <= TARGET["stationary_makespan_vs_static_max"]
+                )
             if stream == "shifting" and workers >= 2:
                 meets[f"shifting_w{workers}_speedup"] = run["speedup"] >= TARGET["shifting_speedup_min"]
             if stream == "poisson":
@@ -547,8 +609,11 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
                     number += 1
                     pair[side] = run_once(bench, plan, stream, workers, side, number, say)
                 ratio = pair["modelq"]["makespan_s"] / pair["static"]["makespan_s"]
-                runs[stream][str(workers)] = {**pair, "modelq_vs_static": round(ratio, 4),
-                                              "speedup": round(1 / ratio, 4)}  # fmt: skip
+                runs[stream][str(workers)] = {
+                    **pair,
+                    "modelq_vs_static": round(ratio, 4),
+                    "speedup": round(1 / ratio, 4),
+                }
         say("stopping the broker")
     figures: dict[str, Any] = {
         "scenario": "cluster",
@@ -586,13 +651,20 @@ def report(plan: Plan, figures: dict[str, Any]) -> Report:
             checks = {name.removeprefix(prefix): ok for name, ok in meets.items() if name.startswith(prefix)}
             failed = [name for name, ok in checks.items() if not ok]
             met = "" if not checks else verdict(True) if not failed else f"[red]no: {', '.join(failed)}[/red]"
-            rows.append([
-                f"{stream} W={key}", fmt(mine["makespan_s"], " s"), fmt(static["makespan_s"], " s"),
-                fmt(run["modelq_vs_static"], "x"), fmt(mine["lower_bound_s"], " s"),
-                fmt(mine["makespan_vs_bound"], "x"),
-                f"{mine['loads']} / {static['loads']}", f"{mine['load_share'] * 100:.1f} %",
-                f"{mine['wait_p95_s']:.2f} / {static['wait_p95_s']:.2f} s", met,
-            ])  # fmt: skip
+            rows.append(
+                [
+                    f"{stream} W={key}",
+                    fmt(mine["makespan_s"], " s"),
+                    fmt(static["makespan_s"], " s"),
+                    fmt(run["modelq_vs_static"], "x"),
+                    fmt(mine["lower_bound_s"], " s"),
+                    fmt(mine["makespan_vs_bound"], "x"),
+                    f"{mine['loads']} / {static['loads']}",
+                    f"{mine['load_share'] * 100:.1f} %",
+                    f"{mine['wait_p95_s']:.2f} / {static['wait_p95_s']:.2f} s",
+                    met,
+                ]
+            )
 
     def bars(stream: str, pick: Callable[[dict[str, Any]], float]) -> dict[str, float]:
         return {f"W{w} {side}": float(pick(runs[stream][w][side])) for w in runs[stream] for side in SIDES}
@@ -604,10 +676,20 @@ def report(plan: Plan, figures: dict[str, Any]) -> Report:
     return Report(
         scenario="cluster",
         title=f"Model scheduling over {'/'.join(map(str, plan.workers))} workers, 3 models, room for one each: "
-              "modelq vs static placement",
+        "modelq vs static placement",
         figures=figures,
-        columns=["", "modelq", "static", "mq/static", "bound", "mq/bound", "loads mq/st", "loading mq",
-                 "p95 wait mq/st", "met"],
+        columns=[
+            "",
+            "modelq",
+            "static",
+            "mq/static",
+            "bound",
+            "mq/bound",
+            "loads mq/st",
+            "loading mq",
+            "p95 wait mq/st",
+            "met",
+        ],
         rows=rows,
         panels=panels,
         notes=[
@@ -619,4 +701,4 @@ def report(plan: Plan, figures: dict[str, Any]) -> Report:
             "max_wait + (M - 1) x ((k + 1) x L + J) + L. static = each worker pinned with MODELQ_WORKER_MODELS in proportion "
             "to the stream's (first half's) demand; off_placement_jobs in the JSON counts jobs it ran elsewhere.",
         ],
-    )  # fmt: skip
+    )

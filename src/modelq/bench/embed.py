@@ -44,11 +44,11 @@ CLIENTS = (1, 8, 32, 128)
 
 _WORDS = {
     "en": "the cat courier model committee telescope queue watches delivers ranks approves observes drains garden "
-          "forty parcels every document budget distant galaxy backlog quarterly revenue grew".split(),
+    "forty parcels every document budget distant galaxy backlog quarterly revenue grew".split(),
     "ru": "быстрая коричневая лиса прыгает через ленивую собаку отчёт бюджет модель очередь документ".split(),
     "zh": list("敏捷的棕色狐狸跳过了懒狗今天天气很好模型队列文件"),
     "ar": "الثعلب البني السريع يقفز فوق الكلب الكسول التقرير الميزانية".split(),
-}  # fmt: skip
+}
 _EMOJI = ["🚀", "🔥", "🎉", "🐈", "📄"]
 
 
@@ -66,12 +66,21 @@ def _sentences(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def _through_queue(stack: ExitStack, home: Path, sentences: list[str], *, concurrency: int, batch_max: int,
-                   hostname: str, say: Callable[[str], None]) -> tuple[float, Any]:  # fmt: skip
+def _through_queue(
+    stack: ExitStack,
+    home: Path,
+    sentences: list[str],
+    *,
+    concurrency: int,
+    batch_max: int,
+    hostname: str,
+    say: Callable[[str], None],
+) -> tuple[float, Any]:
     """Sentences/s for a burst of one-sentence jobs submitted at once; and the worker, still running."""
     env = {"MODELQ_BATCH_MAX_SIZE": str(batch_max), "MODELQ_BATCH_MAX_WAIT_MS": "5"}
-    worker = start_model_worker(stack, home, hostname=hostname, models={}, concurrency=concurrency, env=env,
-                                queues="gpu", say=say)  # fmt: skip
+    worker = start_model_worker(
+        stack, home, hostname=hostname, models={}, concurrency=concurrency, env=env, queues="gpu", say=say
+    )
     client = worker.client
     say(f"{hostname}: warm-up (loads the model)")
     client.run("embed", {"input": ["warm up"]}, timeout=JOB_TIMEOUT)
@@ -119,8 +128,13 @@ def _start_api(stack: ExitStack, home: Path, say: Callable[[str], None]) -> str:
 
     port = free_port()
     say(f"starting modelq api on 127.0.0.1:{port}")
-    child = Child("modelq api", [sys.executable, "-m", "modelq", "api", "--host", "127.0.0.1", "--port", str(port)],
-                  env=child_env(home, **OFFLINE), cwd=home, log=home / "api.log")  # fmt: skip
+    child = Child(
+        "modelq api",
+        [sys.executable, "-m", "modelq", "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=child_env(home, **OFFLINE),
+        cwd=home,
+        log=home / "api.log",
+    )
     stack.callback(child.stop)
     url = f"http://127.0.0.1:{port}"
 
@@ -134,8 +148,14 @@ def _start_api(stack: ExitStack, home: Path, say: Callable[[str], None]) -> str:
     return url
 
 
-def _curves(stack: ExitStack, home: Path, worker: Any, sentences: list[str], clients: tuple[int, ...],
-            say: Callable[[str], None]) -> dict[str, dict[str, float]]:  # fmt: skip
+def _curves(
+    stack: ExitStack,
+    home: Path,
+    worker: Any,
+    sentences: list[str],
+    clients: tuple[int, ...],
+    say: Callable[[str], None],
+) -> dict[str, dict[str, float]]:
     import httpx
 
     url = _start_api(stack, home, say)
@@ -172,7 +192,9 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     clients = (1, 8) if quick else CLIENTS
 
     say("in-process: encode(batch_size=32)")
-    model = load_sentence_transformer(ModelSpec(name="minilm", loader="sentence-transformers", source=bundled_minilm_dir()))
+    model = load_sentence_transformer(
+        ModelSpec(name="minilm", loader="sentence-transformers", source=bundled_minilm_dir())
+    )
     model.encode(sentences[:32], batch_size=32)
     started = time.perf_counter()
     model.encode(sentences, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
@@ -185,8 +207,15 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
         with ExitStack() as stack:
             home = Path(tempfile.mkdtemp(prefix=f"modelq-bench-embed-{side}-"))
             stack.callback(shutil.rmtree, home, ignore_errors=True)
-            rates[side], worker = _through_queue(stack, home, sentences, concurrency=concurrency, batch_max=batch_max,
-                                                 hostname=f"embed-{side}@modelq-bench", say=say)  # fmt: skip
+            rates[side], worker = _through_queue(
+                stack,
+                home,
+                sentences,
+                concurrency=concurrency,
+                batch_max=batch_max,
+                hostname=f"embed-{side}@modelq-bench",
+                say=say,
+            )
             if side == "batched":
                 curves = _curves(stack, home, worker, _sentences(n, seed=1), clients, say)
 
@@ -212,16 +241,36 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     for path, label in (("client", "Python client"), ("http", "HTTP /v1/embeddings")):
         for count, rate in curves.get(path, {}).items():
             rows.append([f"{count} closed-loop client(s), {label}", fmt(rate, "", 1)])
-    panels = [Panel(title="embeddings", ylabel="sentences/s",
-                    bars={"in-process": inprocess, "modelq batched": rates["batched"], "naive": rates["naive"]},
-                    target=TARGET["batched_vs_inprocess_min"] * inprocess,
-                    target_label="P3 floor (0.8x in-process)")]  # fmt: skip
+    panels = [
+        Panel(
+            title="embeddings",
+            ylabel="sentences/s",
+            bars={"in-process": inprocess, "modelq batched": rates["batched"], "naive": rates["naive"]},
+            target=TARGET["batched_vs_inprocess_min"] * inprocess,
+            target_label="P3 floor (0.8x in-process)",
+        )
+    ]
     for path, label in (("client", "Python client"), ("http", "HTTP")):
         if curves.get(path):
-            panels.append(Panel(title=f"{label}: closed-loop clients", ylabel="sentences/s",
-                                bars={f"{count} clients": rate for count, rate in curves[path].items()},
-                                target=inprocess, target_label="in-process"))  # fmt: skip
-    notes = [f"batched / in-process = {figures['batched_vs_inprocess']}x (P3 >= 0.8); "
-             f"batched / naive = {figures['batched_vs_naive']}x (P3 >= 3)"]  # fmt: skip
-    return Report(scenario="embed", title=f"P3: {n} one-sentence embed requests", figures=figures,
-                  columns=["side", "sentences/s"], rows=rows, panels=panels, notes=notes)  # fmt: skip
+            panels.append(
+                Panel(
+                    title=f"{label}: closed-loop clients",
+                    ylabel="sentences/s",
+                    bars={f"{count} clients": rate for count, rate in curves[path].items()},
+                    target=inprocess,
+                    target_label="in-process",
+                )
+            )
+    notes = [
+        f"batched / in-process = {figures['batched_vs_inprocess']}x (P3 >= 0.8); "
+        f"batched / naive = {figures['batched_vs_naive']}x (P3 >= 3)"
+    ]
+    return Report(
+        scenario="embed",
+        title=f"P3: {n} one-sentence embed requests",
+        figures=figures,
+        columns=["side", "sentences/s"],
+        rows=rows,
+        panels=panels,
+        notes=notes,
+    )

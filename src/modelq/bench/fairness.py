@@ -46,8 +46,11 @@ WORKERS, THREADS = 2, 4
 FIFO_WINDOW = 1_000_000
 OWNER_B_JOBS = 10
 INTERACTIVE_INTERVAL = 0.25
-TARGET = {"owner_b_p95_wait_in_service_times_max": 3.0, "interactive_p95_vs_idle_max": 2.0,
-          "batch_with_interactive_vs_alone_max": 1.1}  # fmt: skip
+TARGET = {
+    "owner_b_p95_wait_in_service_times_max": 3.0,
+    "interactive_p95_vs_idle_max": 2.0,
+    "batch_with_interactive_vs_alone_max": 1.1,
+}
 WORKER_START_TIMEOUT = 120.0
 
 
@@ -84,10 +87,28 @@ class Side:
         hostnames = [f"fair-{name}-w{i}@modelq-bench" for i in range(WORKERS)]
         self.children = []
         for hostname in hostnames:
-            child = Child(f"modelq worker {hostname}",
-                          [sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "threads",
-                           "-c", str(THREADS), "--loglevel", "WARNING", "--hostname", hostname],
-                          env=child_env(home, **env), cwd=home, log=home / "logs" / f"{hostname.partition('@')[0]}.log")  # fmt: skip
+            child = Child(
+                f"modelq worker {hostname}",
+                [
+                    sys.executable,
+                    "-m",
+                    "modelq",
+                    "worker",
+                    "-Q",
+                    "default",
+                    "--pool",
+                    "threads",
+                    "-c",
+                    str(THREADS),
+                    "--loglevel",
+                    "WARNING",
+                    "--hostname",
+                    hostname,
+                ],
+                env=child_env(home, **env),
+                cwd=home,
+                log=home / "logs" / f"{hostname.partition('@')[0]}.log",
+            )
             stack.callback(child.stop)
             self.children.append(child)
         say(f"{name}: waiting for {WORKERS} workers to answer a ping")
@@ -98,8 +119,9 @@ class Side:
             child.ensure_alive()
 
     def submit(self, owner: str, job_seconds: float, priority: str | None = None) -> str:
-        return self.service.submit(TASK, {"model": "m0", "job_seconds": job_seconds}, owner=owner,
-                                   priority=priority)["id"]  # fmt: skip
+        return self.service.submit(TASK, {"model": "m0", "job_seconds": job_seconds}, owner=owner, priority=priority)[
+            "id"
+        ]
 
     def collect(self, job_ids: list[str], timeout: float) -> list[dict[str, Any]]:
         """Every job's record once finished (each must have succeeded), with its owner."""
@@ -173,7 +195,9 @@ def timeout_for(plan: Plan, jobs: int) -> float:
 
 def owners_run(side: Side, plan: Plan, say: Callable[[str], None], name: str) -> dict[str, Any]:
     """Owner A's burst; owner B's 10 jobs one second after A's first."""
-    say(f"{name}: owner A submits {plan.burst} jobs; owner B submits {OWNER_B_JOBS}, {plan.owner_b_delay:g} s after A's first")
+    say(
+        f"{name}: owner A submits {plan.burst} jobs; owner B submits {OWNER_B_JOBS}, {plan.owner_b_delay:g} s after A's first"
+    )
     started = time.monotonic()
     burst = in_background(lambda: [side.submit("owner-a", plan.job_seconds) for _ in range(plan.burst)])
     time.sleep(max(started + plan.owner_b_delay - time.monotonic(), 0.0))  # B's submissions are due then
@@ -183,12 +207,18 @@ def owners_run(side: Side, plan: Plan, say: Callable[[str], None], name: str) ->
     b_records = side.collect(owner_b, timeout_for(plan, plan.burst))
     service = statistics.median((_at(r["finished_at"]) - _at(r["started_at"])).total_seconds() for r in a_records)
     b_waits = waits(b_records)
-    figures = {"service_time_s": round(service, 4), "owner_b_wait_p50_s": round(percentile(b_waits, 50), 3),
-               "owner_b_wait_p95_s": round(percentile(b_waits, 95), 3), "owner_b_wait_max_s": round(max(b_waits), 3),
-               "owner_a_burst_s": round(span(a_records), 3)}  # fmt: skip
+    figures = {
+        "service_time_s": round(service, 4),
+        "owner_b_wait_p50_s": round(percentile(b_waits, 50), 3),
+        "owner_b_wait_p95_s": round(percentile(b_waits, 95), 3),
+        "owner_b_wait_max_s": round(max(b_waits), 3),
+        "owner_a_burst_s": round(span(a_records), 3),
+    }
     figures["owner_b_p95_wait_in_service_times"] = round(figures["owner_b_wait_p95_s"] / service, 3)
-    say(f"  B waited p50 {figures['owner_b_wait_p50_s']:.2f} s, p95 {figures['owner_b_wait_p95_s']:.2f} s "
-        f"({figures['owner_b_p95_wait_in_service_times']:.1f} service times); A's burst took {figures['owner_a_burst_s']:.1f} s")
+    say(
+        f"  B waited p50 {figures['owner_b_wait_p50_s']:.2f} s, p95 {figures['owner_b_wait_p95_s']:.2f} s "
+        f"({figures['owner_b_p95_wait_in_service_times']:.1f} service times); A's burst took {figures['owner_a_burst_s']:.1f} s"
+    )
     return figures
 
 
@@ -206,21 +236,30 @@ def interactive_run(side: Side, plan: Plan, say: Callable[[str], None]) -> dict[
     say(f"interactive: {plan.idle_requests} requests on idle workers")
     idle = latencies(side.collect(interactive_requests(side, plan, plan.idle_requests), timeout=120))
     say(f"interactive: a batch of {plan.burst} alone")
-    alone = span(side.collect([side.submit("batch", plan.job_seconds) for _ in range(plan.burst)],
-                              timeout_for(plan, plan.burst)))  # fmt: skip
+    alone = span(
+        side.collect([side.submit("batch", plan.job_seconds) for _ in range(plan.burst)], timeout_for(plan, plan.burst))
+    )
     say(f"interactive: a batch of {plan.burst} with requests arriving every {INTERACTIVE_INTERVAL:g} s")
     burst = in_background(lambda: [side.submit("batch", plan.job_seconds) for _ in range(plan.burst)])
     expected = plan.burst * plan.job_seconds / (WORKERS * THREADS)
     requests = interactive_requests(side, plan, max(int(expected * 0.8 / INTERACTIVE_INTERVAL), 4))
     batch = side.collect(burst(), timeout_for(plan, plan.burst))
     loaded = latencies(side.collect(requests, timeout_for(plan, plan.burst)))
-    figures = {"idle_p50_s": round(percentile(idle, 50), 3), "idle_p95_s": round(percentile(idle, 95), 3),
-               "loaded_p50_s": round(percentile(loaded, 50), 3), "loaded_p95_s": round(percentile(loaded, 95), 3),
-               "requests_loaded": len(loaded), "batch_alone_s": round(alone, 3), "batch_with_interactive_s": round(span(batch), 3)}  # fmt: skip
+    figures = {
+        "idle_p50_s": round(percentile(idle, 50), 3),
+        "idle_p95_s": round(percentile(idle, 95), 3),
+        "loaded_p50_s": round(percentile(loaded, 50), 3),
+        "loaded_p95_s": round(percentile(loaded, 95), 3),
+        "requests_loaded": len(loaded),
+        "batch_alone_s": round(alone, 3),
+        "batch_with_interactive_s": round(span(batch), 3),
+    }
     figures["interactive_p95_vs_idle"] = round(figures["loaded_p95_s"] / figures["idle_p95_s"], 3)
     figures["batch_with_interactive_vs_alone"] = round(figures["batch_with_interactive_s"] / alone, 4)
-    say(f"  interactive p95 {figures['loaded_p95_s']:.2f} s under the batch, {figures['idle_p95_s']:.2f} s idle; "
-        f"batch {figures['batch_with_interactive_s']:.1f} s with them, {alone:.1f} s alone")
+    say(
+        f"  interactive p95 {figures['loaded_p95_s']:.2f} s under the batch, {figures['idle_p95_s']:.2f} s idle; "
+        f"batch {figures['batch_with_interactive_s']:.1f} s with them, {alone:.1f} s alone"
+    )
     return figures
 
 
@@ -230,10 +269,16 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
 
     plan = plan_for(quick)
     began = time.perf_counter()
-    figures: dict[str, Any] = {"scenario": "fairness", "burst": plan.burst, "owner_b_jobs": OWNER_B_JOBS,
-                               "owner_b_delay_s": plan.owner_b_delay,
-                               "job_seconds": plan.job_seconds, "workers": WORKERS, "threads": THREADS,
-                               "broker": "embedded redis (unix socket)"}  # fmt: skip
+    figures: dict[str, Any] = {
+        "scenario": "fairness",
+        "burst": plan.burst,
+        "owner_b_jobs": OWNER_B_JOBS,
+        "owner_b_delay_s": plan.owner_b_delay,
+        "job_seconds": plan.job_seconds,
+        "workers": WORKERS,
+        "threads": THREADS,
+        "broker": "embedded redis (unix socket)",
+    }
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="modelq-bench-fairness-"))
         stack.callback(shutil.rmtree, home, ignore_errors=True)
@@ -251,38 +296,79 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     fair, interactive = figures["fair"], figures["interactive"]
     figures["target"] = TARGET
     figures["meets_target"] = {
-        "owner_b_p95_wait": fair["owner_b_p95_wait_in_service_times"] <= TARGET["owner_b_p95_wait_in_service_times_max"],
+        "owner_b_p95_wait": fair["owner_b_p95_wait_in_service_times"]
+        <= TARGET["owner_b_p95_wait_in_service_times_max"],
         "interactive_p95": interactive["interactive_p95_vs_idle"] <= TARGET["interactive_p95_vs_idle_max"],
         "batch_time": interactive["batch_with_interactive_vs_alone"] <= TARGET["batch_with_interactive_vs_alone_max"],
-    }  # fmt: skip
+    }
     return report(plan, figures)
 
 
 def report(plan: Plan, figures: dict[str, Any]) -> Report:
     fair, fifo, inter, meets = figures["fair"], figures["fifo"], figures["interactive"], figures["meets_target"]
     rows = [
-        ["owner B p95 wait", fmt(fair["owner_b_wait_p95_s"], " s"), fmt(fifo["owner_b_wait_p95_s"], " s"),
-         f"{fair['owner_b_p95_wait_in_service_times']:.1f} service times (<= 3)", verdict(meets["owner_b_p95_wait"])],
+        [
+            "owner B p95 wait",
+            fmt(fair["owner_b_wait_p95_s"], " s"),
+            fmt(fifo["owner_b_wait_p95_s"], " s"),
+            f"{fair['owner_b_p95_wait_in_service_times']:.1f} service times (<= 3)",
+            verdict(meets["owner_b_p95_wait"]),
+        ],
         ["owner B p50 wait", fmt(fair["owner_b_wait_p50_s"], " s"), fmt(fifo["owner_b_wait_p50_s"], " s"), "", ""],
-        ["owner A burst", fmt(fair["owner_a_burst_s"], " s"), fmt(fifo["owner_a_burst_s"], " s"),
-         f"{fair['owner_a_burst_s'] / fifo['owner_a_burst_s']:.2f}x fifo", ""],
-        ["interactive p95", fmt(inter["loaded_p95_s"], " s"), fmt(inter["idle_p95_s"], " s") + " idle",
-         f"{inter['interactive_p95_vs_idle']:.2f}x idle (<= 2)", verdict(meets["interactive_p95"])],
-        ["batch with interactive", fmt(inter["batch_with_interactive_s"], " s"), fmt(inter["batch_alone_s"], " s") + " alone",
-         f"{inter['batch_with_interactive_vs_alone']:.3f}x alone (<= 1.1)", verdict(meets["batch_time"])],
-    ]  # fmt: skip
+        [
+            "owner A burst",
+            fmt(fair["owner_a_burst_s"], " s"),
+            fmt(fifo["owner_a_burst_s"], " s"),
+            f"{fair['owner_a_burst_s'] / fifo['owner_a_burst_s']:.2f}x fifo",
+            "",
+        ],
+        [
+            "interactive p95",
+            fmt(inter["loaded_p95_s"], " s"),
+            fmt(inter["idle_p95_s"], " s") + " idle",
+            f"{inter['interactive_p95_vs_idle']:.2f}x idle (<= 2)",
+            verdict(meets["interactive_p95"]),
+        ],
+        [
+            "batch with interactive",
+            fmt(inter["batch_with_interactive_s"], " s"),
+            fmt(inter["batch_alone_s"], " s") + " alone",
+            f"{inter['batch_with_interactive_vs_alone']:.3f}x alone (<= 1.1)",
+            verdict(meets["batch_time"]),
+        ],
+    ]
     panels = [
-        Panel("owner B's wait", "s", {"fair p50": fair["owner_b_wait_p50_s"], "fair p95": fair["owner_b_wait_p95_s"],
-                                      "fifo p50": fifo["owner_b_wait_p50_s"], "fifo p95": fifo["owner_b_wait_p95_s"]}),
-        Panel("interactive latency", "s", {"idle p95": inter["idle_p95_s"], "under batch p95": inter["loaded_p95_s"]},
-              target=TARGET["interactive_p95_vs_idle_max"] * inter["idle_p95_s"], target_label="2x idle"),
-        Panel("batch time", "s", {"alone": inter["batch_alone_s"], "with interactive": inter["batch_with_interactive_s"]}),
-    ]  # fmt: skip
+        Panel(
+            "owner B's wait",
+            "s",
+            {
+                "fair p50": fair["owner_b_wait_p50_s"],
+                "fair p95": fair["owner_b_wait_p95_s"],
+                "fifo p50": fifo["owner_b_wait_p50_s"],
+                "fifo p95": fifo["owner_b_wait_p95_s"],
+            },
+        ),
+        Panel(
+            "interactive latency",
+            "s",
+            {"idle p95": inter["idle_p95_s"], "under batch p95": inter["loaded_p95_s"]},
+            target=TARGET["interactive_p95_vs_idle_max"] * inter["idle_p95_s"],
+            target_label="2x idle",
+        ),
+        Panel(
+            "batch time", "s", {"alone": inter["batch_alone_s"], "with interactive": inter["batch_with_interactive_s"]}
+        ),
+    ]
     return Report(
         scenario="fairness",
         title=f"Fair share: owner B's {OWNER_B_JOBS} jobs behind owner A's {plan.burst}, interactive behind a batch",
-        figures=figures, columns=["", "fair (modelq)", "fifo / idle / alone", "ratio", "met"], rows=rows, panels=panels,
-        notes=[f"{WORKERS} workers, threads pool -c {THREADS}; jobs hold a warm model for {plan.job_seconds:g} s with "
-               "the CPU free. fifo = the same workers with every message sent to the broker at once.",
-               f"interactive requests: one every {INTERACTIVE_INTERVAL:g} s, priority 'interactive'."],
-    )  # fmt: skip
+        figures=figures,
+        columns=["", "fair (modelq)", "fifo / idle / alone", "ratio", "met"],
+        rows=rows,
+        panels=panels,
+        notes=[
+            f"{WORKERS} workers, threads pool -c {THREADS}; jobs hold a warm model for {plan.job_seconds:g} s with "
+            "the CPU free. fifo = the same workers with every message sent to the broker at once.",
+            f"interactive requests: one every {INTERACTIVE_INTERVAL:g} s, priority 'interactive'.",
+        ],
+    )

@@ -51,8 +51,11 @@ def instances_dir() -> Path:
 def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None] = lambda _m: None) -> Report:
     """Measure; returns the report (see the module docstring)."""
     budget = float(os.environ.get("MODELQ_BENCH_BUDGET") or (10 if quick else DEFAULT_BUDGET))
-    names = [n.strip() for n in (os.environ.get("MODELQ_BENCH_INSTANCES") or ("comp01" if quick else ",".join(WINNER)))
-             .split(",") if n.strip()]  # fmt: skip
+    names = [
+        n.strip()
+        for n in (os.environ.get("MODELQ_BENCH_INSTANCES") or ("comp01" if quick else ",".join(WINNER))).split(",")
+        if n.strip()
+    ]
     unknown = [n for n in names if n not in WINNER]
     if unknown:
         raise BenchError(f"unknown ITC-2007 instance(s) {', '.join(unknown)}; known: {', '.join(WINNER)}")
@@ -81,8 +84,9 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
 
 def _timed(client: Any, ctt: str, budget: float, what: str, say: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
-    job = client.submit("timetable", {"ctt": ctt, "quality_mode": "best", "time_limit": budget, "seed": SEED,
-                                      "variants": 1})  # fmt: skip
+    job = client.submit(
+        "timetable", {"ctt": ctt, "quality_mode": "best", "time_limit": budget, "seed": SEED, "variants": 1}
+    )
     done = client.wait(job["id"], timeout=budget * 2 + 300)
     seconds = time.perf_counter() - started
     if done["status"] != "succeeded":
@@ -91,11 +95,18 @@ def _timed(client: Any, ctt: str, budget: float, what: str, say: Callable[[str],
     best = result["best"]
     step = budget / max(len(result["history"]), 1)
     trace = [[round(step * h["epoch"], 1), h["hard"], h["soft"]] for h in result["history"]]
-    say(f"  {what}: hard {best['hard']} soft {best['soft']} in {seconds:.0f} s "
-        f"({result['settings']['islands']} islands)")  # fmt: skip
-    return {"hard": best["hard"], "soft": best["soft"], "seconds": round(seconds, 1),
-            "islands": result["settings"]["islands"], "evaluations": result["evaluations"],
-            "trace": trace}  # fmt: skip
+    say(
+        f"  {what}: hard {best['hard']} soft {best['soft']} in {seconds:.0f} s "
+        f"({result['settings']['islands']} islands)"
+    )
+    return {
+        "hard": best["hard"],
+        "soft": best["soft"],
+        "seconds": round(seconds, 1),
+        "islands": result["settings"]["islands"],
+        "evaluations": result["evaluations"],
+        "trace": trace,
+    }
 
 
 def _geomean(values: list[float]) -> float:
@@ -107,8 +118,11 @@ def _report(rows: dict[str, dict[str, Any]], budget: float) -> Report:
     geomean = {side: _geomean([row[side]["ratio"] for row in rows.values()]) for side in sides}
     worst = {side: max(row[side]["ratio"] for row in rows.values()) for side in sides}
     feasible = all(row[side]["hard"] == 0 for row in rows.values() for side in sides)
-    better = sum(1 for row in rows.values() if (row["2 workers"]["hard"], row["2 workers"]["soft"])
-                 < (row["1 worker"]["hard"], row["1 worker"]["soft"]))  # fmt: skip
+    better = sum(
+        1
+        for row in rows.values()
+        if (row["2 workers"]["hard"], row["2 workers"]["soft"]) < (row["1 worker"]["hard"], row["1 worker"]["soft"])
+    )
     full = len(rows) == len(WINNER)
     meets = {
         "feasible": feasible,
@@ -133,13 +147,30 @@ def _report(rows: dict[str, dict[str, Any]], budget: float) -> Report:
     table = []
     for name, row in rows.items():
         one, two = row["1 worker"], row["2 workers"]
-        table.append([name, str(row["winner"]), f"{one['soft']} ({fmt(one['ratio'], 'x')})",
-                      f"{two['soft']} ({fmt(two['ratio'], 'x')})", "" if one["hard"] == two["hard"] == 0 else "HARD"])  # fmt: skip
-    table.append(["geometric mean ratio", "", fmt(geomean["1 worker"], "x"), fmt(geomean["2 workers"], "x"),
-                  f"<= {TARGET['geomean_ratio_max']}x {yes[meets['geomean_ratio']]}"])  # fmt: skip
+        table.append(
+            [
+                name,
+                str(row["winner"]),
+                f"{one['soft']} ({fmt(one['ratio'], 'x')})",
+                f"{two['soft']} ({fmt(two['ratio'], 'x')})",
+                "" if one["hard"] == two["hard"] == 0 else "HARD",
+            ]
+        )
+    table.append(
+        [
+            "geometric mean ratio",
+            "",
+            fmt(geomean["1 worker"], "x"),
+            fmt(geomean["2 workers"], "x"),
+            f"<= {TARGET['geomean_ratio_max']}x {yes[meets['geomean_ratio']]}",
+        ]
+    )
     table.append(["2 workers better on", "", "", f"{better} of {len(rows)}", yes[meets["two_workers_better"]]])
-    curves = {f"{name} ({side})": [(t, soft) for t, hard, soft in row[side]["trace"] if hard == 0]
-              for name, row in rows.items() for side in sides}  # fmt: skip
+    curves = {
+        f"{name} ({side})": [(t, soft) for t, hard, soft in row[side]["trace"] if hard == 0]
+        for name, row in rows.items()
+        for side in sides
+    }
     return Report(
         scenario="itc",
         title=f"T1: ITC-2007 comp01-comp07 in {budget:.0f} s, 1 worker vs 2, beside the winner",
@@ -147,10 +178,17 @@ def _report(rows: dict[str, dict[str, Any]], budget: float) -> Report:
         columns=["instance", "winner", "1 worker (ratio)", "2 workers (ratio)", "note"],
         rows=table,
         panels=[
-            Panel("soft cost / winner's (2 workers)", "ratio", {n: float(r["2 workers"]["ratio"]) for n, r in rows.items()},
-                  target=TARGET["ratio_max"], target_label="<= 1.5x"),
+            Panel(
+                "soft cost / winner's (2 workers)",
+                "ratio",
+                {n: float(r["2 workers"]["ratio"]) for n, r in rows.items()},
+                target=TARGET["ratio_max"],
+                target_label="<= 1.5x",
+            ),
             Panel("best soft cost over time", "soft penalty (log)", {}, lines=curves, xlabel="seconds"),
         ],
-        notes=[f"Each job: quality_mode best, time_limit {budget:.0f} s, seed {SEED}, one island per free slot; "
-               f"{os.cpu_count()} cores. Winner: T. Müller's ITC-2007 results."],
+        notes=[
+            f"Each job: quality_mode best, time_limit {budget:.0f} s, seed {SEED}, one island per free slot; "
+            f"{os.cpu_count()} cores. Winner: T. Müller's ITC-2007 results."
+        ],
     )

@@ -4,7 +4,7 @@ Deployment 4's GraphRAG indexer made 168 calls to a vLLM server one at a time (9
 modelq to finish them within 1.3x one call's latency, and at least 100x faster than one at a time.
 
 One embedded Redis under a fresh temporary home, a stand-in OpenAI-compatible server in this
-process (:class:`~modelq.workloads.llm.stub_server.StubLLMServer`) answering every call after a
+process (:class:`~modelq.testing.llm_stub.StubLLMServer`) answering every call after a
 fixed latency, and one ``modelq worker -Q io`` (its default threads pool) with
 ``MODELQ_LLM_MAX_IN_FLIGHT=200``, as the seed ran 200 gevent greenlets. Measured:
 
@@ -58,7 +58,7 @@ def run(
         latency: seconds the server takes per call (default 3.5, or 1.4 with ``quick``).
         in_flight: ``MODELQ_LLM_MAX_IN_FLIGHT`` of the worker.
     """
-    from modelq.workloads.llm.stub_server import StubLLMServer
+    from modelq.testing.llm_stub import StubLLMServer
 
     latency = latency if latency is not None else (1.4 if quick else 3.5)
     sample = 4
@@ -69,11 +69,12 @@ def run(
         server = StubLLMServer(latency=latency).start()
         stack.callback(server.stop)
         llm_env = {
-            "MODELQ_LLM_ENDPOINTS": json.dumps({"bench": {"base_url": server.base_url, "models": [MODEL],
-                                                          "timeout": latency * 4 + 30}}),
+            "MODELQ_LLM_ENDPOINTS": json.dumps(
+                {"bench": {"base_url": server.base_url, "models": [MODEL], "timeout": latency * 4 + 30}}
+            ),
             "MODELQ_LLM_MAX_IN_FLIGHT": str(in_flight),
             "MODELQ_LLM_MAX_PROMPTS": str(max(calls, 10_000)),
-        }  # fmt: skip
+        }
         client, worker = _start(stack, home, llm_env, say)
 
         say("one call straight to the server")
@@ -97,10 +98,18 @@ def run(
             raise BenchError(f"{result['failed']} of {calls} calls failed: {result['results'][0].get('error')}")
         say("stopping the worker and the broker")
         return _report(
-            calls=calls, latency=latency, one_call=one_call, per_call=per_call, sample=sample, wall=wall,
-            in_flight=in_flight, server_peak=server.peak_active, idle_kib=idle_kib, peak_kib=peak["run"],
+            calls=calls,
+            latency=latency,
+            one_call=one_call,
+            per_call=per_call,
+            sample=sample,
+            wall=wall,
+            in_flight=in_flight,
+            server_peak=server.peak_active,
+            idle_kib=idle_kib,
+            peak_kib=peak["run"],
             hwm_kib=_hwm_kib(worker.pid),
-        )  # fmt: skip
+        )
 
 
 def _start(stack: ExitStack, home: Path, llm_env: dict[str, str], say: Callable[[str], None]) -> tuple[Any, Child]:
@@ -116,8 +125,10 @@ def _start(stack: ExitStack, home: Path, llm_env: dict[str, str], say: Callable[
     worker = Child(
         "modelq io worker",
         [sys.executable, "-m", "modelq", "worker", "-Q", "io", "--hostname", WORKER, "--loglevel", "WARNING"],
-        env=child_env(home, **llm_env), cwd=home, log=home / "io-worker.log",
-    )  # fmt: skip
+        env=child_env(home, **llm_env),
+        cwd=home,
+        log=home / "io-worker.log",
+    )
     stack.callback(worker.stop)
     # The submitting side has the worker's settings: the submit-time checks use them.
     app = create_celery_app(hermetic_settings(home, llm_env), start_broker=True)
@@ -128,8 +139,13 @@ def _start(stack: ExitStack, home: Path, llm_env: dict[str, str], say: Callable[
         replies = app.control.ping(destination=[WORKER], timeout=0.5) or []
         return any(WORKER in reply for reply in replies)
 
-    wait_until(answered, timeout=WORKER_START_TIMEOUT, what="the io worker to answer a ping", interval=0.05,
-               check=worker.ensure_alive)  # fmt: skip
+    wait_until(
+        answered,
+        timeout=WORKER_START_TIMEOUT,
+        what="the io worker to answer a ping",
+        interval=0.05,
+        check=worker.ensure_alive,
+    )
     return Client.in_process(app=app), worker
 
 
@@ -189,8 +205,20 @@ def _peak_rss(pid: int, interval: float = 0.02) -> Iterator[dict[str, int]]:
         peak["run"] = max(peak["run"], _rss_kib(pid))
 
 
-def _report(*, calls: int, latency: float, one_call: float, per_call: float, sample: int, wall: float,
-            in_flight: int, server_peak: int, idle_kib: int, peak_kib: int, hwm_kib: int) -> Report:  # fmt: skip
+def _report(
+    *,
+    calls: int,
+    latency: float,
+    one_call: float,
+    per_call: float,
+    sample: int,
+    wall: float,
+    in_flight: int,
+    server_peak: int,
+    idle_kib: int,
+    peak_kib: int,
+    hwm_kib: int,
+) -> Report:
     sequential = per_call * calls
     ratios = {"wall_over_latency": wall / one_call, "speedup_vs_sequential": sequential / wall}
     meets = {
@@ -224,13 +252,21 @@ def _report(*, calls: int, latency: float, one_call: float, per_call: float, sam
         ["one call, straight to the server", fmt(one_call, " s", 3), "", ""],
         [f"{calls} calls one at a time (from {sample})", fmt(sequential, " s", 1), "", ""],
         [f"{calls} calls, modelq llm job", fmt(wall, " s", 3), "", ""],
-        ["wall / one call", fmt(ratios["wall_over_latency"], "x", 3), f"<= {TARGET['wall_over_latency_max']}x",
-         verdict(meets["wall_over_latency"])],
-        ["speedup vs one at a time", fmt(ratios["speedup_vs_sequential"], "x", 1),
-         f">= {TARGET['speedup_vs_sequential_min']:g}x", verdict(meets["speedup_vs_sequential"])],
+        [
+            "wall / one call",
+            fmt(ratios["wall_over_latency"], "x", 3),
+            f"<= {TARGET['wall_over_latency_max']}x",
+            verdict(meets["wall_over_latency"]),
+        ],
+        [
+            "speedup vs one at a time",
+            fmt(ratios["speedup_vs_sequential"], "x", 1),
+            f">= {TARGET['speedup_vs_sequential_min']:g}x",
+            verdict(meets["speedup_vs_sequential"]),
+        ],
         ["calls in flight at the server (peak)", str(server_peak), f"<= {in_flight}", ""],
         ["worker RSS idle / peak", f"{idle_kib / mib:.0f} / {peak_kib / mib:.0f} MiB", "", ""],
-    ]  # fmt: skip
+    ]
     return Report(
         scenario="llm",
         title=f"P5: {calls} LLM calls at {latency:g}s each, one io worker",
@@ -238,12 +274,22 @@ def _report(*, calls: int, latency: float, one_call: float, per_call: float, sam
         columns=["", "measured", "target", "met"],
         rows=rows,
         panels=[
-            Panel(f"wall time ({sequential:.0f} s one at a time)", "s", {"one call": one_call, f"{calls} calls": wall},
-                  target=one_call * TARGET["wall_over_latency_max"], target_label="P5 limit (1.3x one call)"),
-            Panel("speedup vs one at a time", "x", {"modelq llm": ratios["speedup_vs_sequential"]},
-                  target=TARGET["speedup_vs_sequential_min"], target_label="P5 floor (100x)"),
+            Panel(
+                f"wall time ({sequential:.0f} s one at a time)",
+                "s",
+                {"one call": one_call, f"{calls} calls": wall},
+                target=one_call * TARGET["wall_over_latency_max"],
+                target_label="P5 limit (1.3x one call)",
+            ),
+            Panel(
+                "speedup vs one at a time",
+                "x",
+                {"modelq llm": ratios["speedup_vs_sequential"]},
+                target=TARGET["speedup_vs_sequential_min"],
+                target_label="P5 floor (100x)",
+            ),
             Panel("io worker memory", "MiB", {"idle": idle_kib / mib, "peak in run": peak_kib / mib}),
-        ],  # fmt: skip
+        ],
         notes=[
             f"stand-in OpenAI server in the bench process, {latency:g}s a call; modelq worker -Q io, "
             f"MODELQ_LLM_MAX_IN_FLIGHT={in_flight}; one-at-a-time = an llm job with max_in_flight 1 over "
@@ -325,21 +371,43 @@ def compare_mechanisms(say: Callable[[str], None] = print) -> list[dict[str, Any
         script.write_text(_MECHANISM_SCRIPT)
         for latency, n, c in MECHANISM_CASES:
             port = free_port()
-            server = subprocess.Popen([sys.executable, "-m", "modelq.workloads.llm.stub_server", "--port", str(port),
-                                       "--latency", str(latency)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "modelq.testing.llm_stub",
+                    "--port",
+                    str(port),
+                    "--latency",
+                    str(latency),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             try:
                 server.stdout.readline()  # type: ignore[union-attr] - it prints once it listens
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 for mechanism in mechanisms:
                     for shard in (c, 16):
-                        proc = subprocess.run([sys.executable, str(script), mechanism, url, str(n), str(c), str(shard)],
-                                              capture_output=True, text=True, timeout=600)  # fmt: skip
-                        row = {"latency_s": latency, "calls": n, "in_flight": c, "mechanism": mechanism,
-                               "pools": "one pool" if shard == c else "pools of 16"}  # fmt: skip
+                        proc = subprocess.run(
+                            [sys.executable, str(script), mechanism, url, str(n), str(c), str(shard)],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                        )
+                        row = {
+                            "latency_s": latency,
+                            "calls": n,
+                            "in_flight": c,
+                            "mechanism": mechanism,
+                            "pools": "one pool" if shard == c else "pools of 16",
+                        }
                         if proc.returncode == 0:
                             row.update(json.loads(proc.stdout))
                         else:  # a failed run is a finding too (one pool of 500 threads can break)
-                            row["error"] = proc.stderr.strip().splitlines()[-1][-300:] if proc.stderr.strip() else "failed"
+                            row["error"] = (
+                                proc.stderr.strip().splitlines()[-1][-300:] if proc.stderr.strip() else "failed"
+                            )
                         say(json.dumps(row))
                         rows.append(row)
             finally:

@@ -99,18 +99,51 @@ def _start(stack: ExitStack, home: Path, say: Callable[[str], None]) -> tuple[di
     say("starting the raw Celery worker and the modelq worker (solo pools)")
     raw_worker = Child(
         "raw celery worker",
-        [sys.executable, "-m", "celery", "-A", "modelq.bench.raw_celery", "worker", "-Q", raw_celery.QUEUE,
-         "--pool", "solo", "-c", "1", "--without-mingle", "--without-gossip", "--loglevel", "WARNING",
-         "-n", RAW_WORKER],
-        env=env, cwd=home, log=home / "raw-worker.log",
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "modelq.bench.raw_celery",
+            "worker",
+            "-Q",
+            raw_celery.QUEUE,
+            "--pool",
+            "solo",
+            "-c",
+            "1",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "WARNING",
+            "-n",
+            RAW_WORKER,
+        ],
+        env=env,
+        cwd=home,
+        log=home / "raw-worker.log",
+    )
     stack.callback(raw_worker.stop)
     modelq_worker = Child(
         "modelq worker",
-        [sys.executable, "-m", "modelq", "worker", "-Q", "default", "--pool", "solo", "--loglevel", "WARNING",
-         "--hostname", MODELQ_WORKER],
-        env=env, cwd=home, log=home / "modelq-worker.log",
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "modelq",
+            "worker",
+            "-Q",
+            "default",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "--hostname",
+            MODELQ_WORKER,
+        ],
+        env=env,
+        cwd=home,
+        log=home / "modelq-worker.log",
+    )
     stack.callback(modelq_worker.stop)
 
     settings = hermetic_settings(home)  # exactly what the modelq worker sees
@@ -186,8 +219,9 @@ def _check(result: Any, i: int, side: str) -> None:
         raise BenchError(f"{side} call {i} returned {result!r}, expected {{'i': {i}}}")
 
 
-def _report(samples: dict[str, list[float]], throughput: dict[str, float], n_latency: int, n_throughput: int,
-            api_url: str) -> Report:  # fmt: skip
+def _report(
+    samples: dict[str, list[float]], throughput: dict[str, float], n_latency: int, n_throughput: int, api_url: str
+) -> Report:
     p50 = {s: percentile(samples[s], 50) * 1000 for s in SIDES}
     p95 = {s: percentile(samples[s], 95) * 1000 for s in SIDES}
     ratios = {
@@ -223,16 +257,37 @@ def _report(samples: dict[str, list[float]], throughput: dict[str, float], n_lat
     }
 
     rows = [
-        ["p50 RTT", fmt(p50["raw"], " ms"), fmt(p50["modelq"], " ms"), fmt(ratios["rtt_p50_ratio"], "x"),
-         fmt(p50["http"], " ms"), fmt(ratios["http_rtt_p50_ratio"], "x"), f"<= {TARGET['rtt_p50_ratio_max']}x",
-         f"{verdict(meets['rtt_p50_ratio'])} / {verdict(meets['http_rtt_p50_ratio'])}"],
-        ["p95 RTT", fmt(p95["raw"], " ms"), fmt(p95["modelq"], " ms"), fmt(p95["modelq"] / p95["raw"], "x"),
-         fmt(p95["http"], " ms"), fmt(p95["http"] / p95["raw"], "x"), "", ""],
-        ["jobs/s", fmt(throughput["raw"], "", 1), fmt(throughput["modelq"], "", 1),
-         fmt(ratios["throughput_ratio"], "x"), fmt(throughput["http"], "", 1),
-         fmt(ratios["http_throughput_ratio"], "x"), f">= {TARGET['throughput_ratio_min']}x",
-         f"{verdict(meets['throughput_ratio'])} / {verdict(meets['http_throughput_ratio'])}"],
-    ]  # fmt: skip
+        [
+            "p50 RTT",
+            fmt(p50["raw"], " ms"),
+            fmt(p50["modelq"], " ms"),
+            fmt(ratios["rtt_p50_ratio"], "x"),
+            fmt(p50["http"], " ms"),
+            fmt(ratios["http_rtt_p50_ratio"], "x"),
+            f"<= {TARGET['rtt_p50_ratio_max']}x",
+            f"{verdict(meets['rtt_p50_ratio'])} / {verdict(meets['http_rtt_p50_ratio'])}",
+        ],
+        [
+            "p95 RTT",
+            fmt(p95["raw"], " ms"),
+            fmt(p95["modelq"], " ms"),
+            fmt(p95["modelq"] / p95["raw"], "x"),
+            fmt(p95["http"], " ms"),
+            fmt(p95["http"] / p95["raw"], "x"),
+            "",
+            "",
+        ],
+        [
+            "jobs/s",
+            fmt(throughput["raw"], "", 1),
+            fmt(throughput["modelq"], "", 1),
+            fmt(ratios["throughput_ratio"], "x"),
+            fmt(throughput["http"], "", 1),
+            fmt(ratios["http_throughput_ratio"], "x"),
+            f">= {TARGET['throughput_ratio_min']}x",
+            f"{verdict(meets['throughput_ratio'])} / {verdict(meets['http_throughput_ratio'])}",
+        ],
+    ]
     return Report(
         scenario="queue",
         title="P1: no-op job, modelq vs raw Celery (same embedded Redis, solo workers)",
@@ -240,13 +295,24 @@ def _report(samples: dict[str, list[float]], throughput: dict[str, float], n_lat
         columns=["", "raw Celery", "modelq", "/raw", "modelq HTTP", "/raw", "target", "met"],
         rows=rows,
         panels=[
-            Panel("p50 round trip", "ms", {"raw Celery": p50["raw"], "modelq": p50["modelq"], "modelq HTTP": p50["http"]},
-                  target=p50["raw"] * TARGET["rtt_p50_ratio_max"], target_label="P1 limit (1.2x raw)"),
-            Panel("p95 round trip", "ms", {"raw Celery": p95["raw"], "modelq": p95["modelq"], "modelq HTTP": p95["http"]}),
-            Panel("throughput", "jobs/s",
-                  {"raw Celery": throughput["raw"], "modelq": throughput["modelq"], "modelq HTTP": throughput["http"]},
-                  target=throughput["raw"] * TARGET["throughput_ratio_min"], target_label="P1 floor (0.85x raw)"),
-        ],  # fmt: skip
+            Panel(
+                "p50 round trip",
+                "ms",
+                {"raw Celery": p50["raw"], "modelq": p50["modelq"], "modelq HTTP": p50["http"]},
+                target=p50["raw"] * TARGET["rtt_p50_ratio_max"],
+                target_label="P1 limit (1.2x raw)",
+            ),
+            Panel(
+                "p95 round trip", "ms", {"raw Celery": p95["raw"], "modelq": p95["modelq"], "modelq HTTP": p95["http"]}
+            ),
+            Panel(
+                "throughput",
+                "jobs/s",
+                {"raw Celery": throughput["raw"], "modelq": throughput["modelq"], "modelq HTTP": throughput["http"]},
+                target=throughput["raw"] * TARGET["throughput_ratio_min"],
+                target_label="P1 floor (0.85x raw)",
+            ),
+        ],
         notes=[
             f"modelq = Client.in_process, modelq HTTP = Client(url) via the API in this process ({api_url}); "
             f"{n_latency} interleaved sequential round trips and {n_throughput} jobs per side.",

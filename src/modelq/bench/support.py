@@ -6,34 +6,18 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from modelq import testing
 from modelq.bench import BenchError
+from modelq.testing import child_env, free_port  # noqa: F401 - the benches import them from here
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the kernel's ephemeral range, never 8000)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_env(home: Path, **extra: str) -> dict[str, str]:
-    """The environment for bench subprocesses: no ``MODELQ_*`` from the shell, this home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELQ_")}
-    env["MODELQ_HOME"] = str(home)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 def hermetic_settings(home: Path, env: dict[str, str] | None = None) -> Any:
@@ -66,24 +50,11 @@ def wait_until(
     interval: float = 0.02,
     check: Callable[[], None] | None = None,
 ) -> T:
-    """Poll ``predicate`` until it returns something truthy.
-
-    Args:
-        timeout: seconds before giving up with :class:`BenchError`.
-        what: what is awaited, for the error message.
-        interval: seconds between polls.
-        check: called before each poll; raises to stop early (e.g. a child exited).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if check is not None:
-            check()
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+    """:func:`modelq.testing.wait_until`, giving up with :class:`BenchError` (a bench's one-line error)."""
+    try:
+        return testing.wait_until(predicate, timeout, what=what, interval=interval, check=check)
+    except testing.TimedOut as exc:
+        raise BenchError(str(exc)) from None
 
 
 def wait_for_pings(app: Any, hostnames: list[str], *, timeout: float, check: Callable[[], None] | None = None) -> None:
@@ -140,9 +111,14 @@ class Child:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as sink:
             self.proc = subprocess.Popen(
-                argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     @property
     def pid(self) -> int:
@@ -267,24 +243,11 @@ def release_results(app: Any) -> None:
 @contextmanager
 def serve_api(settings: Any, *, celery_app: Any = None, timeout: float = 30.0) -> Iterator[str]:
     """Run ``modelq.api.create_api(settings)`` with uvicorn in a thread; yields its base URL."""
-    import uvicorn
+    from modelq.api import create_api
 
-    from modelq.api import create_api, server_config
-
-    port = free_port()
-    config = server_config(create_api(settings, celery_app=celery_app), host="127.0.0.1", port=port, access_log=False,
-                           lifespan="on")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="modelq-bench-api", daemon=True)
-    thread.start()
+    api = create_api(settings, celery_app=celery_app)
     try:
-
-        def gone() -> None:
-            if not thread.is_alive():
-                raise BenchError(f"the API server on 127.0.0.1:{port} stopped during start-up")
-
-        wait_until(lambda: server.started, timeout=timeout, what="the in-process API to start", check=gone)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+        with testing.serving(api, timeout=timeout, access_log=False, lifespan="on") as url:
+            yield url
+    except testing.TimedOut as exc:
+        raise BenchError(str(exc)) from None

@@ -56,8 +56,11 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     n_jobs = 32 if quick else 64
     rounds = 1 if quick else 2
     slow = {"loader": MLP_LOADER, "keep_alive": -1, "options": {"load_seconds": LOAD_SECONDS}}
-    models = {MODEL_A: slow, MODEL_B: slow,
-              MODEL_OTHER: {"loader": MLP_LOADER, "keep_alive": -1, "options": {"load_seconds": 0}}}  # fmt: skip
+    models = {
+        MODEL_A: slow,
+        MODEL_B: slow,
+        MODEL_OTHER: {"loader": MLP_LOADER, "keep_alive": -1, "options": {"load_seconds": 0}},
+    }
     streams = {
         "single": [MODEL_A] * n_jobs,
         "mixed": [MODEL_A if i % 2 == 0 else MODEL_B for i in range(n_jobs)],
@@ -71,8 +74,15 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="modelq-bench-switch-"))
         stack.callback(shutil.rmtree, home, ignore_errors=True)
-        worker = start_model_worker(stack, home, hostname=WORKER, models=models, concurrency=CONCURRENCY,
-                                    env={"MODELQ_CPU_MAX_MODELS": "1"}, say=say)  # fmt: skip
+        worker = start_model_worker(
+            stack,
+            home,
+            hostname=WORKER,
+            models=models,
+            concurrency=CONCURRENCY,
+            env={"MODELQ_CPU_MAX_MODELS": "1"},
+            say=say,
+        )
         client = worker.client
 
         say("warm-up: one job per model (imports torch, loads each model once)")
@@ -136,8 +146,15 @@ def _load_seconds(worker: ModelWorker, models: tuple[str, ...]) -> float:
     return sum(float(r["load_seconds"]) for r in rows) / count if count else 0.0
 
 
-def _report(n_jobs: int, rounds: int, elapsed: dict[str, float], loads: dict[str, list[int]],
-            runs: dict[str, list[int]], load_seconds: float, job_seconds: list[float]) -> Report:  # fmt: skip
+def _report(
+    n_jobs: int,
+    rounds: int,
+    elapsed: dict[str, float],
+    loads: dict[str, list[int]],
+    runs: dict[str, list[int]],
+    load_seconds: float,
+    job_seconds: list[float],
+) -> Report:
     goal = target(n_jobs)
     throughput = {kind: n_jobs * rounds / elapsed[kind] for kind in elapsed}
     ratio = throughput["mixed"] / throughput["single"]
@@ -180,7 +197,7 @@ def _report(n_jobs: int, rounds: int, elapsed: dict[str, float], loads: dict[str
         ["seconds per stream", fmt(single_seconds, " s"), fmt(elapsed["mixed"] / rounds, " s"), "", "", ""],
         ["model loads", str(max(loads["single"])), str(max(loads["mixed"])), "", "", ""],
         ["switches", "", str(switches), "", f"<= {goal['switches_max']:g}", verdict(meets["switches"])],
-    ]  # fmt: skip
+    ]
     return Report(
         scenario="switch",
         title=f"P4: {n_jobs} jobs alternating two models, room for one, vs one model",
@@ -188,11 +205,21 @@ def _report(n_jobs: int, rounds: int, elapsed: dict[str, float], loads: dict[str
         columns=["", "single model", "mixed A/B", "/single", "target", "met"],
         rows=rows,
         panels=[
-            Panel("throughput", "jobs/s", {"single model": throughput["single"], "mixed A/B": throughput["mixed"]},
-                  target=throughput["single"] * bound * goal["of_bound_min"], target_label="P4 floor (0.9x the best possible)"),
-            Panel("model switches (mixed)", "switches", {"measured": float(switches)},
-                  target=goal["switches_max"], target_label=f"P4 limit (jobs/16 = {goal['switches_max']:g})"),
-        ],  # fmt: skip
+            Panel(
+                "throughput",
+                "jobs/s",
+                {"single model": throughput["single"], "mixed A/B": throughput["mixed"]},
+                target=throughput["single"] * bound * goal["of_bound_min"],
+                target_label="P4 floor (0.9x the best possible)",
+            ),
+            Panel(
+                "model switches (mixed)",
+                "switches",
+                {"measured": float(switches)},
+                target=goal["switches_max"],
+                target_label=f"P4 limit (jobs/16 = {goal['switches_max']:g})",
+            ),
+        ],
         notes=[
             f"One threads-pool worker (-c {CONCURRENCY}), MODELQ_CPU_MAX_MODELS=1; a load takes {load_seconds:.2f} s, "
             f"a job {percentile(job_seconds, 50) * 1000:.1f} ms (p50, started to finished); {rounds} round(s), each "

@@ -40,8 +40,18 @@ SEED_BASELINE = {"workers": 8, "speedup": 3.3, "efficiency": 0.41}
 WORKER_START_TIMEOUT = 90.0
 JOB_TIMEOUT = 600.0
 #: The bench instance: 60 courses, 164 lectures, 8 rooms, 5 days x 6 periods, 80 % of the slots used.
-INSTANCE = {"seed": 5, "courses": 60, "rooms": 8, "days": 5, "periods_per_day": 6, "fill": 0.8, "curricula": 25,
-            "curriculum_size": 6, "unavailability": 80, "name": "bench-60"}  # fmt: skip
+INSTANCE = {
+    "seed": 5,
+    "courses": 60,
+    "rooms": 8,
+    "days": 5,
+    "periods_per_day": 6,
+    "fill": 0.8,
+    "curricula": 25,
+    "curriculum_size": 6,
+    "unavailability": 80,
+    "name": "bench-60",
+}
 MODES = ("fast", "balanced", "best")
 
 
@@ -51,8 +61,15 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
     from modelq.workloads.timetable.generate import generate_instance
 
     instance, _planted = generate_instance(**INSTANCE)
-    job = {"seed": 1, "islands": 4, "population": 32, "epochs": 2 if quick else 4, "generations": 8 if quick else 150,
-           "quality_mode": "balanced", "variants": 3}  # fmt: skip
+    job = {
+        "seed": 1,
+        "islands": 4,
+        "population": 32,
+        "epochs": 2 if quick else 4,
+        "generations": 8 if quick else 150,
+        "quality_mode": "balanced",
+        "variants": 3,
+    }
     repeats = 1 if quick else 2
     mode_overrides = {"epochs": 1, "generations": 3} if quick else {}
     payload = {"instance": instance_to_dict(instance)}
@@ -78,8 +95,10 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
 
         start_workers("w1", "w2")
         _warm_up(client, jobs=2)
-        say(f"{repeats} round(s) of {job['islands']} islands x {job['epochs']} epochs x {job['generations']} "
-            "generations, 1 worker then 2 workers in turn")
+        say(
+            f"{repeats} round(s) of {job['islands']} islands x {job['epochs']} epochs x {job['generations']} "
+            "generations, 1 worker then 2 workers in turn"
+        )
         for _ in range(repeats):
             consume("w2", False)
             timed("1 worker")
@@ -93,8 +112,12 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
             if done["status"] != "succeeded":
                 raise BenchError(f"the {mode} timetable job {done['status']}: {done.get('error')}")
             best = done["result"]["best"]
-            modes[mode] = {"hard": best["hard"], "soft": best["soft"], "evaluations": done["result"]["evaluations"],
-                           "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+            modes[mode] = {
+                "hard": best["hard"],
+                "soft": best["soft"],
+                "evaluations": done["result"]["evaluations"],
+                "seconds": round(time.perf_counter() - started, 3),
+            }
             say(f"  {mode}: hard {best['hard']} soft {best['soft']} in {modes[mode]['seconds']:.2f}s")
         say("stopping workers and the broker")
     say("the same job without Celery, in this process")
@@ -132,8 +155,9 @@ def _timed_epoch(instance: Any, config: Any, island: int) -> float:
     return time.perf_counter() - started
 
 
-def _start(stack: ExitStack, home: Path, say: Callable[[str], None],
-           concurrency: int | None = 1) -> tuple[Any, Callable, Callable]:  # fmt: skip
+def _start(
+    stack: ExitStack, home: Path, say: Callable[[str], None], concurrency: int | None = 1
+) -> tuple[Any, Callable, Callable]:
     """The broker, a client, and functions that start workers (``concurrency`` processes each; None: the
     worker's default, one per core) and turn a worker's consumption of the cpu queue on or off."""
     from modelq.broker import EmbeddedRedis
@@ -157,11 +181,29 @@ def _start(stack: ExitStack, home: Path, say: Callable[[str], None],
         each = f"{concurrency} process(es)" if concurrency else "one process per core"
         say(f"starting workers {', '.join(hostnames)} (cpu queue, prefork, {each} each)")
         children = [
-            Child(f"worker {name}", [sys.executable, "-m", "modelq", "worker", "-Q", "cpu", "--pool", "prefork",
-                                     *processes, "--loglevel", "WARNING", "--hostname", hostname],
-                  env=env, cwd=home, log=home / f"{name}.log")
+            Child(
+                f"worker {name}",
+                [
+                    sys.executable,
+                    "-m",
+                    "modelq",
+                    "worker",
+                    "-Q",
+                    "cpu",
+                    "--pool",
+                    "prefork",
+                    *processes,
+                    "--loglevel",
+                    "WARNING",
+                    "--hostname",
+                    hostname,
+                ],
+                env=env,
+                cwd=home,
+                log=home / f"{name}.log",
+            )
             for name, hostname in zip(names, hostnames, strict=True)
-        ]  # fmt: skip
+        ]
         stack.callback(_stop_all, children)
         pending = set(hostnames)
 
@@ -174,8 +216,9 @@ def _start(stack: ExitStack, home: Path, say: Callable[[str], None],
             for child in children:
                 child.ensure_alive()
 
-        wait_until(answered, timeout=WORKER_START_TIMEOUT, what="the workers to answer a ping", interval=0.05,
-                   check=alive)  # fmt: skip
+        wait_until(
+            answered, timeout=WORKER_START_TIMEOUT, what="the workers to answer a ping", interval=0.05, check=alive
+        )
 
     def consume(name: str, on: bool) -> None:
         # Both workers stay up; the second one stops or resumes taking cpu jobs, so the
@@ -202,22 +245,37 @@ def _warm_up(client: Any, jobs: int = 1) -> None:
     """Small jobs, so each worker process has imported numpy and built its tables before timing."""
     from modelq.workloads.timetable.generate import sample
 
-    ids = [client.submit("timetable", {"ctt": sample("small"), "quality_mode": "fast", "islands": 2, "epochs": 1,
-                                       "generations": 2, "seed": i})["id"] for i in range(jobs)]  # fmt: skip
+    ids = [
+        client.submit(
+            "timetable",
+            {"ctt": sample("small"), "quality_mode": "fast", "islands": 2, "epochs": 1, "generations": 2, "seed": i},
+        )["id"]
+        for i in range(jobs)
+    ]
     for job_id in ids:
         done = client.wait(job_id, timeout=JOB_TIMEOUT)
         if done["status"] != "succeeded":
             raise BenchError(f"the warm-up timetable job {done['status']}: {done.get('error')}")
 
 
-def _report(instance: dict[str, Any], job: dict[str, Any], timings: dict[str, list[float]], results: dict[str, list[dict]],
-            sequential: float, ceiling: float, modes: dict[str, dict], load: float) -> Report:  # fmt: skip
+def _report(
+    instance: dict[str, Any],
+    job: dict[str, Any],
+    timings: dict[str, list[float]],
+    results: dict[str, list[dict]],
+    sequential: float,
+    ceiling: float,
+    modes: dict[str, dict],
+    load: float,
+) -> Report:
     one, two = min(timings["1 worker"]), min(timings["2 workers"])
     speedup = round(one / two, 3)
     efficiency = round(speedup / 2, 3)  # from the reported speedup, so the two figures agree
     every = [r for side in results.values() for r in side]
-    same = all({k: v for k, v in r.items() if k != "ran_on"} == {k: v for k, v in every[0].items() if k != "ran_on"}
-               for r in every)  # fmt: skip
+    same = all(
+        {k: v for k, v in r.items() if k != "ran_on"} == {k: v for k, v in every[0].items() if k != "ran_on"}
+        for r in every
+    )
     evaluations = every[0]["evaluations"]
     best = every[0]["best"]
     figures: dict[str, Any] = {
@@ -248,12 +306,18 @@ def _report(instance: dict[str, Any], job: dict[str, Any], timings: dict[str, li
     met = "[green]yes[/green]" if figures["meets_target"]["speedup"] else "[red]no[/red]"
     rows = [
         ["1 worker", fmt(one, " s"), "1.00x", "100 %", "", ""],
-        ["2 workers", fmt(two, " s"), fmt(speedup, "x"), f"{efficiency * 100:.0f} %", f">= {TARGET['speedup_min']}x",
-         met],
+        [
+            "2 workers",
+            fmt(two, " s"),
+            fmt(speedup, "x"),
+            f"{efficiency * 100:.0f} %",
+            f">= {TARGET['speedup_min']}x",
+            met,
+        ],
         ["machine ceiling (no queue)", "", fmt(ceiling, "x"), f"{ceiling * 50:.0f} %", "", ""],
         ["local, sequential", fmt(sequential, " s"), "", "", "", ""],
         ["seed (8 workers)", "", f"{SEED_BASELINE['speedup']}x", f"{SEED_BASELINE['efficiency'] * 100:.0f} %", "", ""],
-    ]  # fmt: skip
+    ]
     for mode, m in modes.items():
         rows.append([f"mode {mode}", fmt(m["seconds"], " s"), "", "", f"hard {m['hard']}", f"soft {m['soft']}"])
     return Report(
@@ -264,16 +328,23 @@ def _report(instance: dict[str, Any], job: dict[str, Any], timings: dict[str, li
         rows=rows,
         panels=[
             Panel("wall time, same job", "seconds", {"1 worker": one, "2 workers": two, "local seq.": sequential}),
-            Panel("speedup on 2 cores", "x", {"2 workers": speedup, "machine ceiling": ceiling, "ideal": 2.0},
-                  target=TARGET["speedup_min"], target_label="P6: >= 1.8x"),
+            Panel(
+                "speedup on 2 cores",
+                "x",
+                {"2 workers": speedup, "machine ceiling": ceiling, "ideal": 2.0},
+                target=TARGET["speedup_min"],
+                target_label="P6: >= 1.8x",
+            ),
             Panel("best soft score per mode", "soft penalty", {mode: float(m["soft"]) for mode, m in modes.items()}),
         ],
         notes=[
-            (f"{instance['name']}: {instance['courses']} courses, {instance['lectures']} lectures, "
-            f"{instance['rooms']} rooms, {instance['days']}x{instance['periods_per_day']} periods; job: "
-            f"{job['islands']} islands x {job['epochs']} epochs x {job['generations']} generations, population "
-            f"{job['population']}; {evaluations} evaluations per run, same result on every side: {same}. Best of "
-            f"{len(timings['1 worker'])} alternating run(s) per side. Machine ceiling: one island epoch alone vs two "
-            f"at once in two local processes. Load average at start: {load:.2f}. Modes run on the 2 workers."),
+            (
+                f"{instance['name']}: {instance['courses']} courses, {instance['lectures']} lectures, "
+                f"{instance['rooms']} rooms, {instance['days']}x{instance['periods_per_day']} periods; job: "
+                f"{job['islands']} islands x {job['epochs']} epochs x {job['generations']} generations, population "
+                f"{job['population']}; {evaluations} evaluations per run, same result on every side: {same}. Best of "
+                f"{len(timings['1 worker'])} alternating run(s) per side. Machine ceiling: one island epoch alone vs two "
+                f"at once in two local processes. Load average at start: {load:.2f}. Modes run on the 2 workers."
+            ),
         ],
     )

@@ -58,8 +58,13 @@ def _one_run(say: Callable[[str], None]) -> dict[str, Any]:
     try:
         with httpx.Client(base_url=base, timeout=5.0) as http:
             started = time.perf_counter()
-            up = Child("modelq up", [sys.executable, "-m", "modelq", "up", "--port", str(port)],
-                       env=child_env(home), cwd=home, log=home / "up.log")  # fmt: skip
+            up = Child(
+                "modelq up",
+                [sys.executable, "-m", "modelq", "up", "--port", str(port)],
+                env=child_env(home),
+                cwd=home,
+                log=home / "up.log",
+            )
 
             job_id = _wait_accepted(http, up)
             ready = time.perf_counter() - started
@@ -117,8 +122,9 @@ def _wait_accepted(http: Any, up: Child) -> str:
         except httpx.TransportError as exc:
             last = f"{type(exc).__name__}"
         if time.monotonic() >= deadline:
-            raise BenchError(f"modelq up did not accept a job within {READY_TIMEOUT:g}s (last: {last}); "
-                             f"log: {up.log_tail()}")  # fmt: skip
+            raise BenchError(
+                f"modelq up did not accept a job within {READY_TIMEOUT:g}s (last: {last}); log: {up.log_tail()}"
+            )
         time.sleep(POLL_INTERVAL)
 
 
@@ -132,8 +138,10 @@ def _wait_finished(http: Any, up: Child, job_id: str) -> None:
         up.ensure_alive()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise BenchError(f"the first job {job_id} did not finish within {FIRST_JOB_TIMEOUT:g}s "
-                             f"(last: {last}); log: {up.log_tail()}")  # fmt: skip
+            raise BenchError(
+                f"the first job {job_id} did not finish within {FIRST_JOB_TIMEOUT:g}s "
+                f"(last: {last}); log: {up.log_tail()}"
+            )
         wait = min(remaining, 2.0)
         try:
             response = http.get(f"/v1/jobs/{job_id}", params={"wait": round(wait, 3)}, timeout=wait + 5.0)
@@ -144,7 +152,9 @@ def _wait_finished(http: Any, up: Child, job_id: str) -> None:
         if response.status_code == 200:
             job = response.json()
             if job.get("status") != "succeeded" or job.get("result") != JOB["input"]:
-                raise BenchError(f"the first job finished as {job.get('status')}: {job.get('error') or job.get('result')}")
+                raise BenchError(
+                    f"the first job finished as {job.get('status')}: {job.get('error') or job.get('result')}"
+                )
             return
         if response.status_code != 202:
             raise BenchError(f"GET /v1/jobs/{job_id} answered HTTP {response.status_code}: {response.text[:200]}")
@@ -168,13 +178,25 @@ def _report(runs: list[dict[str, Any]]) -> Report:
         "meets_target": {"ready_seconds": ready <= TARGET["ready_seconds_max"]},
     }
     rows = [
-        [f"run {i + 1}", fmt(r["ready_seconds"], " s"), fmt(r["first_job_seconds"], " s"),
-         fmt(r["shutdown_seconds"], " s"), "yes" if r["clean_shutdown"] else f"[red]no[/red] (exit {r['exit_code']})"]
+        [
+            f"run {i + 1}",
+            fmt(r["ready_seconds"], " s"),
+            fmt(r["first_job_seconds"], " s"),
+            fmt(r["shutdown_seconds"], " s"),
+            "yes" if r["clean_shutdown"] else f"[red]no[/red] (exit {r['exit_code']})",
+        ]
         for i, r in enumerate(runs)
-    ]  # fmt: skip
+    ]
     met = "[green]meets[/green]" if figures["meets_target"]["ready_seconds"] else "[red]misses[/red]"
-    rows.append([f"median ({met} <= {TARGET['ready_seconds_max']:g} s)", fmt(ready, " s"), fmt(first_job, " s"),
-                 fmt(shutdown, " s"), "yes" if clean else "[red]no[/red]"])  # fmt: skip
+    rows.append(
+        [
+            f"median ({met} <= {TARGET['ready_seconds_max']:g} s)",
+            fmt(ready, " s"),
+            fmt(first_job, " s"),
+            fmt(shutdown, " s"),
+            "yes" if clean else "[red]no[/red]",
+        ]
+    )
     bars = {"ready (202)": ready, "first job (200)": first_job, "shutdown": shutdown}
     return Report(
         scenario="up",
@@ -182,8 +204,17 @@ def _report(runs: list[dict[str, Any]]) -> Report:
         figures=figures,
         columns=["", "ready", "first job", "shutdown", "clean"],
         rows=rows,
-        panels=[Panel(f"median of {len(runs)} run(s)", "seconds", bars, target=TARGET["ready_seconds_max"],
-                      target_label="P7: ready <= 3 s")],  # fmt: skip
-        notes=["ready = spawn -> POST /v1/jobs answers 202; first job = spawn -> its GET answers 200 with the result; "
-               "shutdown = SIGINT -> exit (clean: no worker or broker left)."],  # fmt: skip
+        panels=[
+            Panel(
+                f"median of {len(runs)} run(s)",
+                "seconds",
+                bars,
+                target=TARGET["ready_seconds_max"],
+                target_label="P7: ready <= 3 s",
+            )
+        ],
+        notes=[
+            "ready = spawn -> POST /v1/jobs answers 202; first job = spawn -> its GET answers 200 with the result; "
+            "shutdown = SIGINT -> exit (clean: no worker or broker left)."
+        ],
     )

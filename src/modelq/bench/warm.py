@@ -94,15 +94,32 @@ def start_model_worker(
     embedded.ensure_running()
     stack.callback(embedded.stop)
 
-    worker_env = child_env(home, MODELQ_IMPORTS=model_tasks.__name__, MODELQ_MODELS=json.dumps(models), **OFFLINE,
-                           **(env or {}))  # fmt: skip
+    worker_env = child_env(
+        home, MODELQ_IMPORTS=model_tasks.__name__, MODELQ_MODELS=json.dumps(models), **OFFLINE, **(env or {})
+    )
     say(f"starting a modelq worker (threads pool, -c {concurrency}) with model(s) {', '.join(models)}")
     child = Child(
         "modelq worker",
-        [sys.executable, "-m", "modelq", "worker", "-Q", queues, "--pool", "threads", "-c", str(concurrency),
-         "--loglevel", "WARNING", "--hostname", hostname],
-        env=worker_env, cwd=home, log=home / "worker.log",
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "modelq",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "threads",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+            "--hostname",
+            hostname,
+        ],
+        env=worker_env,
+        cwd=home,
+        log=home / "worker.log",
+    )
     stack.callback(child.stop)
 
     # The broker and job store the worker uses, and its models (a submission names only declared ones).
@@ -117,8 +134,13 @@ def start_model_worker(
         return any(hostname in reply for reply in replies)
 
     say("waiting for the worker to answer a ping")
-    wait_until(answered, timeout=WORKER_START_TIMEOUT, what="the worker to answer a ping", interval=0.05,
-               check=child.ensure_alive)  # fmt: skip
+    wait_until(
+        answered,
+        timeout=WORKER_START_TIMEOUT,
+        what="the worker to answer a ping",
+        interval=0.05,
+        check=child.ensure_alive,
+    )
     return ModelWorker(app=app, client=client, child=child, hostname=hostname)
 
 
@@ -200,17 +222,19 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
 
         say(f"{n_calls} sequential calls per side, interleaved")
         samples = interleaved(
-            {side: (lambda _i, call=calls[side]: call()) for side in SIDES}, n_calls,
+            {side: (lambda _i, call=calls[side]: call()) for side in SIDES},
+            n_calls,
             check=lambda _side, i, answer: _same_answer(answer, local) if i == 0 else None,
-        )  # fmt: skip
+        )
 
         def reported() -> list[dict[str, Any]]:
             rows = residency_rows(worker, ENCODER)
             # hit counts are flushed every couple of seconds: wait until this run's are in
             return rows if rows and sum(r["hits"] for r in rows) >= n_calls * 2 else []
 
-        rows = wait_until(reported, timeout=15, what="the worker's residency figures", interval=0.25,
-                          check=worker.child.ensure_alive)  # fmt: skip
+        rows = wait_until(
+            reported, timeout=15, what="the worker's residency figures", interval=0.25, check=worker.child.ensure_alive
+        )
         figures.update(
             model_bytes=int(sum(r["bytes"] for r in rows)),
             model_tensor_bytes=tensor_bytes(model),
@@ -229,14 +253,18 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
 
 def _same_answer(job: dict[str, Any], local: dict[str, Any]) -> None:
     """The worker's model and this process's agree (same model, same call)."""
-    if job.get("shape") != local["shape"] or not math.isclose(job["checksum"], local["checksum"], rel_tol=1e-3,
-                                                              abs_tol=1e-2):  # fmt: skip
-        raise BenchError(f"the job answered {job.get('shape')}/{job.get('checksum')}, in-process "
-                         f"{local['shape']}/{local['checksum']}: not the same model or call")  # fmt: skip
+    if job.get("shape") != local["shape"] or not math.isclose(
+        job["checksum"], local["checksum"], rel_tol=1e-3, abs_tol=1e-2
+    ):
+        raise BenchError(
+            f"the job answered {job.get('shape')}/{job.get('checksum')}, in-process "
+            f"{local['shape']}/{local['checksum']}: not the same model or call"
+        )
 
 
-def _report(samples: dict[str, list[float]], extra: dict[str, Any], n_calls: int, n_warmup: int,
-            cold: dict[str, Any]) -> Report:  # fmt: skip
+def _report(
+    samples: dict[str, list[float]], extra: dict[str, Any], n_calls: int, n_warmup: int, cold: dict[str, Any]
+) -> Report:
     p50 = {s: percentile(samples[s], 50) * 1000 for s in SIDES}
     p95 = {s: percentile(samples[s], 95) * 1000 for s in SIDES}
     warm_ratio = p50["modelq"] / p50["inprocess"]
@@ -268,16 +296,47 @@ def _report(samples: dict[str, list[float]], extra: dict[str, Any], n_calls: int
     }
     mib = 1024 * 1024
     rows = [
-        ["p50", fmt(p50["inprocess"], " ms"), fmt(p50["modelq"], " ms"), fmt(warm_ratio, "x"),
-         fmt(p50["modelq_vectors"], " ms"), fmt(vectors_ratio, "x"), f"<= {TARGET['warm_ratio_max']}x",
-         "[green]yes[/green]" if meets["warm_ratio"] else "[red]no[/red]"],
-        ["p95", fmt(p95["inprocess"], " ms"), fmt(p95["modelq"], " ms"), fmt(p95["modelq"] / p95["inprocess"], "x"),
-         fmt(p95["modelq_vectors"], " ms"), fmt(p95["modelq_vectors"] / p95["inprocess"], "x"), "", ""],
-        ["first use", fmt(extra["inprocess_load_seconds"], " s"), fmt(extra["cold_job_seconds"], " s"), "",
-         "", "", "", ""],
-        ["footprint", fmt(extra["model_tensor_bytes"] / mib, " MiB", 1) + " (tensors)",
-         fmt(extra["model_bytes"] / mib, " MiB", 1) + " (reported)", "", "", "", "", ""],
-    ]  # fmt: skip
+        [
+            "p50",
+            fmt(p50["inprocess"], " ms"),
+            fmt(p50["modelq"], " ms"),
+            fmt(warm_ratio, "x"),
+            fmt(p50["modelq_vectors"], " ms"),
+            fmt(vectors_ratio, "x"),
+            f"<= {TARGET['warm_ratio_max']}x",
+            "[green]yes[/green]" if meets["warm_ratio"] else "[red]no[/red]",
+        ],
+        [
+            "p95",
+            fmt(p95["inprocess"], " ms"),
+            fmt(p95["modelq"], " ms"),
+            fmt(p95["modelq"] / p95["inprocess"], "x"),
+            fmt(p95["modelq_vectors"], " ms"),
+            fmt(p95["modelq_vectors"] / p95["inprocess"], "x"),
+            "",
+            "",
+        ],
+        [
+            "first use",
+            fmt(extra["inprocess_load_seconds"], " s"),
+            fmt(extra["cold_job_seconds"], " s"),
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+        [
+            "footprint",
+            fmt(extra["model_tensor_bytes"] / mib, " MiB", 1) + " (tensors)",
+            fmt(extra["model_bytes"] / mib, " MiB", 1) + " (reported)",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+    ]
     return Report(
         scenario="warm",
         title=f"P2: warm model job vs the same call in-process (all-MiniLM-L6-v2, encode of {cold['batch_size']})",
@@ -285,13 +344,24 @@ def _report(samples: dict[str, list[float]], extra: dict[str, Any], n_calls: int
         columns=["", "in-process", "modelq", "ratio", "+vectors", "ratio", "target", "met"],
         rows=rows,
         panels=[
-            Panel("p50 per call", "ms", {LABELS[s]: p50[s] for s in SIDES},
-                  target=p50["inprocess"] * TARGET["warm_ratio_max"], target_label="P2 limit (1.05x in-process)"),
+            Panel(
+                "p50 per call",
+                "ms",
+                {LABELS[s]: p50[s] for s in SIDES},
+                target=p50["inprocess"] * TARGET["warm_ratio_max"],
+                target_label="P2 limit (1.05x in-process)",
+            ),
             Panel("p95 per call", "ms", {LABELS[s]: p95[s] for s in SIDES}),
-            Panel("first use", "s", {"in-process load": extra["inprocess_load_seconds"],
-                                     "worker load": extra["worker_load_seconds"],
-                                     "cold job": extra["cold_job_seconds"]}),
-        ],  # fmt: skip
+            Panel(
+                "first use",
+                "s",
+                {
+                    "in-process load": extra["inprocess_load_seconds"],
+                    "worker load": extra["worker_load_seconds"],
+                    "cold job": extra["cold_job_seconds"],
+                },
+            ),
+        ],
         notes=[
             f"{n_calls} interleaved sequential calls per side after {n_warmup} warm-up calls; one threads-pool worker "
             f"(-c 1) and Client.in_process; the worker loaded the model {extra['model_loads']} time(s) and reported "

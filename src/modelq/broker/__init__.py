@@ -51,6 +51,8 @@ def check_broker(app, timeout: float = 2.0) -> None:  # noqa: ANN001 - a Celery 
     except Exception as exc:  # kombu raises many transport-specific errors
         settings = getattr(getattr(app, "modelq", None), "settings", None)
         if settings is not None and settings.uses_embedded_broker:
-            raise BrokerUnavailable(f"the embedded broker in {settings.home_dir} is not running; start `modelq up` or "
-                                    "`modelq worker` with this MODELQ_HOME first") from exc  # fmt: skip
+            raise BrokerUnavailable(
+                f"the embedded broker in {settings.home_dir} is not running; start `modelq up` or "
+                "`modelq worker` with this MODELQ_HOME first"
+            ) from exc
         raise BrokerUnavailable(f"broker {safe_url(app.conf.broker_url)!r} is unreachable: {exc}") from exc

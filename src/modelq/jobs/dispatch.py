@@ -55,8 +55,9 @@ def priority_value(priority: int | str | None) -> int | None:
         if word in PRIORITY_WORDS:
             return PRIORITY_WORDS[word]
         if not word.isdigit():
-            raise InvalidInput(f"priority must be a number from 0 to 9, 'interactive' or 'batch', got {priority!r}",
-                               field="priority")  # fmt: skip
+            raise InvalidInput(
+                f"priority must be a number from 0 to 9, 'interactive' or 'batch', got {priority!r}", field="priority"
+            )
         return int(word)
     return priority
 
@@ -82,15 +83,21 @@ def release(app: Any, queue: str) -> int:
     released = store.release(queue, window=settings.dispatch_window, cap=cap, cap_model=model)
     for sent, job in enumerate(released):
         try:
-            publish(app, job["task"], job["id"], job["input"], job["queue"], job["priority"],
-                    generation=job["republished"])  # fmt: skip
+            publish(
+                app, job["task"], job["id"], job["input"], job["queue"], job["priority"], generation=job["republished"]
+            )
         except Exception:
             # this job and every one released with it after it go back to the held ones: a job left
             # marked released with no message would keep its room in the window and never run
             for unsent in released[sent:]:
                 store.hold_again(unsent["id"])
-            log.warning("could not publish held job %s to %s; it and %d more wait for the next release", job["id"],
-                        queue, len(released) - sent - 1, exc_info=True)  # fmt: skip
+            log.warning(
+                "could not publish held job %s to %s; it and %d more wait for the next release",
+                job["id"],
+                queue,
+                len(released) - sent - 1,
+                exc_info=True,
+            )
             return sent
     return len(released)
 
@@ -126,7 +133,9 @@ def _due(app: Any, queue: str) -> bool:
     settings = app.modelq.settings
     waiting, held = app.modelq.store.window_state(queue)
     capped = cap_of(settings, queue)[0] is not None
-    return held and (capped or waiting == 0 or settings.dispatch_window - waiting >= max(settings.dispatch_window // 2, 1))
+    return held and (
+        capped or waiting == 0 or settings.dispatch_window - waiting >= max(settings.dispatch_window // 2, 1)
+    )
 
 
 class _Releaser:

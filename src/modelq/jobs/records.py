@@ -45,6 +45,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The error that failed it, structured: type, message, field, details (see modelq.errors.failure_of).
+    failure: Mapped[Any] = mapped_column(JSON, nullable=True)
     result: Mapped[Any] = mapped_column(JSON, nullable=True)
     artifacts: Mapped[Any] = mapped_column(JSON, default=list)
     owner: Mapped[str] = mapped_column(String(200), default="")
@@ -58,7 +60,6 @@ class Job(Base):
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: Its place among its queue's held jobs (start-time fair queuing over owners; lower goes first).
     fair_tag: Mapped[float | None] = mapped_column(Float, nullable=True)
-
 
 
 def record_dict(row: Any) -> dict[str, Any]:
@@ -78,11 +79,17 @@ def record_dict(row: Any) -> dict[str, Any]:
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
         "error": row["error"],
+        "failure": row.get("failure"),
         "result": row["result"],
         "artifacts": list(row["artifacts"] or []),
         "idempotency_key": row["idempotency_key"],
         "republished": row.get("republished") or 0,
     }
+
+
+def aware(value: datetime) -> datetime:
+    """``value`` with its zone: SQLite drops it, and the store always writes UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def _iso(value: datetime | None) -> str | None:

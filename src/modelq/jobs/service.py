@@ -104,10 +104,17 @@ class JobService:
         local = self.settings.fallback == "local" and not self.workers_available(self.settings.fallback_timeout)
         cap, _ = dispatch.cap_of(self.settings, queue)
         job, created = self.store.create(
-            id=str(uuid.uuid4()), task=spec.name, input=kwargs, queue=queue, priority=priority,
-            owner=owner, idempotency_key=idempotency_key, window=None if local else self.settings.dispatch_window,
-            weight=dispatch.weight_of(self.settings, owner), hold=cap is not None,
-        )  # fmt: skip
+            id=str(uuid.uuid4()),
+            task=spec.name,
+            input=kwargs,
+            queue=queue,
+            priority=priority,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            window=None if local else self.settings.dispatch_window,
+            weight=dispatch.weight_of(self.settings, owner),
+            hold=cap is not None,
+        )
         if not created:
             return {**job, "created": False}
         held = job.pop("held", False)
@@ -130,8 +137,11 @@ class JobService:
         limit = config.max_queued if config is not None else None
         if limit is None:
             return
-        queued = sum(count for name, (count, _) in self.store.backlog(queue).items()
-                     if name == queue or name.startswith(model_queue(queue, "")))  # fmt: skip
+        queued = sum(
+            count
+            for name, (count, _) in self.store.backlog(queue).items()
+            if name == queue or name.startswith(model_queue(queue, ""))
+        )
         if queued >= limit:
             raise QueueFull(queue, queued, limit, self.settings.queue_full_retry_after)
 
@@ -248,8 +258,18 @@ class JobService:
         return self.get(job_id, owner)
 
 
-def publish(app: Celery, task: str, job_id: str, kwargs: dict, queue: str, priority: int | None,
-            *, generation: int = 0, redelivered: bool = False, countdown: float | None = None) -> None:  # fmt: skip
+def publish(
+    app: Celery,
+    task: str,
+    job_id: str,
+    kwargs: dict,
+    queue: str,
+    priority: int | None,
+    *,
+    generation: int = 0,
+    redelivered: bool = False,
+    countdown: float | None = None,
+) -> None:
     """Send a recorded job's message to its queue (the logical name; ``queue_prefix`` is added here).
 
     A republished message carries its generation (the job's republish count when it was sent): only

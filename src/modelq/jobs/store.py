@@ -9,10 +9,10 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from modelq.jobs.records import DispatchLock, Job, ModelConsumer, record_dict, utcnow
+from modelq.jobs.placement_records import PlacementRecords
+from modelq.jobs.reconciler_records import ReconcilerRecords
+from modelq.jobs.records import DispatchLock, Job, record_dict, utcnow
+from modelq.jobs.records import aware as _aware
 from modelq.jobs.status import JobStatus
 
 #: The table, for Core statements: the hot paths (submit, start, finish, poll)
@@ -67,12 +70,20 @@ _MARK_RUNNING_IF_QUEUED = _MARK_RUNNING.where(jobs.c.status == JobStatus.QUEUED.
 _MARK_SUCCEEDED = (
     update(jobs)
     .where(_by_id, _unfinished)
-    .values(status=JobStatus.SUCCEEDED.value, result=bindparam("result"), finished_at=bindparam("now"), progress=1.0, error=None)
+    .values(
+        status=JobStatus.SUCCEEDED.value,
+        result=bindparam("result"),
+        finished_at=bindparam("now"),
+        progress=1.0,
+        error=None,
+    )
 )
 _MARK_FINISHED_WITH_ERROR = (
     update(jobs)
     .where(_by_id, _unfinished)
-    .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("now"))
+    .values(
+        status=bindparam("status"), error=bindparam("error"), failure=bindparam("failure"), finished_at=bindparam("now")
+    )
 )
 _SET_PROGRESS = (
     update(jobs)
@@ -99,18 +110,25 @@ _HEAD_TAG = select(func.min(jobs.c.fair_tag)).where(_QUEUED_IN, _held)
 _locks = DispatchLock.__table__
 _LOCK = update(_locks).where(_locks.c.key == bindparam("lock_key")).values(key=bindparam("lock_key"))
 #: Jobs of a model (its queues match ``pattern``) running, or released with their messages due.
-_MODEL_BUSY = select(func.count()).where(jobs.c.queue.like(bindparam("pattern")), or_(
-    jobs.c.status == JobStatus.RUNNING.value,
-    (jobs.c.status == JobStatus.QUEUED.value) & _released & (jobs.c.released_at <= bindparam("now")),
-))  # fmt: skip
+_MODEL_BUSY = select(func.count()).where(
+    jobs.c.queue.like(bindparam("pattern")),
+    or_(
+        jobs.c.status == JobStatus.RUNNING.value,
+        (jobs.c.status == JobStatus.QUEUED.value) & _released & (jobs.c.released_at <= bindparam("now")),
+    ),
+)
 _NEXT_HELD = select(jobs.c.id).where(_QUEUED_IN, _held).order_by(*_TURN).limit(bindparam("room"))
-_MARK_RELEASED = (update(jobs).where(jobs.c.id.in_(bindparam("ids", expanding=True)), _QUEUED_IN, _held)
-                  .values(released_at=bindparam("now")))  # fmt: skip
-_RELEASED = (select(jobs.c.id, jobs.c.task, jobs.c.input, jobs.c.queue, jobs.c.priority, jobs.c.republished)
-             .where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.released_at == bindparam("now"))
-             .order_by(*_TURN))  # fmt: skip
+_MARK_RELEASED = (
+    update(jobs)
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)), _QUEUED_IN, _held)
+    .values(released_at=bindparam("now"))
+)
+_RELEASED = (
+    select(jobs.c.id, jobs.c.task, jobs.c.input, jobs.c.queue, jobs.c.priority, jobs.c.republished)
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.released_at == bindparam("now"))
+    .order_by(*_TURN)
+)
 _OWNER = select(jobs.c.owner).where(_by_id)
-
 
 
 def _normalise_url(url: str) -> str:
@@ -128,7 +146,7 @@ class JobPage:
     total: int
 
 
-class JobStore:
+class JobStore(PlacementRecords, ReconcilerRecords):
     """Job records behind one small interface.
 
     The engine is created lazily and per process: a worker forks after the
@@ -218,8 +236,9 @@ class JobStore:
 
     # Writes -----------------------------------------------------------------------------
 
-    def create(self, *, window: int | None = None, weight: float = 1.0, hold: bool = False,
-               **fields: Any) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    def create(
+        self, *, window: int | None = None, weight: float = 1.0, hold: bool = False, **fields: Any
+    ) -> tuple[dict[str, Any], bool]:
         """Insert a job; with an idempotency key already used by this owner, return that job.
 
         Args:
@@ -241,11 +260,25 @@ class JobStore:
                 return existing, False
         now = utcnow()
         row = {
-            "status": JobStatus.QUEUED.value, "created_at": now, "artifacts": [], "progress": 0.0,
-            "progress_message": None, "priority": None, "worker": None, "runner": "worker", "attempts": 0,
-            "started_at": None, "finished_at": None, "error": None, "result": None, "owner": "",
-            "idempotency_key": None, "released_at": now, "fair_tag": None, **fields,
-        }  # fmt: skip
+            "status": JobStatus.QUEUED.value,
+            "created_at": now,
+            "artifacts": [],
+            "progress": 0.0,
+            "progress_message": None,
+            "priority": None,
+            "worker": None,
+            "runner": "worker",
+            "attempts": 0,
+            "started_at": None,
+            "finished_at": None,
+            "error": None,
+            "result": None,
+            "owner": "",
+            "idempotency_key": None,
+            "released_at": now,
+            "fair_tag": None,
+            **fields,
+        }
         try:
             with self.transaction() as conn:
                 if window is not None and (hold or self._must_hold(conn, row["queue"], window)):
@@ -279,8 +312,9 @@ class JobStore:
             return last + 1.0 / weight
         return conn.execute(_HEAD_TAG, {"in_queue": queue}).scalar_one() or 0.0
 
-    def release(self, queue: str, *, window: int, cap: int | None = None,
-                cap_model: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def release(
+        self, queue: str, *, window: int, cap: int | None = None, cap_model: str | None = None
+    ) -> list[dict[str, Any]]:
         """Release the next held jobs of ``queue`` (interactive first, then by fair tag) while the broker
         has fewer than ``window`` of its jobs waiting, and, with a ``cap``, fewer than ``cap`` jobs of
         model ``cap_model`` are waiting there or running (in any queue). The caller publishes them.
@@ -323,8 +357,11 @@ class JobStore:
     def hold_again(self, job_id: str) -> None:
         """Put a released job back among the held ones (its message could not be sent)."""
         with self.transaction() as conn:
-            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
-                         .values(released_at=None))  # fmt: skip
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+                .values(released_at=None)
+            )
 
     def held_queues(self) -> list[str]:
         """Queues with held jobs."""
@@ -337,8 +374,17 @@ class JobStore:
         return int(waiting or 0), bool(held)
 
     def mark_running(
-        self, job_id: str, *, worker: str | None, task: str, queue: str, input: Any, runner: str = "worker",
-        only_queued: bool = False, generation: int | None = None, quiet_since: datetime | None = None,
+        self,
+        job_id: str,
+        *,
+        worker: str | None,
+        task: str,
+        queue: str,
+        input: Any,
+        runner: str = "worker",
+        only_queued: bool = False,
+        generation: int | None = None,
+        quiet_since: datetime | None = None,
     ) -> int | None:
         """Record a delivery: status running, one more attempt.
 
@@ -360,8 +406,13 @@ class JobStore:
         if generation is not None:
             statement = statement.where(jobs.c.republished == generation)
         if quiet_since is not None:
-            statement = statement.where(or_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.heartbeat_at.is_(None),
-                                            jobs.c.heartbeat_at < quiet_since))  # fmt: skip
+            statement = statement.where(
+                or_(
+                    jobs.c.status == JobStatus.QUEUED.value,
+                    jobs.c.heartbeat_at.is_(None),
+                    jobs.c.heartbeat_at < quiet_since,
+                )
+            )
         with self.transaction() as conn:
             attempt = conn.execute(
                 statement, {"job_id": job_id, "worker": worker, "runner": runner, "now": now}
@@ -372,11 +423,21 @@ class JobStore:
                 return None
             conn.execute(
                 insert(jobs).values(
-                    id=job_id, task=task, input=input, queue=queue, worker=worker, runner=runner,
-                    status=JobStatus.RUNNING.value, attempts=1, created_at=now, started_at=now,
-                    artifacts=[], progress=0.0, owner="",
+                    id=job_id,
+                    task=task,
+                    input=input,
+                    queue=queue,
+                    worker=worker,
+                    runner=runner,
+                    status=JobStatus.RUNNING.value,
+                    attempts=1,
+                    created_at=now,
+                    started_at=now,
+                    artifacts=[],
+                    progress=0.0,
+                    owner="",
                 )
-            )  # fmt: skip
+            )
             return 1
 
     def beat(self, job_ids: list[str]) -> None:
@@ -384,23 +445,34 @@ class JobStore:
         if not job_ids:
             return
         with self.transaction() as conn:
-            conn.execute(update(jobs).where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.RUNNING.value)
-                         .values(heartbeat_at=utcnow()))  # fmt: skip
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.RUNNING.value)
+                .values(heartbeat_at=utcnow())
+            )
 
     def runs_elsewhere(self, job_id: str, beating_since: datetime) -> bool:
         """Whether the job runs and its run's heartbeat is newer than ``beating_since``."""
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
-                                        jobs.c.heartbeat_at >= beating_since)
-            ).first() is not None  # fmt: skip
+            return (
+                conn.execute(
+                    select(jobs.c.id).where(
+                        jobs.c.id == job_id,
+                        jobs.c.status == JobStatus.RUNNING.value,
+                        jobs.c.heartbeat_at >= beating_since,
+                    )
+                ).first()
+                is not None
+            )
 
     def mark_succeeded(self, job_id: str, result: Any) -> bool:
         with self.transaction() as conn:
             return bool(conn.execute(_MARK_SUCCEEDED, {"job_id": job_id, "result": result, "now": utcnow()}).rowcount)
 
-    def mark_failed(self, job_id: str, error: str) -> bool:
-        return self._finish_with_error(job_id, JobStatus.FAILED, error)
+    def mark_failed(self, job_id: str, error: str, failure: dict[str, Any] | None = None) -> bool:
+        """Fail an unfinished job with ``error`` (one line) and, when an exception failed it, its
+        structured ``failure`` (:func:`modelq.errors.failure_of`)."""
+        return self._finish_with_error(job_id, JobStatus.FAILED, error, failure)
 
     def mark_retrying(self, job_id: str, error: str, due: datetime | None = None) -> bool:
         """Queue a job again for a retry whose message is due at ``due`` (now by default): until then
@@ -435,12 +507,16 @@ class JobStore:
 
     def add_artifact(self, job_id: str, artifact: dict[str, Any]) -> None:
         with self.transaction() as conn:
-            current = conn.execute(select(jobs.c.artifacts).where(jobs.c.id == job_id).with_for_update()).scalar_one_or_none()
+            current = conn.execute(
+                select(jobs.c.artifacts).where(jobs.c.id == job_id).with_for_update()
+            ).scalar_one_or_none()
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(artifacts=[*(current or []), artifact]))
 
-    def _finish_with_error(self, job_id: str, status: JobStatus, error: str) -> bool:
+    def _finish_with_error(
+        self, job_id: str, status: JobStatus, error: str, failure: dict[str, Any] | None = None
+    ) -> bool:
         with self.transaction() as conn:
-            params = {"job_id": job_id, "status": status.value, "error": error, "now": utcnow()}
+            params = {"job_id": job_id, "status": status.value, "error": error, "failure": failure, "now": utcnow()}
             return bool(conn.execute(_MARK_FINISHED_WITH_ERROR, params).rowcount)
 
     # Reads ------------------------------------------------------------------------------
@@ -467,9 +543,11 @@ class JobStore:
 
     def find_idempotent(self, owner: str, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)
-            ).mappings().first()
+            row = (
+                conn.execute(select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key))
+                .mappings()
+                .first()
+            )
             return record_dict(row) if row is not None else None
 
     def changed_since(self, since: datetime, owner: str | None, *, limit: int) -> list[dict[str, Any]]:
@@ -481,14 +559,20 @@ class JobStore:
         """
         light = [column for column in jobs.c if column.name not in ("input", "result")]
         with self.engine.connect() as conn:
-            active = conn.execute(
-                select(*light).where(_unfinished).order_by(jobs.c.created_at).limit(limit)
-            ).mappings().all()
-            recent = conn.execute(
-                select(*light)
-                .where(~_unfinished, or_(jobs.c.finished_at >= since, jobs.c.created_at >= since))
-                .order_by(jobs.c.created_at)
-            ).mappings().all()
+            active = (
+                conn.execute(select(*light).where(_unfinished).order_by(jobs.c.created_at).limit(limit))
+                .mappings()
+                .all()
+            )
+            recent = (
+                conn.execute(
+                    select(*light)
+                    .where(~_unfinished, or_(jobs.c.finished_at >= since, jobs.c.created_at >= since))
+                    .order_by(jobs.c.created_at)
+                )
+                .mappings()
+                .all()
+            )
         positions: dict[str, int] = {}
         ahead: dict[str, int] = {}
         # A queued job's position counts the queued jobs before it in its queue: those on the broker
@@ -496,8 +580,11 @@ class JobStore:
         for row in sorted((r for r in active if r["status"] == JobStatus.QUEUED.value), key=_turn_key):
             ahead[row["queue"]] = ahead.get(row["queue"], 0) + 1
             positions[row["id"]] = ahead[row["queue"]]
-        return [{**row, "queue_position": positions.get(row["id"])}
-                for row in [*active, *recent] if owner is None or row["owner"] == owner]  # fmt: skip
+        return [
+            {**row, "queue_position": positions.get(row["id"])}
+            for row in [*active, *recent]
+            if owner is None or row["owner"] == owner
+        ]
 
     @staticmethod
     def _queue_position(conn: Connection, row: Any) -> int:
@@ -509,9 +596,9 @@ class JobStore:
             priority, tag = row["priority"] or 0, row["fair_tag"] or 0.0
             earlier = or_(
                 func.coalesce(jobs.c.priority, 0) > priority,
-                (func.coalesce(jobs.c.priority, 0) == priority) & or_(
-                    jobs.c.fair_tag < tag, (jobs.c.fair_tag == tag) & (jobs.c.created_at < row["created_at"])),
-            )  # fmt: skip
+                (func.coalesce(jobs.c.priority, 0) == priority)
+                & or_(jobs.c.fair_tag < tag, (jobs.c.fair_tag == tag) & (jobs.c.created_at < row["created_at"])),
+            )
             before = _QUEUED_IN & or_(_released, _held & earlier)
         ahead = conn.execute(select(func.count()).select_from(jobs).where(before), {"in_queue": row["queue"]})
         return int(ahead.scalar_one()) + 1
@@ -537,7 +624,9 @@ class JobStore:
             query = query.where(jobs.c.queue == queue)
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-            rows = conn.execute(query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)).mappings()
+            rows = conn.execute(
+                query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
+            ).mappings()
             return JobPage(jobs=[record_dict(row) for row in rows], total=int(total))
 
     def delete(self, job_id: str) -> None:
@@ -574,14 +663,19 @@ class JobStore:
     def held_counts(self) -> dict[str, int]:
         """Held jobs per queue (queued, their messages not sent yet)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.queue, func.count()).where(jobs.c.status == JobStatus.QUEUED.value, _held)
-                                .group_by(jobs.c.queue)).all()  # fmt: skip
+            rows = conn.execute(
+                select(jobs.c.queue, func.count())
+                .where(jobs.c.status == JobStatus.QUEUED.value, _held)
+                .group_by(jobs.c.queue)
+            ).all()
         return {queue: int(count) for queue, count in rows}
 
     def task_status_counts(self) -> list[tuple[str, str, int]]:
         """(task, status, jobs) for every pair present: what /metrics counts."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.task, jobs.c.status, func.count()).group_by(jobs.c.task, jobs.c.status)).all()
+            rows = conn.execute(
+                select(jobs.c.task, jobs.c.status, func.count()).group_by(jobs.c.task, jobs.c.status)
+            ).all()
         return [(task, status, int(count)) for task, status, count in rows]
 
     def finished_between(self, after: datetime, until: datetime) -> list[dict[str, Any]]:
@@ -591,232 +685,10 @@ class JobStore:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [{**row, **{k: _aware(row[k]) for k in ("created_at", "started_at", "finished_at") if row[k]}}
-                for row in rows]  # fmt: skip
-
-    # Model residency figures ----------------------------------------------------------
-
-    def report_residency(self, worker: str, pid: int, rows: list[dict[str, Any]]) -> None:
-        """Replace what this worker process reported before with ``rows``."""
-        from modelq.jobs.records import ModelResidency
-
-        table = ModelResidency.__table__
-        now = utcnow()
-        with self.transaction() as conn:
-            conn.execute(table.delete().where(table.c.worker == worker, table.c.pid == pid))
-            if rows:
-                conn.execute(insert(table), [{**row, "worker": worker, "pid": pid, "updated_at": now} for row in rows])
-
-    def forget_residency(self, worker: str, pid: int | None = None) -> None:
-        from modelq.jobs.records import ModelResidency
-
-        table = ModelResidency.__table__
-        query = table.delete().where(table.c.worker == worker)
-        if pid is not None:
-            query = query.where(table.c.pid == pid)
-        with self.transaction() as conn:
-            conn.execute(query)
-
-    def residency(self) -> list[dict[str, Any]]:
-        from modelq.jobs.records import ModelResidency, _iso
-
-        table = ModelResidency.__table__
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(table).order_by(table.c.worker, table.c.pid, table.c.model)).mappings()
-            return [{**row, "last_used": _iso(row["last_used"]), "updated_at": _iso(row["updated_at"])} for row in rows]
-
-    def backlog(self, queue_prefix: str) -> dict[str, tuple[int, datetime]]:
-        """Queued jobs per queue whose name starts with ``queue_prefix``: (count, oldest created_at)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.queue, func.count(), func.min(jobs.c.created_at))
-                .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.queue.startswith(queue_prefix, autoescape=True))
-                .group_by(jobs.c.queue)
-            ).all()
-        return {queue: (int(count), _aware(oldest)) for queue, count, oldest in rows}
-
-    def arrivals(self, queue_prefix: str, since: datetime, counted_since: datetime) -> dict[str, tuple[datetime, int]]:
-        """Per queue starting with ``queue_prefix`` with a job created after ``since``: when its newest
-        job arrived, and how many arrived after ``counted_since``."""
-        recent = func.sum(case((jobs.c.created_at >= counted_since, 1), else_=0))
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.queue, func.max(jobs.c.created_at), recent)
-                .where(jobs.c.status.in_([s.value for s in JobStatus]), jobs.c.queue.startswith(queue_prefix, autoescape=True),
-                       jobs.c.created_at >= since)
-                .group_by(jobs.c.queue)
-            ).all()  # fmt: skip
-        return {queue: (_aware(latest), int(count or 0)) for queue, latest, count in rows}
-
-    def latest_starts(self, queue_prefix: str, since: datetime) -> dict[str, datetime]:
-        """When the latest job that finished after ``since`` started, per queue starting with
-        ``queue_prefix``: when a worker last served the queue (its jobs since waited for another)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.queue, func.max(jobs.c.started_at))
-                .where(jobs.c.finished_at >= since, jobs.c.queue.startswith(queue_prefix, autoescape=True))
-                .group_by(jobs.c.queue)
-            ).all()  # fmt: skip
-        return {queue: _aware(latest) for queue, latest in rows if latest is not None}
-
-    def run_seconds(self, queue_prefix: str, *, recent: int = 200) -> dict[str, list[float]]:
-        """Run times (started to finished) of the latest succeeded jobs per queue starting with ``queue_prefix``."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.queue, jobs.c.started_at, jobs.c.finished_at)
-                .where(jobs.c.status == JobStatus.SUCCEEDED.value, jobs.c.queue.startswith(queue_prefix, autoescape=True),
-                       jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
-                .order_by(jobs.c.finished_at.desc())
-                .limit(recent)
-            ).all()  # fmt: skip
-        seconds: dict[str, list[float]] = {}
-        for queue, started, finished in rows:
-            seconds.setdefault(queue, []).append((_aware(finished) - _aware(started)).total_seconds())
-        return seconds
-
-    # The reconciler ---------------------------------------------------------------------
-
-    def take_lease(self, name: str, holder: str, seconds: float) -> bool:
-        """Hold lease ``name`` for ``seconds`` more, if ``holder`` holds it or it expired; True when held."""
-        from datetime import timedelta
-
-        from modelq.jobs.records import Lease
-
-        table = Lease.__table__
-        now = utcnow()
-        until = now + timedelta(seconds=seconds)
-        with self.transaction() as conn:
-            taken = conn.execute(
-                update(table).where(table.c.name == name, or_(table.c.holder == holder, table.c.expires_at < now))
-                .values(holder=holder, expires_at=until)
-            ).rowcount  # fmt: skip
-            if taken:
-                return True
-            if conn.execute(select(table.c.name).where(table.c.name == name)).first() is not None:
-                return False
-        try:
-            with self.transaction() as conn:
-                conn.execute(insert(table).values(name=name, holder=holder, expires_at=until))
-        except IntegrityError:  # another process created it first
-            return False
-        return True
-
-    def drop_lease(self, name: str, holder: str) -> None:
-        from modelq.jobs.records import Lease
-
-        table = Lease.__table__
-        with self.transaction() as conn:
-            conn.execute(table.delete().where(table.c.name == name, table.c.holder == holder))
-
-    def queued_until(self, until: datetime, *, limit: int) -> list[dict[str, Any]]:
-        """Jobs queued whose message was sent up to ``until``, oldest first (id, queue, republished, and
-        ``created_at``: when the message was sent): what the reconciler counts against the broker. Held
-        jobs (no message yet) are left out."""
-        columns = (jobs.c.id, jobs.c.queue, jobs.c.released_at.label("created_at"), jobs.c.republished)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(*columns).where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.released_at <= until)
-                .order_by(jobs.c.released_at).limit(limit)
-            ).mappings().all()  # fmt: skip
-        return [{**row, "created_at": _aware(row["created_at"])} for row in rows]
-
-    def count_republished(self, job_id: str) -> dict[str, Any] | None:
-        """Count one republish of a job still queued, and return what publishing it takes (task, input,
-        queue, priority, and the new generation, ``republished``); None when it left ``queued`` meanwhile."""
-        with self.transaction() as conn:
-            counted = conn.execute(
-                update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
-                .values(republished=jobs.c.republished + 1)
-            ).rowcount  # fmt: skip
-            if not counted:
-                return None
-            row = conn.execute(select(jobs.c.task, jobs.c.input, jobs.c.queue, jobs.c.priority, jobs.c.republished)
-                               .where(jobs.c.id == job_id)).mappings().first()  # fmt: skip
-        return dict(row) if row is not None else None
-
-    def running_before(self, before: datetime, *, limit: int) -> list[dict[str, Any]]:
-        """Jobs running since before ``before`` (id, worker, attempts): the reconciler looks for orphans."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.id, jobs.c.worker, jobs.c.attempts, jobs.c.queue)
-                .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.started_at < before)
-                .order_by(jobs.c.started_at).limit(limit)
-            ).mappings().all()  # fmt: skip
-        return [dict(row) for row in rows]
-
-    def requeue_orphan(self, job_id: str, attempts: int) -> bool:
-        """Put a running job whose worker and message are gone back to queued (counted as a republish);
-        False when it moved on meanwhile."""
-        with self.transaction() as conn:
-            return bool(conn.execute(
-                update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
-                                   jobs.c.attempts == attempts)
-                .values(status=JobStatus.QUEUED.value, error="its worker and its message were lost: queued again")
-            ).rowcount)  # fmt: skip
-
-    def report_queues(self, rows: list[dict[str, Any]]) -> None:
-        """Replace the reconciler's per-queue findings with ``rows``."""
-        from modelq.jobs.records import QueueReport
-
-        table = QueueReport.__table__
-        now = utcnow()
-        with self.transaction() as conn:
-            conn.execute(table.delete())
-            if rows:
-                conn.execute(insert(table), [{**row, "seen_at": now} for row in rows])
-
-    def queue_reports(self, seen_after: datetime) -> list[dict[str, Any]]:
-        from modelq.jobs.records import QueueReport
-
-        table = QueueReport.__table__
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(table).where(table.c.seen_at >= seen_after).order_by(table.c.queue)).mappings()
-            return [{**row, "seen_at": _aware(row["seen_at"])} for row in rows]
-
-    # Model consumers (placement) ------------------------------------------------------
-
-    def report_consumers(self, worker: str, rows: list[dict[str, Any]]) -> None:
-        """Replace what ``worker`` reported before with ``rows`` (``seen_at`` set to now)."""
-        with self.transaction() as conn:
-            _replace_consumers(conn, worker, rows)
-
-    def consumers(self, seen_after: datetime) -> list[dict[str, Any]]:
-        """Every worker's reported consumer rows seen after ``seen_after``."""
-        with self.engine.connect() as conn:
-            return _consumer_rows(conn, seen_after)
-
-    def settle_consumers(self, worker: str, seen_after: datetime,
-                         decide: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]) -> None:  # fmt: skip
-        """One worker at a time: read every worker's consumer rows (seen after ``seen_after``), have
-        ``decide`` choose ``worker``'s rows from them, and write those (None: write nothing).
-
-        Two workers that decide from the same snapshot would both take the model a third one needs
-        (and both load it); under this lock the second one sees the first one's choice.
-        """
-        with self.transaction() as conn:
-            self._lock(conn, "modelq:placement")
-            rows = decide(_consumer_rows(conn, seen_after))
-            if rows is not None:
-                _replace_consumers(conn, worker, rows)
-
-    def forget_consumers(self, worker: str) -> None:
-        table = ModelConsumer.__table__
-        with self.transaction() as conn:
-            conn.execute(table.delete().where(table.c.worker == worker))
-
-
-def _consumer_rows(conn: Connection, seen_after: datetime) -> list[dict[str, Any]]:
-    table = ModelConsumer.__table__
-    rows = conn.execute(select(table).where(table.c.seen_at >= seen_after)).mappings().all()
-    return [{**row, "since": _aware(row["since"]), "seen_at": _aware(row["seen_at"])} for row in rows]
-
-
-def _replace_consumers(conn: Connection, worker: str, rows: list[dict[str, Any]]) -> None:
-    table = ModelConsumer.__table__
-    conn.execute(table.delete().where(table.c.worker == worker))
-    if rows:
-        now = utcnow()
-        conn.execute(insert(table), [{**row, "worker": worker, "seen_at": now} for row in rows])
+        return [
+            {**row, **{k: _aware(row[k]) for k in ("created_at", "started_at", "finished_at") if row[k]}}
+            for row in rows
+        ]
 
 
 def _turn_key(row: Any) -> tuple:
@@ -824,7 +696,3 @@ def _turn_key(row: Any) -> tuple:
     if row["released_at"] is not None:
         return (0, _aware(row["released_at"]).timestamp(), 0.0, 0.0)
     return (1, -(row["priority"] or 0), row["fair_tag"] or 0.0, _aware(row["created_at"]).timestamp())
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

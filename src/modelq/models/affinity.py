@@ -74,8 +74,16 @@ class AffinityController:
         in_process: solo and threads pools run jobs in this process: read its residency directly.
     """
 
-    def __init__(self, app: Any, consumer: Any, hostname: str, base_queues: list[str], capacity: int | None,
-                 *, in_process: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: Any,
+        consumer: Any,
+        hostname: str,
+        base_queues: list[str],
+        capacity: int | None,
+        *,
+        in_process: bool = False,
+    ) -> None:
         self.app = app
         self.consumer = consumer
         self.in_process = in_process
@@ -106,8 +114,11 @@ class AffinityController:
         #: for the tick in progress to end.
         self._in_store = threading.Lock()
         if not in_process:
-            os.register_at_fork(before=self._in_store.acquire, after_in_parent=self._in_store.release,
-                                after_in_child=self._in_store.release)  # fmt: skip
+            os.register_at_fork(
+                before=self._in_store.acquire,
+                after_in_parent=self._in_store.release,
+                after_in_child=self._in_store.release,
+            )
 
     # The snapshot ------------------------------------------------------------------
 
@@ -157,12 +168,18 @@ class AffinityController:
         # the switching rules, so it follows a shift in demand as soon as a switch could.
         stint = self.settings.affinity_switch_factor * max(self._load_seconds.values(), default=DEFAULT_LOAD_SECONDS)
         counted_since = read_at - timedelta(seconds=stint)
-        arrivals = {q: seen for base in self.base_queues
-                    for q, seen in self.store.arrivals(f"{base}{MODEL_QUEUE_SEPARATOR}", since, counted_since).items()}  # fmt: skip
+        arrivals = {
+            q: seen
+            for base in self.base_queues
+            for q, seen in self.store.arrivals(f"{base}{MODEL_QUEUE_SEPARATOR}", since, counted_since).items()
+        }
         self._arrivals = {q: latest for q, (latest, _count) in arrivals.items()}
         self._arrived = {q: count for q, (_latest, count) in arrivals.items()}
-        self._served = {q: at for base in self.base_queues
-                        for q, at in self.store.latest_starts(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()}  # fmt: skip
+        self._served = {
+            q: at
+            for base in self.base_queues
+            for q, at in self.store.latest_starts(f"{base}{MODEL_QUEUE_SEPARATOR}", since).items()
+        }
         self._arrivals_read_at = read_at
 
     def load_seconds(self) -> dict[str, float]:
@@ -191,11 +208,16 @@ class AffinityController:
             count, oldest = backlog.get(queue, (0, None))
             model = queue.partition(MODEL_QUEUE_SEPARATOR)[2]
             declared = self.settings.models.get(model)
-            demand[queue] = Demand(queued=count, oldest=oldest, job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
-                                   load_seconds=loads.get(model, unmeasured),
-                                   last_arrival=self._arrivals[queue] + unseen if queue in self._arrivals else None,
-                                   served_at=self._served.get(queue), arrived=self._arrived.get(queue, 0),
-                                   cap=declared.max_concurrency if declared else None)  # fmt: skip
+            demand[queue] = Demand(
+                queued=count,
+                oldest=oldest,
+                job_seconds=self._job_seconds.get(queue, DEFAULT_JOB_SECONDS),
+                load_seconds=loads.get(model, unmeasured),
+                last_arrival=self._arrivals[queue] + unseen if queue in self._arrivals else None,
+                served_at=self._served.get(queue),
+                arrived=self._arrived.get(queue, 0),
+                cap=declared.max_concurrency if declared else None,
+            )
         return demand
 
     def snapshot(self, now: datetime) -> list[dict[str, Any]]:
@@ -240,8 +262,15 @@ class AffinityController:
 
         def decide(rows: list[dict[str, Any]]) -> tuple[Plan, dict[str, Peer]]:
             peers = self.peers(me, rows)
-            return plan(self.hostname, peers, demand, known=known, switch_factor=self.settings.affinity_switch_factor,
-                        max_wait=self.settings.affinity_max_wait, now=now), peers  # fmt: skip
+            return plan(
+                self.hostname,
+                peers,
+                demand,
+                known=known,
+                switch_factor=self.settings.affinity_switch_factor,
+                max_wait=self.settings.affinity_max_wait,
+                now=now,
+            ), peers
 
         decided, peers = decide(self.snapshot(now))
         if decided.chosen - set(self.chosen):
@@ -255,8 +284,13 @@ class AffinityController:
         self.steer(reading)
         self.publish(reading, held, stranded, known)
 
-    def take_on(self, decide: Callable[[list[dict[str, Any]]], tuple[Plan, dict[str, Peer]]], held: set[str],
-                known: set[str], now: datetime) -> tuple[Plan, dict[str, Peer]] | None:  # fmt: skip
+    def take_on(
+        self,
+        decide: Callable[[list[dict[str, Any]]], tuple[Plan, dict[str, Peer]]],
+        held: set[str],
+        known: set[str],
+        now: datetime,
+    ) -> tuple[Plan, dict[str, Peer]] | None:
         """Decide again to take on a model, one worker at a time, and publish the choice before the next
         worker decides: idle workers that tick together would otherwise all see the model short of a
         server and all load it. None when the store cannot do it (the first decision stands)."""
@@ -282,8 +316,12 @@ class AffinityController:
     def choose(self, decided: Plan, now: datetime) -> None:
         """Commit to the plan's models (keeping when each was first chosen)."""
         if decided.chosen != set(self.chosen):
-            log.info("placement: %s now serves %s (was %s)", self.hostname, ", ".join(sorted(decided.chosen)) or "nothing",
-                     ", ".join(sorted(self.chosen)) or "nothing")  # fmt: skip
+            log.info(
+                "placement: %s now serves %s (was %s)",
+                self.hostname,
+                ", ".join(sorted(decided.chosen)) or "nothing",
+                ", ".join(sorted(self.chosen)) or "nothing",
+            )
         self.chosen = {q: self.chosen.get(q, now) for q in decided.chosen}
 
     def reading(self) -> set[str] | None:
@@ -314,7 +352,9 @@ class AffinityController:
     def _add(self, queue: str) -> None:
         """Have the consumer's own loop start reading ``queue`` (thread-safe: ``call_soon``)."""
         name = self.settings.broker_queue(queue)
-        self.consumer.call_soon(self.consumer.add_task_queue, name, exchange=name, exchange_type="direct", routing_key=name)
+        self.consumer.call_soon(
+            self.consumer.add_task_queue, name, exchange=name, exchange_type="direct", routing_key=name
+        )
 
     def _cancel(self, queue: str) -> None:
         self.consumer.call_soon(self.consumer.cancel_task_queue, self.settings.broker_queue(queue))
@@ -340,32 +380,69 @@ class AffinityController:
         found = {}
         for queue in sorted(candidates):
             waiting = demand.get(queue)
-            if waiting and waiting.queued and waiting.oldest and (now - waiting.oldest).total_seconds() >= STRANDED_SECONDS:
+            if (
+                waiting
+                and waiting.queued
+                and waiting.oldest
+                and (now - waiting.oldest).total_seconds() >= STRANDED_SECONDS
+            ):
                 found[queue] = waiting.queued
                 if time.monotonic() - self._warned.get(queue, -60.0) >= 60.0:
                     self._warned[queue] = time.monotonic()
-                    log.warning("%d job(s) have waited over %.0f s in %s while this worker (%s), which can serve them, "
-                                "sat idle for %.0f s: reading it%s", waiting.queued, STRANDED_SECONDS, queue, self.hostname,
-                                idle, " anew" if queue in self._read_before else "")  # fmt: skip
+                    log.warning(
+                        "%d job(s) have waited over %.0f s in %s while this worker (%s), which can serve them, "
+                        "sat idle for %.0f s: reading it%s",
+                        waiting.queued,
+                        STRANDED_SECONDS,
+                        queue,
+                        self.hostname,
+                        idle,
+                        " anew" if queue in self._read_before else "",
+                    )
                 if queue in self._read_before:  # read, yet nothing came: re-subscribe
                     self._cancel(queue)
                     self._add(queue)
                     self._idle_since = time.monotonic()
         return found
 
-    def _rows(self, reading: set[str], held: set[str], stranded: dict[str, int],
-              known: set[str]) -> tuple[tuple, list[dict[str, Any]]]:  # fmt: skip
+    def _rows(
+        self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]
+    ) -> tuple[tuple, list[dict[str, Any]]]:
         """What this worker publishes: its state (to tell a change) and its consumer rows."""
         pinned = known if self.settings.worker_models else set()
-        state = (frozenset(reading), tuple(sorted(self.chosen.items())), frozenset(held), tuple(sorted(stranded.items())),
-                 frozenset(pinned))  # fmt: skip
+        state = (
+            frozenset(reading),
+            tuple(sorted(self.chosen.items())),
+            frozenset(held),
+            tuple(sorted(stranded.items())),
+            frozenset(pinned),
+        )
         epoch = datetime.fromtimestamp(0, timezone.utc)
-        rows = [{"queue": "", "reading": False, "chosen": False, "held": False, "since": epoch, "slots": self.capacity,
-                 "serves": bool(pinned), "stranded": 0}]  # fmt: skip
+        rows = [
+            {
+                "queue": "",
+                "reading": False,
+                "chosen": False,
+                "held": False,
+                "since": epoch,
+                "slots": self.capacity,
+                "serves": bool(pinned),
+                "stranded": 0,
+            }
+        ]
         for queue in sorted(reading | set(self.chosen) | held | pinned):
-            rows.append({"queue": queue, "reading": queue in reading, "chosen": queue in self.chosen,
-                         "held": queue in held, "since": self.chosen.get(queue, epoch), "slots": None,
-                         "serves": queue in pinned, "stranded": stranded.get(queue, 0)})  # fmt: skip
+            rows.append(
+                {
+                    "queue": queue,
+                    "reading": queue in reading,
+                    "chosen": queue in self.chosen,
+                    "held": queue in held,
+                    "since": self.chosen.get(queue, epoch),
+                    "slots": None,
+                    "serves": queue in pinned,
+                    "stranded": stranded.get(queue, 0),
+                }
+            )
         return state, rows
 
     def publish(self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]) -> None:

@@ -72,10 +72,17 @@ def model(
 
     def register(loader: Loader) -> Loader:
         _DECLARED[name] = ModelSpec(
-            name=name, loader=loader, source=source, device=device, dtype=dtype,
-            memory=parse_size(memory, key=f"model {name}: memory"), pinned=pinned,
-            keep_alive=keep_alive, preload=preload, options=options,
-        )  # fmt: skip
+            name=name,
+            loader=loader,
+            source=source,
+            device=device,
+            dtype=dtype,
+            memory=parse_size(memory, key=f"model {name}: memory"),
+            pinned=pinned,
+            keep_alive=keep_alive,
+            preload=preload,
+            options=options,
+        )
         return loader
 
     return register
@@ -119,10 +126,17 @@ class ModelRegistry:
         self._from_config: dict[str, ModelSpec] = {}
         for name, cfg in settings.models.items():
             self._from_config[name] = ModelSpec(
-                name=name, loader=cfg.loader, source=cfg.source, device=cfg.device, dtype=cfg.dtype,
+                name=name,
+                loader=cfg.loader,
+                source=cfg.source,
+                device=cfg.device,
+                dtype=cfg.dtype,
                 memory=parse_size(cfg.memory, key=f"MODELQ_MODELS__{name.upper()}__MEMORY"),
-                pinned=cfg.pinned, keep_alive=cfg.keep_alive, preload=cfg.preload, options=dict(cfg.options),
-            )  # fmt: skip
+                pinned=cfg.pinned,
+                keep_alive=cfg.keep_alive,
+                preload=cfg.preload,
+                options=dict(cfg.options),
+            )
 
     def all(self) -> dict[str, ModelSpec]:
         return {**_DECLARED, **self._from_config}

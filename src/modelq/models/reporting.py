@@ -44,10 +44,16 @@ class StoreReporter(ResidencyHooks):
             stats = self.runtime.residency.stats()
             rows = [
                 {
-                    "model": s.name, "device": s.device or "-", "resident": s.resident, "bytes": s.bytes,
-                    "loads": s.loads, "evictions": s.evictions, "hits": s.hits, "load_seconds": s.load_seconds,
+                    "model": s.name,
+                    "device": s.device or "-",
+                    "resident": s.resident,
+                    "bytes": s.bytes,
+                    "loads": s.loads,
+                    "evictions": s.evictions,
+                    "hits": s.hits,
+                    "load_seconds": s.load_seconds,
                     "last_used": datetime.fromtimestamp(s.last_used, timezone.utc) if s.last_used else None,
-                }  # fmt: skip
+                }
                 for s in stats
             ]
             try:

@@ -199,8 +199,16 @@ class Residency:
                 self._released.notify_all()
             raise
         now = time.monotonic()
-        entry = _Entry(spec=spec, device=device, obj=obj, nbytes=nbytes, load_seconds=seconds,
-                       loaded_at=now, last_used=now, in_use=1)  # fmt: skip
+        entry = _Entry(
+            spec=spec,
+            device=device,
+            obj=obj,
+            nbytes=nbytes,
+            load_seconds=seconds,
+            loaded_at=now,
+            last_used=now,
+            in_use=1,
+        )
         with self._lock:
             self._loading.pop(spec.name, None)
             self._entries[spec.name] = entry
@@ -246,7 +254,9 @@ class Residency:
         obj, entry.obj = entry.obj, None
         del obj
         memory.free_device_memory(entry.device)
-        log.info("evicted model %s from %s (%s): %s", entry.spec.name, entry.device, reason, memory_format(entry.nbytes))
+        log.info(
+            "evicted model %s from %s (%s): %s", entry.spec.name, entry.device, reason, memory_format(entry.nbytes)
+        )
         self._emit("on_evict", entry.spec, entry.device, entry.nbytes, reason)
 
     def expire_idle(self) -> list[str]:
@@ -297,13 +307,19 @@ class Residency:
                 counter = self._counter(name)
                 rows.append(
                     ModelStats(
-                        name=name, device=entry.device if entry else "", resident=entry is not None,
-                        bytes=entry.nbytes if entry else 0, in_use=entry.in_use if entry else 0,
-                        pinned=bool(entry and entry.spec.pinned), loads=counter.loads, evictions=counter.evictions,
-                        hits=counter.hits, load_seconds=round(counter.load_seconds, 4),
+                        name=name,
+                        device=entry.device if entry else "",
+                        resident=entry is not None,
+                        bytes=entry.nbytes if entry else 0,
+                        in_use=entry.in_use if entry else 0,
+                        pinned=bool(entry and entry.spec.pinned),
+                        loads=counter.loads,
+                        evictions=counter.evictions,
+                        hits=counter.hits,
+                        load_seconds=round(counter.load_seconds, 4),
                         last_used=_wall(entry.last_used) if entry else None,
                     )
-                )  # fmt: skip
+                )
             return rows
 
     def _emit(self, event: str, *args: Any) -> None:

@@ -27,8 +27,10 @@ from modelq.errors import ModelNotFound
 #: What a hub id looks like: ``name`` or ``org/name``, no path tricks.
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 
-HINT = ("declare it (models: in the config), put it in a directory under a model root (MODELQ_MODEL_ROOTS), "
-        "or, for a hub id, set MODELQ_ALLOW_HUB_MODELS=true")  # fmt: skip
+HINT = (
+    "declare it (models: in the config), put it in a directory under a model root (MODELQ_MODEL_ROOTS), "
+    "or, for a hub id, set MODELQ_ALLOW_HUB_MODELS=true"
+)
 
 
 def check(name: str, settings: Any) -> None:

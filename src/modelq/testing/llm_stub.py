@@ -11,7 +11,7 @@ so a test can see what a worker actually sent and when::
     ...  # point an llm endpoint at server.base_url
     server.stop()
 
-From a shell: ``python -m modelq.workloads.llm.stub_server --port 8001 --latency 3.5``.
+From a shell: ``python -m modelq.testing.llm_stub --port 8001 --latency 3.5``.
 
 The answer to a chat is ``"<model>: <last user message>"``; usage counts words.
 Plain asyncio, no web framework, so hundreds of open connections cost next to nothing.
@@ -30,8 +30,16 @@ from typing import Any
 
 __all__ = ["Received", "Reply", "StubLLMServer"]
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}  # fmt: skip
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -193,8 +201,11 @@ class StubLLMServer:
                 body = await reader.readexactly(int(headers.get("content-length") or 0))
                 status, extra, payload = await self._answer(method, path, headers, body)
                 data = json.dumps(payload).encode()
-                head_out = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "content-type: application/json",
-                            f"content-length: {len(data)}"] + [f"{k}: {v}" for k, v in extra.items()]  # fmt: skip
+                head_out = [
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+                    "content-type: application/json",
+                    f"content-length: {len(data)}",
+                ] + [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode() + data)
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
@@ -274,8 +285,11 @@ def _completion(body: dict[str, Any], prompt: str | None) -> dict[str, Any]:
         "created": int(time.time()),
         "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},  # fmt: skip
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 

@@ -23,11 +23,15 @@ MAX_SLEEP_STEPS = 10_000
 def _validate(data: dict[str, Any], _settings: Any) -> None:
     seconds, steps = data.get("seconds", 1.0), data.get("steps", 10)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= MAX_SLEEP_SECONDS:
-        raise InvalidInput(f"seconds must be a number from 0 to {MAX_SLEEP_SECONDS:g}, got {seconds!r}",
-                           field="seconds", limit=MAX_SLEEP_SECONDS)  # fmt: skip
+        raise InvalidInput(
+            f"seconds must be a number from 0 to {MAX_SLEEP_SECONDS:g}, got {seconds!r}",
+            field="seconds",
+            limit=MAX_SLEEP_SECONDS,
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_SLEEP_STEPS:
-        raise InvalidInput(f"steps must be an integer from 1 to {MAX_SLEEP_STEPS}, got {steps!r}", field="steps",
-                           limit=MAX_SLEEP_STEPS)  # fmt: skip
+        raise InvalidInput(
+            f"steps must be an integer from 1 to {MAX_SLEEP_STEPS}, got {steps!r}", field="steps", limit=MAX_SLEEP_STEPS
+        )
 
 
 @task("sleep", queue="default", validate=_validate)

@@ -80,8 +80,11 @@ def check_chars(field: str, texts: list[str], limit: int) -> None:
     for index, text in enumerate(texts):
         if len(text) > limit:
             where = f"{field}[{index}]" if len(texts) > 1 else field
-            raise InvalidInput(f"{where} has {len(text)} characters; the limit is {limit} (MODELQ_EMBED_MAX_CHARS)",
-                               field=field, limit=limit)  # fmt: skip
+            raise InvalidInput(
+                f"{where} has {len(text)} characters; the limit is {limit} (MODELQ_EMBED_MAX_CHARS)",
+                field=field,
+                limit=limit,
+            )
 
 
 def _validate(data: dict[str, Any], settings: Any) -> None:
@@ -93,7 +96,9 @@ def encode(texts: list[str], model: str = DEFAULT_MODEL, *, normalize: bool = Tr
     return [vector for vector, _tokens in encode_counted(texts, model, normalize=normalize)]
 
 
-def encode_counted(texts: list[str], model: str = DEFAULT_MODEL, *, normalize: bool = True) -> list[tuple[list[float], int]]:
+def encode_counted(
+    texts: list[str], model: str = DEFAULT_MODEL, *, normalize: bool = True
+) -> list[tuple[list[float], int]]:
     """Each text's vector and its token count (after truncation), from one batched forward pass.
 
     The tokenizer and the weights are touched only inside the batch, under
@@ -111,8 +116,9 @@ def encode_counted(texts: list[str], model: str = DEFAULT_MODEL, *, normalize: b
         outputs: list[Any] = [None] * len(items)
         with exclusive(st):
             for group in token_groups(_token_lengths(st, items), max_tokens):
-                encoded = st.encode([items[i] for i in group], batch_size=len(group), output_value=None,
-                                    show_progress_bar=False)  # fmt: skip
+                encoded = st.encode(
+                    [items[i] for i in group], batch_size=len(group), output_value=None, show_progress_bar=False
+                )
                 for i, out in zip(group, encoded, strict=True):
                     outputs[i] = out
         return [(out["sentence_embedding"].float().cpu().numpy(), int(out["attention_mask"].sum())) for out in outputs]

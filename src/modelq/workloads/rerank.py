@@ -35,8 +35,9 @@ def check_request(query: Any, documents: Any, top_n: Any, settings: Any) -> list
         raise InvalidInput("query must be a non-empty string", field="query")
     embedding.check_chars("query", [query], settings.embed_max_chars)
     texts = _documents(documents)
-    embedding.check_count("documents", len(texts), settings.rerank_max_documents, "documents",
-                          "MODELQ_RERANK_MAX_DOCUMENTS")  # fmt: skip
+    embedding.check_count(
+        "documents", len(texts), settings.rerank_max_documents, "documents", "MODELQ_RERANK_MAX_DOCUMENTS"
+    )
     embedding.check_chars("documents", texts, settings.embed_max_chars)
     if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
         raise InvalidInput("top_n must be an integer of at least 1", field="top_n")
@@ -75,8 +76,9 @@ def _cross_encoder_available(model: str | None) -> str | None:
 
 
 @task("rerank", queue="gpu", models=[embedding.DEFAULT_MODEL], model_arg="model", validate=_validate)
-def rerank(query: str, documents: list[Any], model: str | None = None, top_n: int | None = None,
-           return_documents: bool = False) -> dict[str, Any]:  # fmt: skip
+def rerank(
+    query: str, documents: list[Any], model: str | None = None, top_n: int | None = None, return_documents: bool = False
+) -> dict[str, Any]:
     """Relevance scores of documents for a query, sorted best first."""
     texts = check_request(query, documents, top_n, current_settings())
     cross = _cross_encoder_available(model)

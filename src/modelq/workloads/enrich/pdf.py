@@ -50,11 +50,16 @@ def check_upload(data: bytes, max_bytes: int, field: str = "file") -> None:
     if not data:
         raise InvalidDocument(f"{field} is empty; upload a PDF document", reason="empty", field=field)
     if len(data) > max_bytes:
-        raise InvalidDocument(f"{field} is {len(data)} bytes; the limit is {max_bytes} bytes (MODELQ_MAX_PDF_BYTES)",
-                              reason="too_large", field=field, limit=max_bytes)  # fmt: skip
+        raise InvalidDocument(
+            f"{field} is {len(data)} bytes; the limit is {max_bytes} bytes (MODELQ_MAX_PDF_BYTES)",
+            reason="too_large",
+            field=field,
+            limit=max_bytes,
+        )
     if PDF_MAGIC not in data[:HEADER_WINDOW]:
-        raise InvalidDocument(f"{field} is not a PDF: it does not start with {PDF_MAGIC.decode()}", reason="not_pdf",
-                              field=field)  # fmt: skip
+        raise InvalidDocument(
+            f"{field} is not a PDF: it does not start with {PDF_MAGIC.decode()}", reason="not_pdf", field=field
+        )
 
 
 def page_count(data: bytes) -> int | None:
@@ -69,8 +74,12 @@ def page_count(data: bytes) -> int | None:
 def check_pages(pages: int, max_pages: int, field: str = "file", name: str | None = None) -> None:
     """Raises InvalidDocument when a PDF has more pages than ``max_pages``."""
     if pages > max_pages:
-        raise InvalidDocument(f"{name or field} has {pages} pages; the limit is {max_pages} pages "
-                              "(MODELQ_MAX_PDF_PAGES)", reason="too_large", field=field, limit=max_pages)  # fmt: skip
+        raise InvalidDocument(
+            f"{name or field} has {pages} pages; the limit is {max_pages} pages (MODELQ_MAX_PDF_PAGES)",
+            reason="too_large",
+            field=field,
+            limit=max_pages,
+        )
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,9 @@ class PdfReader:
                 finally:
                     page.close()
         except lib.PdfiumError as exc:
-            raise InvalidDocument(f"page {index + 1} of the PDF is damaged and cannot be read ({exc})",
-                                  reason="damaged", page=index + 1) from None  # fmt: skip
+            raise InvalidDocument(
+                f"page {index + 1} of the PDF is damaged and cannot be read ({exc})", reason="damaged", page=index + 1
+            ) from None
         png = io.BytesIO()
         image.save(png, format="PNG")  # outside the lock: PDFium is not involved
         return Page(number=index + 1, text=text, width=width, height=height, png=png.getvalue(), pixels=image.size)
@@ -160,13 +170,19 @@ def explain_load_error(code: int) -> InvalidDocument:
     """What PDFium's load error ``code`` means for the person who uploaded the file."""
     raw = pdfium().raw
     if code == raw.FPDF_ERR_PASSWORD:
-        return InvalidDocument("the PDF is encrypted (it needs a password to open); upload it without a password",
-                               reason="encrypted")  # fmt: skip
+        return InvalidDocument(
+            "the PDF is encrypted (it needs a password to open); upload it without a password", reason="encrypted"
+        )
     if code == raw.FPDF_ERR_SECURITY:
-        return InvalidDocument("the PDF is protected by an unsupported security handler; remove the protection and "
-                               "upload it again", reason="encrypted")  # fmt: skip
-    return InvalidDocument("the PDF is damaged or not a PDF: PDFium could not read its structure (it may be "
-                           "truncated); export or repair it and upload it again", reason="damaged")  # fmt: skip
+        return InvalidDocument(
+            "the PDF is protected by an unsupported security handler; remove the protection and upload it again",
+            reason="encrypted",
+        )
+    return InvalidDocument(
+        "the PDF is damaged or not a PDF: PDFium could not read its structure (it may be "
+        "truncated); export or repair it and upload it again",
+        reason="damaged",
+    )
 
 
 def fit_scale(width: float, height: float, scale: float) -> float:

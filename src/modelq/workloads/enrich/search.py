@@ -12,8 +12,9 @@ from typing import Any
 from modelq.errors import MissingDependency
 
 
-def best_snippets(vectors_path: Path, query: list[float], snippets: list[dict[str, Any]],
-                  k: int) -> list[dict[str, Any]]:  # fmt: skip
+def best_snippets(
+    vectors_path: Path, query: list[float], snippets: list[dict[str, Any]], k: int
+) -> list[dict[str, Any]]:
     """The ``k`` snippets closest to ``query``, best first, each with its ``score`` (cosine similarity).
 
     Args:

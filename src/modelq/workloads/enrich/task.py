@@ -71,8 +71,10 @@ def check_params(data: dict[str, Any]) -> dict[str, Any]:
     scale = DEFAULT_RENDER_SCALE if scale is None else scale
     number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
     if not number or not MIN_RENDER_SCALE <= scale <= MAX_RENDER_SCALE:
-        raise InvalidInput(f"render_scale must be a number from {MIN_RENDER_SCALE} to {MAX_RENDER_SCALE} (1 = 72 dpi), "
-                           f"got {scale!r}", field="render_scale")  # fmt: skip
+        raise InvalidInput(
+            f"render_scale must be a number from {MIN_RENDER_SCALE} to {MAX_RENDER_SCALE} (1 = 72 dpi), got {scale!r}",
+            field="render_scale",
+        )
     filename = data.get("filename")
     if filename is not None and not isinstance(filename, str):
         raise InvalidInput("filename must be a string", field="filename")
@@ -95,8 +97,9 @@ def _validate(data: dict[str, Any], settings: Any) -> dict[str, Any]:
 # Submitting an upload ------------------------------------------------------------------------
 
 
-def submit_document(service: JobService, data: bytes, *, filename: str | None = None, owner: str = "",
-                    **params: Any) -> dict[str, Any]:  # fmt: skip
+def submit_document(
+    service: JobService, data: bytes, *, filename: str | None = None, owner: str = "", **params: Any
+) -> dict[str, Any]:
     """Check an uploaded PDF, store it where every worker reads artifacts, and queue its ``enrich`` job.
 
     Args:
@@ -153,8 +156,11 @@ def run(params: dict[str, Any], job: JobContext) -> dict[str, Any]:
         snippets, images = _read_pages(reader, params, job)
     pages = reader.pages
     if not snippets:
-        raise InvalidDocument(f"the PDF has no extractable text on any of its {pages} page(s) (a scan?); run OCR on "
-                              "it and upload it again", reason="no_text")  # fmt: skip
+        raise InvalidDocument(
+            f"the PDF has no extractable text on any of its {pages} page(s) (a scan?); run OCR on "
+            "it and upload it again",
+            reason="no_text",
+        )
     vectors = _embed([s["text"] for s in snippets], params["model"], job)
     meta = job.save_artifact(EMBEDDINGS, _npy(vectors), "application/octet-stream")
     dimensions = len(vectors[0])
@@ -178,8 +184,10 @@ def _upload(job: JobContext, name: str) -> Path:
     try:
         return job.artifacts.open_upload(name)
     except ArtifactNotFound:
-        raise InvalidInput(f"the uploaded file {name!r} is missing from the artifact store; upload the PDF "
-                           "again (POST /v1/documents)", field="pdf") from None  # fmt: skip
+        raise InvalidInput(
+            f"the uploaded file {name!r} is missing from the artifact store; upload the PDF again (POST /v1/documents)",
+            field="pdf",
+        ) from None
 
 
 def _read_pages(reader: PdfReader, params: dict[str, Any], job: JobContext) -> tuple[list[dict], list[dict]]:
@@ -190,8 +198,15 @@ def _read_pages(reader: PdfReader, params: dict[str, Any], job: JobContext) -> t
     for index in range(total):
         page = reader.read(index, params["render_scale"])
         meta = job.save_artifact(PAGE_IMAGE.format(page.number), page.png, "image/png")
-        images.append({"page": page.number, "name": meta["name"], "url": artifact_url(job.id, meta["name"]),
-                       "width": page.pixels[0], "height": page.pixels[1]})  # fmt: skip
+        images.append(
+            {
+                "page": page.number,
+                "name": meta["name"],
+                "url": artifact_url(job.id, meta["name"]),
+                "width": page.pixels[0],
+                "height": page.pixels[1],
+            }
+        )
         for snippet in page_snippets(page.text, page.number, params["snippet_chars"], params["overlap"]):
             snippets.append({"index": len(snippets), **snippet})
         progress(PAGES_SHARE * page.number / total, f"page {page.number}/{total}")

@@ -1,5 +1,7 @@
 """``llm``: many prompts against an OpenAI-compatible chat server (vLLM, llama.cpp server, ...).
 
+A stand-in OpenAI-compatible server for tests and benchmarks is :mod:`modelq.testing.llm_stub`.
+
 Importing the package registers the task and nothing more (see :mod:`.task`); the modules
 that make calls are loaded when a job runs:
 
@@ -8,8 +10,7 @@ that make calls are loaded when a job runs:
 * :mod:`.fanout` — the worker process's call threads and one job's map over them;
 * :mod:`.client` — one endpoint's HTTP calls (sharded connection pools);
 * :mod:`.retry` — backoff with jitter and ``Retry-After``;
-* :mod:`.ratelimit` — the cluster-wide requests/s and tokens/min budget per endpoint;
-* :mod:`.stub_server` — a stand-in OpenAI-compatible server for tests and benchmarks.
+* :mod:`.ratelimit` — the cluster-wide requests/s and tokens/min budget per endpoint.
 """
 
 from modelq.workloads.llm import task as _task  # noqa: F401 - registers the task

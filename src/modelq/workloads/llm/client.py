@@ -35,9 +35,14 @@ class CallFailed(ModelqError):
     """One LLM call failed; ``kind`` says how, ``retryable`` whether another attempt can help."""
 
     def __init__(
-        self, kind: str, message: str, *, status: int | None = None, retry_after: float | None = None,
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
         retryable: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(message, kind=kind, status=status)
         self.kind = kind
         self.status = status
@@ -100,18 +105,21 @@ class ChatEndpoint:
         try:
             response = self._client().post(self.url, content=json.dumps(body).encode(), timeout=limits)
         except httpx.TimeoutException as exc:
-            raise CallFailed("timeout", f"no answer from {self.name} within {timeout:g}s ({type(exc).__name__})",
-                             retryable=True) from None  # fmt: skip
+            raise CallFailed(
+                "timeout", f"no answer from {self.name} within {timeout:g}s ({type(exc).__name__})", retryable=True
+            ) from None
         except httpx.TransportError as exc:
-            raise CallFailed("connection", f"cannot reach {self.name} at {self.url}: {exc or type(exc).__name__}",
-                             retryable=True) from None  # fmt: skip
+            raise CallFailed(
+                "connection", f"cannot reach {self.name} at {self.url}: {exc or type(exc).__name__}", retryable=True
+            ) from None
         if response.status_code != 200:
             raise _http_error(self.name, response)
         try:
             return _parse(response.json())
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise CallFailed("invalid_response", f"{self.name} answered 200 with no usable completion: {exc}",
-                             status=200) from None  # fmt: skip
+            raise CallFailed(
+                "invalid_response", f"{self.name} answered 200 with no usable completion: {exc}", status=200
+            ) from None
 
     def close(self) -> None:
         for client in self._clients:
@@ -149,5 +157,10 @@ def _http_error(name: str, response: httpx.Response) -> CallFailed:
         kind = "timeout"
     else:
         kind = "client_error"
-    return CallFailed(kind, f"HTTP {status} from {name}: {detail}".rstrip(": "), status=status,
-                      retry_after=retry_after_seconds(response.headers), retryable=is_retryable_status(status))  # fmt: skip
+    return CallFailed(
+        kind,
+        f"HTTP {status} from {name}: {detail}".rstrip(": "),
+        status=status,
+        retry_after=retry_after_seconds(response.headers),
+        retryable=is_retryable_status(status),
+    )

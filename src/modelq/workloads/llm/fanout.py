@@ -137,13 +137,23 @@ class Caller:
                 continue
             if self.limiter is not None and completion.usage:
                 self.limiter.settle(estimated, completion.usage.get("total_tokens"))
-            return {"text": completion.text, "usage": completion.usage, "finish_reason": completion.finish_reason,
-                    "attempts": attempts, "error": None}  # fmt: skip
+            return {
+                "text": completion.text,
+                "usage": completion.usage,
+                "finish_reason": completion.finish_reason,
+                "attempts": attempts,
+                "error": None,
+            }
 
 
 def cancelled_item(attempts: int = 0) -> Item:
-    return {"text": None, "usage": None, "finish_reason": None, "attempts": attempts,
-            "error": {"type": "cancelled", "status": None, "message": "not finished: the job was cancelled"}}  # fmt: skip
+    return {
+        "text": None,
+        "usage": None,
+        "finish_reason": None,
+        "attempts": attempts,
+        "error": {"type": "cancelled", "status": None, "message": "not finished: the job was cancelled"},
+    }
 
 
 # One job's map -------------------------------------------------------------------------------
@@ -156,8 +166,15 @@ class MapRun:
     issues no further call and lets the job return at once with what finished.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, n: int, call: Callable[[int, threading.Event], Item], *,
-                 window: int, stop_on_error: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        n: int,
+        call: Callable[[int, threading.Event], Item],
+        *,
+        window: int,
+        stop_on_error: bool = False,
+    ) -> None:
         self.n = n
         self.results: list[Item | None] = [None] * n
         self.completed = 0
@@ -195,8 +212,13 @@ class MapRun:
         try:
             item = self._call(index, self.stopping)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the item, nor stall the job
-            item = {"text": None, "usage": None, "finish_reason": None, "attempts": 0,
-                    "error": {"type": "internal", "status": None, "message": f"{type(exc).__name__}: {exc}"}}  # fmt: skip
+            item = {
+                "text": None,
+                "usage": None,
+                "finish_reason": None,
+                "attempts": 0,
+                "error": {"type": "internal", "status": None, "message": f"{type(exc).__name__}: {exc}"},
+            }
         with self._lock:
             self._queued -= 1
             if item["error"] is None or item["error"]["type"] != "cancelled":

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from modelq.errors import ConfigError, JobCancelled, ModelqError
+from modelq.errors import ConfigError, ModelqError, TaskCancelled
 from modelq.tasks import JobContext, current_job
 from modelq.workloads.llm.fanout import Caller, Item, MapRun, call_pool, endpoint_for
 from modelq.workloads.llm.ratelimit import limiter_for
@@ -43,7 +43,7 @@ def run_job(data: dict[str, Any], settings: Any) -> dict[str, Any]:
         InvalidInput: the input does not fit (also checked at submit time).
         ConfigError: the endpoint's API key variable is not set on this worker.
         LLMJobFailed: ``all_or_nothing`` and a call (or the reduce) failed.
-        JobCancelled: the job was cancelled; what finished is saved as ``results.json`` first.
+        TaskCancelled: the job was cancelled; what finished is saved as ``results.json`` first.
     """
     resolved = check_llm_input(data, settings)
     spec, name, endpoint = resolved.input, resolved.endpoint_name, resolved.endpoint
@@ -51,8 +51,10 @@ def run_job(data: dict[str, Any], settings: Any) -> dict[str, Any]:
     if endpoint.api_key_env:
         api_key = os.environ.get(endpoint.api_key_env)
         if not api_key:
-            raise ConfigError(f"llm_endpoints.{name}.api_key_env",
-                              f"environment variable {endpoint.api_key_env} is not set on this worker")  # fmt: skip
+            raise ConfigError(
+                f"llm_endpoints.{name}.api_key_env",
+                f"environment variable {endpoint.api_key_env} is not set on this worker",
+            )
     try:
         ctx: JobContext | None = current_job()
     except RuntimeError:  # called as a plain function
@@ -75,7 +77,9 @@ def run_job(data: dict[str, Any], settings: Any) -> dict[str, Any]:
 
     window = min(spec.max_in_flight or size, size)
     mapped = MapRun(pool, n, call, window=window, stop_on_error=spec.all_or_nothing).start()
-    _watch(mapped, ctx, offset=0, total=total, what="calls", partial=lambda: _result(spec, name, mapped.snapshot(), None))
+    _watch(
+        mapped, ctx, offset=0, total=total, what="calls", partial=lambda: _result(spec, name, mapped.snapshot(), None)
+    )
     results = mapped.snapshot()
     if spec.all_or_nothing and mapped.first_error is not None:
         raise LLMJobFailed(_failure(mapped.first_error, n, results[mapped.first_error]))
@@ -84,13 +88,19 @@ def run_job(data: dict[str, Any], settings: Any) -> dict[str, Any]:
     if spec.reduce:
         texts = [(i, item["text"]) for i, item in enumerate(results) if item["error"] is None and item["text"]]
         if not texts:
-            reduced = {"text": None, "usage": None, "finish_reason": None, "attempts": 0,
-                       "error": {"type": "nothing_to_reduce", "status": None, "message": "every prompt failed"}}  # fmt: skip
+            reduced = {
+                "text": None,
+                "usage": None,
+                "finish_reason": None,
+                "attempts": 0,
+                "error": {"type": "nothing_to_reduce", "status": None, "message": "every prompt failed"},
+            }
         else:
             body = _body(spec, spec.reduce_messages(texts), spec.reduce_max_tokens or spec.max_tokens)
             reducing = MapRun(pool, 1, lambda _i, stop: caller.call(body, stop), window=1).start()
-            _watch(reducing, ctx, offset=n, total=total, what="reduce",
-                   partial=lambda: _result(spec, name, results, None))  # fmt: skip
+            _watch(
+                reducing, ctx, offset=n, total=total, what="reduce", partial=lambda: _result(spec, name, results, None)
+            )
             reduced = reducing.snapshot()[0]
         if spec.all_or_nothing and reduced["error"] is not None:
             raise LLMJobFailed(f"the reduce call failed: {reduced['error']['message']}; all_or_nothing is set")
@@ -120,7 +130,7 @@ def _watch(run: MapRun, ctx: JobContext | None, *, offset: int, total: int, what
                     message += f" ({run.failed} failed)"
                 ctx.progress(done / total, message)
                 written, written_at = done, now
-    except JobCancelled:
+    except TaskCancelled:
         run.stop()
         if ctx is not None:
             ctx.save_artifact(PARTIAL_ARTIFACT, json.dumps(partial()).encode(), "application/json")

@@ -150,8 +150,15 @@ class RedisBuckets:
         self._settle = self._client.register_script(_SETTLE_LUA)
 
     def take(self, key: str, limits: Limits, request_cost: float, token_cost: float) -> float:
-        args = [limits.request_rate, limits.request_capacity, request_cost,
-                limits.token_rate, limits.token_capacity, token_cost, limits.ttl_ms()]  # fmt: skip
+        args = [
+            limits.request_rate,
+            limits.request_capacity,
+            request_cost,
+            limits.token_rate,
+            limits.token_capacity,
+            token_cost,
+            limits.ttl_ms(),
+        ]
         return float(self._take(keys=[key], args=[repr(float(a)) if isinstance(a, float) else a for a in args]))
 
     def settle(self, key: str, token_delta: float) -> None:
@@ -196,8 +203,10 @@ class DatabaseBuckets:
         if not exists:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(self._insert_sql, {"key": key, "req": limits.request_capacity,
-                                                    "tok": limits.token_capacity, "now": time.time()})  # fmt: skip
+                    conn.execute(
+                        self._insert_sql,
+                        {"key": key, "req": limits.request_capacity, "tok": limits.token_capacity, "now": time.time()},
+                    )
             except IntegrityError:
                 pass  # another worker inserted it first
         self._known.add(key)
@@ -205,9 +214,16 @@ class DatabaseBuckets:
     def take(self, key: str, limits: Limits, request_cost: float, token_cost: float) -> float:
         self._ensure_row(key, limits)
         now = time.time()
-        params = {"key": key, "now": now, "req_rate": limits.request_rate, "req_cap": limits.request_capacity,
-                  "tok_rate": limits.token_rate, "tok_cap": limits.token_capacity,
-                  "req_cost": request_cost, "tok_cost": token_cost}  # fmt: skip
+        params = {
+            "key": key,
+            "now": now,
+            "req_rate": limits.request_rate,
+            "req_cap": limits.request_capacity,
+            "tok_rate": limits.token_rate,
+            "tok_cap": limits.token_capacity,
+            "req_cost": request_cost,
+            "tok_cost": token_cost,
+        }
         with self.engine.begin() as conn:
             if conn.execute(self._take_sql, params).rowcount == 1:
                 return 0.0
@@ -300,8 +316,9 @@ def limiter_for(settings: Settings, name: str, endpoint: LLMEndpoint, engine: En
     if kind == "redis" and url is None:
         from modelq.errors import ConfigError
 
-        raise ConfigError("MODELQ_LLM_RATE_LIMIT_STORE",
-                          "is 'redis' but neither the broker nor the result backend is Redis")  # fmt: skip
+        raise ConfigError(
+            "MODELQ_LLM_RATE_LIMIT_STORE", "is 'redis' but neither the broker nor the result backend is Redis"
+        )
     digest = hashlib.sha1(endpoint.base_url.encode()).hexdigest()[:10]
     key = f"modelq:llm:ratelimit:{name}:{digest}"
     store_key: tuple = ("redis", url) if url else ("database", str(engine.url) if engine is not None else None)

@@ -31,4 +31,3 @@ def llm(
     from modelq.workloads.llm.job import run_job
 
     return run_job(data, current_settings())
-

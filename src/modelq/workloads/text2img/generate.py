@@ -46,7 +46,7 @@ def run(data: dict[str, Any], job: JobContext) -> dict[str, Any]:
 
     Raises:
         InvalidInput: the input is over this worker's caps, or the pipeline does not take a parameter.
-        JobCancelled: the job was cancelled (it stops between steps).
+        TaskCancelled: the job was cancelled (it stops between steps).
     """
     params = check_params(data, job.settings)  # again, with this worker's caps
     progress(0.0, f"loading model {params['model']}")
@@ -61,7 +61,7 @@ def run_img2img(data: dict[str, Any], job: JobContext) -> dict[str, Any]:
 
     Raises:
         InvalidInput: the input is over this worker's caps, or the init image is unreadable or not this owner's.
-        JobCancelled: the job was cancelled (it stops between steps).
+        TaskCancelled: the job was cancelled (it stops between steps).
     """
     params = check_img2img_params(data, job.settings)  # again, with this worker's caps
     progress(0.0, "reading the init image")
@@ -74,19 +74,26 @@ def run_img2img(data: dict[str, Any], job: JobContext) -> dict[str, Any]:
     return _save(images, nsfw, used, params, job)
 
 
-def _save(images: list[Any], nsfw: list[bool] | None, used: dict[str, Any], params: dict[str, Any],
-          job: JobContext) -> dict[str, Any]:  # fmt: skip
+def _save(
+    images: list[Any], nsfw: list[bool] | None, used: dict[str, Any], params: dict[str, Any], job: JobContext
+) -> dict[str, Any]:
     """Each image as a PNG artifact; the job's result."""
     result_images = []
     for index, image in enumerate(images):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         meta = job.save_artifact(f"image-{index}.png", buffer.getvalue(), "image/png")
-        result_images.append({
-            "name": meta["name"], "url": f"/v1/jobs/{job.id}/artifacts/{meta['name']}", "size": meta["size"],
-            "width": image.width, "height": image.height, "seed": used["seed"] + index,
-            "nsfw": None if nsfw is None else bool(nsfw[index]),
-        })  # fmt: skip
+        result_images.append(
+            {
+                "name": meta["name"],
+                "url": f"/v1/jobs/{job.id}/artifacts/{meta['name']}",
+                "size": meta["size"],
+                "width": image.width,
+                "height": image.height,
+                "seed": used["seed"] + index,
+                "nsfw": None if nsfw is None else bool(nsfw[index]),
+            }
+        )
     width, height = images[0].size if images else (params["width"], params["height"])
     parameters = {**params, **used, "width": width, "height": height}
     return {"images": result_images, "parameters": parameters}
@@ -99,13 +106,17 @@ def _load(model: str, pipeline: str | None, job: JobContext) -> Any:
     if model not in declared:
         torch = _require("torch", "image")
         declare_by_source(
-            model, "diffusers", device="auto", dtype="float16" if torch.cuda.is_available() else None,
+            model,
+            "diffusers",
+            device="auto",
+            dtype="float16" if torch.cuda.is_available() else None,
             options={"pipeline": pipeline or DEFAULT_PIPELINE},
-        )  # fmt: skip
+        )
     pipe = get_model(model)
     if not callable(pipe) or not hasattr(pipe, "components"):
-        raise InvalidInput(f"model {model!r} is not a diffusers pipeline (declare it with loader: diffusers)",
-                           field="model")  # fmt: skip
+        raise InvalidInput(
+            f"model {model!r} is not a diffusers pipeline (declare it with loader: diffusers)", field="model"
+        )
     return pipe
 
 
@@ -156,8 +167,9 @@ def _prepared(pipe: Any, params: dict[str, Any]) -> Iterator[Any]:
         runner.scheduler = original
 
 
-def _generate(runner: Any, params: dict[str, Any],
-              init: Any = None) -> tuple[list[Any], list[bool] | None, dict[str, Any]]:  # fmt: skip
+def _generate(
+    runner: Any, params: dict[str, Any], init: Any = None
+) -> tuple[list[Any], list[bool] | None, dict[str, Any]]:
     """Run the pipeline; ``init`` (a PIL image) makes it image to image, at ``params["strength"]``."""
     torch = _require("torch", "image")
     n = params["n"]
@@ -173,13 +185,17 @@ def _generate(runner: Any, params: dict[str, Any],
         # the user asked for, so the last call says "step N/N".
         total = max(int(getattr(pipe, "num_timesteps", 0) or steps), index + 1)
         done = min(steps, max(1, math.ceil((index + 1) * steps / total)))
-        progress((index + 1) / total, f"step {done}/{steps}")  # raises JobCancelled: stops between steps
+        progress((index + 1) / total, f"step {done}/{steps}")  # raises TaskCancelled: stops between steps
         return tensors
 
     kwargs: dict[str, Any] = {
-        "prompt": params["prompt"], "num_inference_steps": params["steps"], "num_images_per_prompt": n,
-        "generator": generators, "output_type": "pil", "callback_on_step_end": on_step_end,
-    }  # fmt: skip
+        "prompt": params["prompt"],
+        "num_inference_steps": params["steps"],
+        "num_images_per_prompt": n,
+        "generator": generators,
+        "output_type": "pil",
+        "callback_on_step_end": on_step_end,
+    }
     optional = {"negative_prompt": params["negative_prompt"], "guidance_scale": params["guidance"]}
     if init is None:
         optional.update(width=params["width"], height=params["height"])

@@ -37,8 +37,13 @@ if TYPE_CHECKING:
 #: The smallest side an init image may have (the latents are an eighth of the image's size).
 MIN_SIDE = 8
 #: What an image's first bytes say it is, and the suffix its upload is stored under.
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"),
-               (b"BM", ".bmp"))  # fmt: skip
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"GIF87a", ".gif"),
+    (b"GIF89a", ".gif"),
+    (b"BM", ".bmp"),
+)
 _DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
 _JOB_ID = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 
@@ -55,8 +60,11 @@ def _check_size(size: tuple[int, int], settings: Any, field: str) -> None:
     if min(width, height) < MIN_SIDE:
         raise InvalidInput(f"{field} is {width}x{height} pixels; each side must be at least {MIN_SIDE}", field=field)
     if max(width, height) > limit:
-        raise InvalidInput(f"{field} is {width}x{height} pixels; the limit is {limit} per side (MODELQ_IMAGE_MAX_SIDE)",
-                           field=field, limit=limit)  # fmt: skip
+        raise InvalidInput(
+            f"{field} is {width}x{height} pixels; the limit is {limit} per side (MODELQ_IMAGE_MAX_SIDE)",
+            field=field,
+            limit=limit,
+        )
 
 
 def check_image_bytes(data: bytes, settings: Any, field: str = "image") -> str:
@@ -77,8 +85,9 @@ def check_image_bytes(data: bytes, settings: Any, field: str = "image") -> str:
         raise InvalidInput(f"{field} is empty; send a PNG, JPEG or WebP image", field=field)
     suffix = _suffix(data)
     if suffix is None:
-        raise InvalidInput(f"{field} is not an image (PNG, JPEG, WebP, GIF or BMP); its first bytes are {data[:8]!r}",
-                           field=field)  # fmt: skip
+        raise InvalidInput(
+            f"{field} is not an image (PNG, JPEG, WebP, GIF or BMP); its first bytes are {data[:8]!r}", field=field
+        )
     try:
         from PIL import Image
     except ImportError:  # an API without the image extra: the worker checks the rest
@@ -139,12 +148,15 @@ def check_image_ref(value: Any, field: str = "image") -> str | dict[str, str]:
         try:
             return check_upload_name(value, field)
         except InvalidInput:
-            raise InvalidInput(f"{field} must name an uploaded image ('upload-<sha256>.png') or an earlier job's "
-                               f"artifact ({{\"job\": \"<job id>\", \"artifact\": \"image-0.png\"}}), not {value!r}",
-                               field=field) from None  # fmt: skip
+            raise InvalidInput(
+                f"{field} must name an uploaded image ('upload-<sha256>.png') or an earlier job's "
+                f'artifact ({{"job": "<job id>", "artifact": "image-0.png"}}), not {value!r}',
+                field=field,
+            ) from None
     if not isinstance(value, dict) or set(value) != {"job", "artifact"}:
-        raise InvalidInput(f"{field} must be {{\"job\": \"<job id>\", \"artifact\": \"<name>\"}} or an upload name, "
-                           f"not {value!r}", field=field)  # fmt: skip
+        raise InvalidInput(
+            f'{field} must be {{"job": "<job id>", "artifact": "<name>"}} or an upload name, not {value!r}', field=field
+        )
     job_id, artifact = value["job"], value["artifact"]
     if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         raise InvalidInput(f"{field}.job must be a job id, not {job_id!r}", field=field)
@@ -174,8 +186,11 @@ def prepare(data: dict[str, Any], settings: Any) -> dict[str, Any]:
     """
     image, b64 = data.get("image"), data.get("image_b64")
     if (image is None) == (b64 is None):
-        raise InvalidInput("give the init image as one of image (an upload name or {\"job\": id, \"artifact\": name}) "
-                           "or image_b64 (the image's bytes, base64)", field="image")  # fmt: skip
+        raise InvalidInput(
+            'give the init image as one of image (an upload name or {"job": id, "artifact": name}) '
+            "or image_b64 (the image's bytes, base64)",
+            field="image",
+        )
     rest = {key: value for key, value in data.items() if key != "image_b64"}
     if b64 is not None:
         return {**rest, "image": store_upload(decode_b64(b64), settings, field="image_b64")}

@@ -30,7 +30,10 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
-    "DPM++ 2M SDE Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
+    "DPM++ 2M SDE Karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
+    ),
     "DPM2": ("KDPM2DiscreteScheduler", {}),
     "DPM2 Karras": ("KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
     "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
@@ -101,8 +104,11 @@ def _text(value: Any, field: str, limit: int, *, required: bool) -> str | None:
     if not isinstance(value, str) or (required and not value.strip()):
         raise InvalidInput(f"{field} must be a non-empty string", field=field)
     if len(value) > limit:
-        raise InvalidInput(f"{field} is {len(value)} characters; the limit is {limit} (MODELQ_IMAGE_MAX_PROMPT_CHARS)",
-                           field=field, limit=limit)  # fmt: skip
+        raise InvalidInput(
+            f"{field} is {len(value)} characters; the limit is {limit} (MODELQ_IMAGE_MAX_PROMPT_CHARS)",
+            field=field,
+            limit=limit,
+        )
     return value
 
 
@@ -140,13 +146,18 @@ def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str
                 raise InvalidInput(f"{name(key)} must be a multiple of 8, got {value}", field=name(key))
         out[key] = value
     steps = data.get("steps")
-    out["steps"] = DEFAULT_STEPS if steps is None else _int(steps, name("steps"), 1, settings.image_max_steps,
-                                                            "MODELQ_IMAGE_MAX_STEPS")  # fmt: skip
+    out["steps"] = (
+        DEFAULT_STEPS
+        if steps is None
+        else _int(steps, name("steps"), 1, settings.image_max_steps, "MODELQ_IMAGE_MAX_STEPS")
+    )
     guidance = data.get("guidance")
     if guidance is not None:
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= MAX_GUIDANCE:
-            raise InvalidInput(f"{name('guidance')} must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}",
-                               field=name("guidance"))  # fmt: skip
+            raise InvalidInput(
+                f"{name('guidance')} must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}",
+                field=name("guidance"),
+            )
         guidance = float(guidance)
     out["guidance"] = guidance
     seed = data.get("seed")
@@ -159,8 +170,10 @@ def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str
     out["scheduler"] = None if scheduler is None else scheduler_name(scheduler, name("scheduler"))
     pipeline = data.get("pipeline")
     if pipeline is not None and pipeline not in PIPELINES:
-        raise InvalidInput(f"{name('pipeline')}: unknown pipeline class {pipeline!r}; use one of {', '.join(PIPELINES)}",
-                           field=name("pipeline"))  # fmt: skip
+        raise InvalidInput(
+            f"{name('pipeline')}: unknown pipeline class {pipeline!r}; use one of {', '.join(PIPELINES)}",
+            field=name("pipeline"),
+        )
     out["pipeline"] = pipeline
     return out
 
@@ -180,13 +193,17 @@ def check_strength(value: Any, steps: int, field: str = "strength", steps_field:
     if not number or not 0 < value <= 1:  # NaN fails the comparison too
         raise InvalidInput(f"{field} must be a number greater than 0 and at most 1, got {value!r}", field=field)
     if int(steps * value) < 1:
-        raise InvalidInput(f"{field} {value:g} with {steps} {steps_field} runs no denoising step (it runs "
-                           f"int({steps_field} x {field}) of them); raise {field} or {steps_field}", field=field)  # fmt: skip
+        raise InvalidInput(
+            f"{field} {value:g} with {steps} {steps_field} runs no denoising step (it runs "
+            f"int({steps_field} x {field}) of them); raise {field} or {steps_field}",
+            field=field,
+        )
     return float(value)
 
 
-def check_img2img_params(data: Mapping[str, Any], settings: Any,
-                         names: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+def check_img2img_params(
+    data: Mapping[str, Any], settings: Any, names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Check an ``img2img`` job's parameters (all but its init image) and return them normalised.
 
     The same as :func:`check_params`, plus ``strength``; ``pipeline`` names an image-to-image class
@@ -209,9 +226,13 @@ def check_img2img_params(data: Mapping[str, Any], settings: Any,
     out = check_params({**data, "pipeline": None}, settings, names)
     pipeline = data.get("pipeline")
     if pipeline is not None and pipeline not in IMG2IMG_PIPELINES:
-        raise InvalidInput(f"{pipeline_field}: unknown image-to-image pipeline class {pipeline!r}; use one of "
-                           f"{', '.join(IMG2IMG_PIPELINES)}", field=pipeline_field)  # fmt: skip
+        raise InvalidInput(
+            f"{pipeline_field}: unknown image-to-image pipeline class {pipeline!r}; use one of "
+            f"{', '.join(IMG2IMG_PIPELINES)}",
+            field=pipeline_field,
+        )
     out["pipeline"] = pipeline or DEFAULT_IMG2IMG_PIPELINE
-    out["strength"] = check_strength(data.get("strength"), out["steps"], names.get("strength", "strength"),
-                                     names.get("steps", "steps"))  # fmt: skip
+    out["strength"] = check_strength(
+        data.get("strength"), out["steps"], names.get("strength", "strength"), names.get("steps", "steps")
+    )
     return out

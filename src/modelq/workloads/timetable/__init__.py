@@ -51,7 +51,9 @@ def evaluate(instance: Instance, assignments: list[dict[str, Any]]) -> dict[str,
     return run(instance, assignments)
 
 
-def solve(instance: Instance, quality_mode: str = "balanced", *, processes: int | None = None, **settings: Any) -> dict[str, Any]:
+def solve(
+    instance: Instance, quality_mode: str = "balanced", *, processes: int | None = None, **settings: Any
+) -> dict[str, Any]:
     """Run the island model on this machine (local processes) and return the job's result.
 
     Args:

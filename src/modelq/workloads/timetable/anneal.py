@@ -53,8 +53,11 @@ def graph_of(tb: Tables) -> Graph:
     conflict = tb.conflict.copy()
     np.fill_diagonal(conflict, 0)
     neighbours = [np.nonzero(row)[0] for row in conflict]
-    curricula = [np.nonzero(tb.member[:, c])[0] for c in range(tb.courses)] if tb.curricula else [
-        np.zeros(0, np.int64) for _ in range(tb.courses)]  # fmt: skip
+    curricula = (
+        [np.nonzero(tb.member[:, c])[0] for c in range(tb.courses)]
+        if tb.curricula
+        else [np.zeros(0, np.int64) for _ in range(tb.courses)]
+    )
 
     def csr(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         offsets = np.zeros(len(lists) + 1, dtype=np.int64)
@@ -88,12 +91,16 @@ def new_state(tb: Tables, g: Graph, period: np.ndarray, room: np.ndarray) -> Sta
     """The state of a complete timetable (every lecture placed)."""
     Q = max(tb.curricula, 1)
     s = State(
-        period=np.asarray(period, dtype=np.int64).copy(), room=np.asarray(room, dtype=np.int64).copy(),
-        room_period=np.zeros((tb.rooms, tb.periods), np.int64), course_period=np.zeros((tb.courses, tb.periods), np.int64),
-        curriculum_period=np.zeros((Q, tb.periods), np.int64), course_day=np.zeros((tb.courses, tb.days), np.int64),
-        course_room=np.zeros((tb.courses, tb.rooms), np.int64), days_used=np.zeros(tb.courses, np.int64),
+        period=np.asarray(period, dtype=np.int64).copy(),
+        room=np.asarray(room, dtype=np.int64).copy(),
+        room_period=np.zeros((tb.rooms, tb.periods), np.int64),
+        course_period=np.zeros((tb.courses, tb.periods), np.int64),
+        curriculum_period=np.zeros((Q, tb.periods), np.int64),
+        course_day=np.zeros((tb.courses, tb.days), np.int64),
+        course_room=np.zeros((tb.courses, tb.rooms), np.int64),
+        days_used=np.zeros(tb.courses, np.int64),
         rooms_used=np.zeros(tb.courses, np.int64),
-    )  # fmt: skip
+    )
     total = _base_cost(tb.min_working_days)
     for lecture in range(tb.lectures):
         total += _add(lecture, s.period[lecture], s.room[lecture], *_arrays(tb, g, s))
@@ -108,10 +115,26 @@ def _base_cost(min_working_days: np.ndarray) -> int:
 
 
 def _arrays(tb: Tables, g: Graph, s: State) -> tuple:
-    return (tb.lecture_course, tb.day_of_period, tb.periods_per_day, tb.unavailable, tb.excess,
-            tb.min_working_days, g.neighbours, g.neighbour_offsets, g.curricula, g.curriculum_offsets,
-            s.room_period, s.course_period, s.curriculum_period, s.course_day, s.course_room, s.days_used,
-            s.rooms_used, HARD_UNIT)  # fmt: skip
+    return (
+        tb.lecture_course,
+        tb.day_of_period,
+        tb.periods_per_day,
+        tb.unavailable,
+        tb.excess,
+        tb.min_working_days,
+        g.neighbours,
+        g.neighbour_offsets,
+        g.curricula,
+        g.curriculum_offsets,
+        s.room_period,
+        s.course_period,
+        s.curriculum_period,
+        s.course_day,
+        s.course_room,
+        s.days_used,
+        s.rooms_used,
+        HARD_UNIT,
+    )
 
 
 # The inner loop (compiled) -------------------------------------------------------------------
@@ -143,8 +166,29 @@ def _window(cp: np.ndarray, q: int, t: int, ppd: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _add(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-         rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
+def _add(
+    lecture,
+    t,
+    r,
+    lecture_course,
+    day_of_period,
+    ppd,
+    unavailable,
+    excess,
+    mwd,
+    nb,
+    nbo,
+    cq,
+    cqo,
+    rp,
+    crp,
+    qp,
+    cd,
+    cr,
+    days_used,
+    rooms_used,
+    hard,
+):
     """Place ``lecture`` at period ``t`` in room ``r``; returns the change in cost."""
     c = lecture_course[lecture]
     d = day_of_period[t]
@@ -184,8 +228,29 @@ def _add(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, excess,
 
 
 @njit(cache=True, inline="always")
-def _remove(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-            rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
+def _remove(
+    lecture,
+    t,
+    r,
+    lecture_course,
+    day_of_period,
+    ppd,
+    unavailable,
+    excess,
+    mwd,
+    nb,
+    nbo,
+    cq,
+    cqo,
+    rp,
+    crp,
+    qp,
+    cd,
+    cr,
+    days_used,
+    rooms_used,
+    hard,
+):
     """Take ``lecture`` out of period ``t`` and room ``r``; returns the change in cost."""
     c = lecture_course[lecture]
     d = day_of_period[t]
@@ -225,14 +290,79 @@ def _remove(lecture, t, r, lecture_course, day_of_period, ppd, unavailable, exce
 
 
 @njit(cache=True)
-def _relocate(lecture, t0, r0, t1, r1, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-              rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
+def _relocate(
+    lecture,
+    t0,
+    r0,
+    t1,
+    r1,
+    lecture_course,
+    day_of_period,
+    ppd,
+    unavailable,
+    excess,
+    mwd,
+    nb,
+    nbo,
+    cq,
+    cqo,
+    rp,
+    crp,
+    qp,
+    cd,
+    cr,
+    days_used,
+    rooms_used,
+    hard,
+):
     """Move ``lecture`` from (``t0``, ``r0``) to (``t1``, ``r1``); returns the change in cost.
     (Not inlined: one compiled copy of the counting code keeps numba's compile time short.)"""
-    delta = _remove(lecture, t0, r0, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-                    rp, crp, qp, cd, cr, days_used, rooms_used, hard)
-    return delta + _add(lecture, t1, r1, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq,
-                        cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+    delta = _remove(
+        lecture,
+        t0,
+        r0,
+        lecture_course,
+        day_of_period,
+        ppd,
+        unavailable,
+        excess,
+        mwd,
+        nb,
+        nbo,
+        cq,
+        cqo,
+        rp,
+        crp,
+        qp,
+        cd,
+        cr,
+        days_used,
+        rooms_used,
+        hard,
+    )
+    return delta + _add(
+        lecture,
+        t1,
+        r1,
+        lecture_course,
+        day_of_period,
+        ppd,
+        unavailable,
+        excess,
+        mwd,
+        nb,
+        nbo,
+        cq,
+        cqo,
+        rp,
+        crp,
+        qp,
+        cd,
+        cr,
+        days_used,
+        rooms_used,
+        hard,
+    )
 
 
 @njit(cache=True, inline="always")
@@ -252,9 +382,42 @@ def _clashes(lecture, t, leaving, lecture_course, unavailable, nb, nbo, crp) -> 
 
 
 @njit(cache=True)
-def _chunk(period, room, occupant, best_period, best_room, hard_now, soft_now, best_hard, best_soft, weight, iterations,
-           temperature, cooling, rooms, periods, seed, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo, cq, cqo,
-           rp, crp, qp, cd, cr, days_used, rooms_used, hard):  # fmt: skip
+def _chunk(
+    period,
+    room,
+    occupant,
+    best_period,
+    best_room,
+    hard_now,
+    soft_now,
+    best_hard,
+    best_soft,
+    weight,
+    iterations,
+    temperature,
+    cooling,
+    rooms,
+    periods,
+    seed,
+    lecture_course,
+    day_of_period,
+    ppd,
+    unavailable,
+    excess,
+    mwd,
+    nb,
+    nbo,
+    cq,
+    cqo,
+    rp,
+    crp,
+    qp,
+    cd,
+    cr,
+    days_used,
+    rooms_used,
+    hard,
+):
     """``iterations`` steps of annealing from ``temperature``, cooling by ``cooling`` per step.
 
     A step picks a lecture and a random period and room: a move there when the room is free then,
@@ -287,17 +450,69 @@ def _chunk(period, room, occupant, best_period, best_room, hard_now, soft_now, b
             b = -1
         if b >= 0 and lecture_course[b] == lecture_course[a]:
             continue  # the same course: nothing changes
-        if hard_now == 0 and t != ta and weight > 50.0 * temperature + 1000.0 and (
+        if (
+            hard_now == 0
+            and t != ta
+            and weight > 50.0 * temperature + 1000.0
+            and (
                 _clashes(a, t, b, lecture_course, unavailable, nb, nbo, crp)
-                or (b >= 0 and _clashes(b, ta, a, lecture_course, unavailable, nb, nbo, crp))):
+                or (b >= 0 and _clashes(b, ta, a, lecture_course, unavailable, nb, nbo, crp))
+            )
+        ):
             temperature *= cooling
             continue  # a feasible timetable would become infeasible: rejected, as the weight makes certain
         delta = 0
         if b >= 0:
-            delta += _relocate(b, t, r, ta, ra, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
-                               cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
-        delta += _relocate(a, ta, ra, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
-                           cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+            delta += _relocate(
+                b,
+                t,
+                r,
+                ta,
+                ra,
+                lecture_course,
+                day_of_period,
+                ppd,
+                unavailable,
+                excess,
+                mwd,
+                nb,
+                nbo,
+                cq,
+                cqo,
+                rp,
+                crp,
+                qp,
+                cd,
+                cr,
+                days_used,
+                rooms_used,
+                hard,
+            )
+        delta += _relocate(
+            a,
+            ta,
+            ra,
+            t,
+            r,
+            lecture_course,
+            day_of_period,
+            ppd,
+            unavailable,
+            excess,
+            mwd,
+            nb,
+            nbo,
+            cq,
+            cqo,
+            rp,
+            crp,
+            qp,
+            cd,
+            cr,
+            days_used,
+            rooms_used,
+            hard,
+        )
         dh = (delta + hard // 2) // hard
         ds = delta - dh * hard
         cost = dh * weight + ds
@@ -317,11 +532,57 @@ def _chunk(period, room, occupant, best_period, best_room, hard_now, soft_now, b
                 best_period[:] = period
                 best_room[:] = room
         else:
-            _relocate(a, t, r, ta, ra, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
-                      cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+            _relocate(
+                a,
+                t,
+                r,
+                ta,
+                ra,
+                lecture_course,
+                day_of_period,
+                ppd,
+                unavailable,
+                excess,
+                mwd,
+                nb,
+                nbo,
+                cq,
+                cqo,
+                rp,
+                crp,
+                qp,
+                cd,
+                cr,
+                days_used,
+                rooms_used,
+                hard,
+            )
             if b >= 0:
-                _relocate(b, ta, ra, t, r, lecture_course, day_of_period, ppd, unavailable, excess, mwd, nb, nbo,
-                          cq, cqo, rp, crp, qp, cd, cr, days_used, rooms_used, hard)
+                _relocate(
+                    b,
+                    ta,
+                    ra,
+                    t,
+                    r,
+                    lecture_course,
+                    day_of_period,
+                    ppd,
+                    unavailable,
+                    excess,
+                    mwd,
+                    nb,
+                    nbo,
+                    cq,
+                    cqo,
+                    rp,
+                    crp,
+                    qp,
+                    cd,
+                    cr,
+                    days_used,
+                    rooms_used,
+                    hard,
+                )
         temperature *= cooling
     return hard_now, soft_now, best_hard, best_soft, temperature, accepted
 
@@ -348,10 +609,17 @@ class Schedule:
         return Schedule(start=self.at(begin), end=self.at(end), chunk=self.chunk, hard_weight=self.hard_weight)
 
 
-def anneal(tb: Tables, period: np.ndarray, room: np.ndarray, *, seed: int, iterations: int | None = None,
-           seconds: float | None = None, schedule: Schedule = Schedule(),
-           trace: list[tuple[float, int, int]] | None = None,
-           ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], int]:  # fmt: skip
+def anneal(
+    tb: Tables,
+    period: np.ndarray,
+    room: np.ndarray,
+    *,
+    seed: int,
+    iterations: int | None = None,
+    seconds: float | None = None,
+    schedule: Schedule = Schedule(),
+    trace: list[tuple[float, int, int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], int]:
     """Anneal one complete timetable for ``iterations`` steps (the same result for the same seed) or
     for ``seconds`` of wall time (whichever is given); returns the best timetable seen, its
     (hard violations, soft penalties) and the steps taken.
@@ -384,11 +652,25 @@ def anneal(tb: Tables, period: np.ndarray, room: np.ndarray, *, seed: int, itera
         ahead = (schedule.end / schedule.start) ** (steps / total) if total is not None else 1.0
         cooling = ahead ** (1.0 / steps)
         hard, soft, *new_best, temperature, _ = _chunk(
-            s.period, s.room, occupant, best_period, best_room, hard, soft, *best, schedule.hard_weight, steps,
-            temperature, cooling, tb.rooms, tb.periods, int(rng.integers(2**31 - 1)), *arrays)  # fmt: skip
+            s.period,
+            s.room,
+            occupant,
+            best_period,
+            best_room,
+            hard,
+            soft,
+            *best,
+            schedule.hard_weight,
+            steps,
+            temperature,
+            cooling,
+            tb.rooms,
+            tb.periods,
+            int(rng.integers(2**31 - 1)),
+            *arrays,
+        )
         if tuple(new_best) < best and trace is not None:
             trace.append((round(time.monotonic() - started, 3), int(new_best[0]), int(new_best[1])))
         best = (int(new_best[0]), int(new_best[1]))
         done += steps
     return best_period, best_room, best, done
-

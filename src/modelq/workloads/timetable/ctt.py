@@ -44,7 +44,12 @@ _SHAPES = {
     "CURRICULA": "<curriculum> <number of courses> <course> ...",
     "UNAVAILABILITY_CONSTRAINTS": "<course> <day> <period>",
 }
-_COUNT_KEY = {"COURSES": "Courses", "ROOMS": "Rooms", "CURRICULA": "Curricula", "UNAVAILABILITY_CONSTRAINTS": "Constraints"}
+_COUNT_KEY = {
+    "COURSES": "Courses",
+    "ROOMS": "Rooms",
+    "CURRICULA": "Curricula",
+    "UNAVAILABILITY_CONSTRAINTS": "Constraints",
+}
 
 
 def _error(line: int, message: str, field: str = "ctt") -> InvalidInput:
@@ -108,9 +113,13 @@ def parse_ctt(text: str, field: str = "ctt") -> Instance:
             if pos >= len(lines) or lines[pos][1].endswith(":") or lines[pos][1] == "END.":
                 where = lines[pos][0] if pos < len(lines) else last
                 found = repr(lines[pos][1]) if pos < len(lines) else "the end of the text"
-                raise _error(where, f"expected {expected} line(s) '{_SHAPES[section]}' after '{section}:' "
-                                      f"({_COUNT_KEY[section]}: {expected} in the header), found {found} after "
-                                      f"{len(rows[section])}", field)  # fmt: skip
+                raise _error(
+                    where,
+                    f"expected {expected} line(s) '{_SHAPES[section]}' after '{section}:' "
+                    f"({_COUNT_KEY[section]}: {expected} in the header), found {found} after "
+                    f"{len(rows[section])}",
+                    field,
+                )
             rows[section].append((lines[pos][0], lines[pos][1].split()))
             pos += 1
     if pos >= len(lines):
@@ -129,8 +138,15 @@ def parse_ctt(text: str, field: str = "ctt") -> Instance:
         lectures = _int(parts[2], "<lectures>", number, field)
         if lectures < 1:
             raise _error(number, f"<lectures> must be at least 1, got {lectures}", field)
-        courses.append(Course(parts[0], parts[1], lectures, _int(parts[3], "<min_working_days>", number, field),
-                              _int(parts[4], "<students>", number, field)))  # fmt: skip
+        courses.append(
+            Course(
+                parts[0],
+                parts[1],
+                lectures,
+                _int(parts[3], "<min_working_days>", number, field),
+                _int(parts[4], "<students>", number, field),
+            )
+        )
     rooms, room_names = [], set()
     for number, parts in rows["ROOMS"]:
         _shape(parts, 2, "ROOMS", number, field)
@@ -157,29 +173,44 @@ def parse_ctt(text: str, field: str = "ctt") -> Instance:
         day = _int(parts[1], "<day>", number, field)
         period = _int(parts[2], "<period>", number, field)
         if day >= header["Days"] or period >= header["Periods_per_day"]:
-            raise _error(number, f"day {day} period {period} is outside {header['Days']} day(s) x "
-                                   f"{header['Periods_per_day']} period(s)", field)  # fmt: skip
+            raise _error(
+                number,
+                f"day {day} period {period} is outside {header['Days']} day(s) x {header['Periods_per_day']} period(s)",
+                field,
+            )
         unavailability.append(Unavailability(parts[0], day, period))
     instance = Instance(
-        name=header["Name"], days=header["Days"], periods_per_day=header["Periods_per_day"], courses=tuple(courses),
-        rooms=tuple(rooms), curricula=tuple(curricula), unavailability=tuple(unavailability),
-    )  # fmt: skip
+        name=header["Name"],
+        days=header["Days"],
+        periods_per_day=header["Periods_per_day"],
+        courses=tuple(courses),
+        rooms=tuple(rooms),
+        curricula=tuple(curricula),
+        unavailability=tuple(unavailability),
+    )
     return instance.validate(field)
 
 
 def _shape(parts: list[str], size: int, section: str, number: int, field: str) -> None:
     if len(parts) != size:
-        raise _error(number, f"expected '{_SHAPES[section]}' ({size} fields), got {len(parts)}: {' '.join(parts)!r}",
-                       field)  # fmt: skip
+        raise _error(
+            number, f"expected '{_SHAPES[section]}' ({size} fields), got {len(parts)}: {' '.join(parts)!r}", field
+        )
 
 
 def format_ctt(instance: Instance) -> str:
     """Write an instance as ITC-2007 ``.ctt`` text (what :func:`parse_ctt` reads back)."""
     out = [
-        f"Name: {instance.name}", f"Courses: {len(instance.courses)}", f"Rooms: {len(instance.rooms)}",
-        f"Days: {instance.days}", f"Periods_per_day: {instance.periods_per_day}",
-        f"Curricula: {len(instance.curricula)}", f"Constraints: {len(instance.unavailability)}", "", "COURSES:",
-    ]  # fmt: skip
+        f"Name: {instance.name}",
+        f"Courses: {len(instance.courses)}",
+        f"Rooms: {len(instance.rooms)}",
+        f"Days: {instance.days}",
+        f"Periods_per_day: {instance.periods_per_day}",
+        f"Curricula: {len(instance.curricula)}",
+        f"Constraints: {len(instance.unavailability)}",
+        "",
+        "COURSES:",
+    ]
     out += [f"{c.id} {c.teacher} {c.lectures} {c.min_working_days} {c.students}" for c in instance.courses]
     out += ["", "ROOMS:"] + [f"{r.id} {r.capacity}" for r in instance.rooms]
     out += ["", "CURRICULA:"] + [f"{q.id} {len(q.courses)} {' '.join(q.courses)}" for q in instance.curricula]
@@ -216,8 +247,11 @@ def parse_solution(instance: Instance, text: str, field: str = "solution") -> li
             raise _error(number, f"unknown room {room!r}", field)
         day, period = _int(parts[2], "<day>", number, field), _int(parts[3], "<period>", number, field)
         if day >= instance.days or period >= instance.periods_per_day:
-            raise _error(number, f"day {day} period {period} is outside {instance.days} day(s) x "
-                                   f"{instance.periods_per_day} period(s)", field)  # fmt: skip
+            raise _error(
+                number,
+                f"day {day} period {period} is outside {instance.days} day(s) x {instance.periods_per_day} period(s)",
+                field,
+            )
         out.append({"course": course, "lecture": seen.get(course, 0), "day": day, "period": period, "room": room})
         seen[course] = seen.get(course, 0) + 1
     return out

@@ -68,8 +68,11 @@ def island_slots(app: Any) -> int:
     except Exception:  # the broker blinked: one island per default slot count
         log.debug("could not count the workers' slots", exc_info=True)
         return 1
-    slots = sum(int((stats.get(worker) or {}).get("pool", {}).get("max-concurrency") or 1)
-                for worker, queues in readers.items() if any(q.get("name") == queue for q in queues))  # fmt: skip
+    slots = sum(
+        int((stats.get(worker) or {}).get("pool", {}).get("max-concurrency") or 1)
+        for worker, queues in readers.items()
+        if any(q.get("name") == queue for q in queues)
+    )
     return max(slots, 1)
 
 
@@ -78,11 +81,11 @@ def publish_epoch(app: Any, job_id: str, config: RunConfig, epoch: int, states: 
 
     settings = config.to_dict()
     header = [
-        app.signature(ISLAND_TASK, args=(states[i],),
-                      kwargs={"job_id": job_id, "config": settings, "island": i, "epoch": epoch})
-        .set(task_id=f"{job_id}-e{epoch}-i{i}")
+        app.signature(
+            ISLAND_TASK, args=(states[i],), kwargs={"job_id": job_id, "config": settings, "island": i, "epoch": epoch}
+        ).set(task_id=f"{job_id}-e{epoch}-i{i}")
         for i in range(config.islands)
-    ]  # fmt: skip
+    ]
     body = app.signature(ADVANCE_TASK, kwargs={"job_id": job_id, "config": settings, "epoch": epoch, "run": run})
     body = body.set(task_id=f"{job_id}-e{epoch}-a").on_error(app.signature(ABORT_TASK, kwargs={"job_id": job_id}))
     chord(header, body, app=app).apply_async()
@@ -121,8 +124,9 @@ def island_step(store: Any, state: dict | None, job_id: str, config: dict, islan
         raise
 
 
-def advance_step(app: Any, store: Any, results: list[dict], job_id: str, config: dict, epoch: int,
-                 run: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def advance_step(
+    app: Any, store: Any, results: list[dict], job_id: str, config: dict, epoch: int, run: dict[str, Any]
+) -> dict[str, Any]:
     """The body of a ``timetable.advance`` task: progress, migration, next epoch or the result."""
     from modelq.workloads.timetable.islands import advance, finish, progress_message
 

@@ -149,7 +149,12 @@ class _Counts:
         busy = self.qp[rows].reshape(k, Q, D, ppd) > 0
         pad = np.zeros((k, Q, D, ppd + 4), dtype=bool)
         pad[..., 2 : ppd + 2] = busy
-        left2, left, right, right2 = pad[..., 0:ppd], pad[..., 1 : ppd + 1], pad[..., 3 : ppd + 3], pad[..., 4 : ppd + 4]
+        left2, left, right, right2 = (
+            pad[..., 0:ppd],
+            pad[..., 1 : ppd + 1],
+            pad[..., 3 : ppd + 3],
+            pad[..., 4 : ppd + 4],
+        )
         alone = ~left & ~right
         joins = (left & ~left2).astype(np.int8) + (right & ~right2)
         delta = np.where(busy, 0, alone.astype(np.int8) - joins) * mine[:, :, None, None]
@@ -200,7 +205,9 @@ def initial_population(tb: Tables, params: GAParams, rng: np.random.Generator, b
     return Population(period, room, population_scores(tb, period, room, backend=backend))
 
 
-def generation(tb: Tables, pop: Population, params: GAParams, rng: np.random.Generator, backend: Backend = NUMPY) -> Population:
+def generation(
+    tb: Tables, pop: Population, params: GAParams, rng: np.random.Generator, backend: Backend = NUMPY
+) -> Population:
     """One generation (see the module docstring); returns the next population."""
     N = pop.size
     elite = min(params.elite, N)

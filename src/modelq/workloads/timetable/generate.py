@@ -98,8 +98,15 @@ def generate_instance(
     for c, slots in enumerate(plan):
         smallest = min(capacities[r] for _t, r in slots)
         used_days = len({t // periods_per_day for t, _r in slots})
-        built.append(Course(course_ids[c], teacher_of[c], len(slots), rng.randint(1, used_days),
-                            rng.randint(max(1, smallest // 2), smallest)))  # fmt: skip
+        built.append(
+            Course(
+                course_ids[c],
+                teacher_of[c],
+                len(slots),
+                rng.randint(1, used_days),
+                rng.randint(max(1, smallest // 2), smallest),
+            )
+        )
     blocked = []
     candidates = [(c, t) for c in range(n) for t in range(T) if t not in periods_of[c]]
     for c, t in sorted(rng.sample(candidates, min(unavailability, len(candidates)))):
@@ -114,10 +121,16 @@ def generate_instance(
         unavailability=tuple(blocked),
     ).validate()
     planted = [
-        {"course": course_ids[c], "lecture": i, "day": t // periods_per_day, "period": t % periods_per_day,
-         "room": room_ids[r]}
-        for c, slots in enumerate(plan) for i, (t, r) in enumerate(slots)
-    ]  # fmt: skip
+        {
+            "course": course_ids[c],
+            "lecture": i,
+            "day": t // periods_per_day,
+            "period": t % periods_per_day,
+            "room": room_ids[r],
+        }
+        for c, slots in enumerate(plan)
+        for i, (t, r) in enumerate(slots)
+    ]
     return instance, planted
 
 
@@ -136,9 +149,18 @@ def write_samples(folder: str) -> None:
 
     specs = {
         "small": {"seed": 1, "courses": 10, "rooms": 3, "days": 5, "periods_per_day": 4, "fill": 0.55},
-        "medium": {"seed": 2, "courses": 30, "rooms": 6, "days": 5, "periods_per_day": 6, "fill": 0.6,
-                   "curricula": 12, "curriculum_size": 5, "unavailability": 40},
-    }  # fmt: skip
+        "medium": {
+            "seed": 2,
+            "courses": 30,
+            "rooms": 6,
+            "days": 5,
+            "periods_per_day": 6,
+            "fill": 0.6,
+            "curricula": 12,
+            "curriculum_size": 5,
+            "unavailability": 40,
+        },
+    }
     for name, spec in specs.items():
         instance, _planted = generate_instance(**spec, name=name)
         (Path(folder) / f"{name}.ctt").write_text(format_ctt(instance))

@@ -26,18 +26,47 @@ from modelq.errors import InvalidInput
 from modelq.workloads.timetable.problem import Instance, instance_from_dict
 
 QUALITY_MODES: dict[str, dict[str, int]] = {
-    "fast": {"islands": 2, "population": 24, "epochs": 3, "generations": 15, "migrants": 2, "local_search": 3,
-             "anneal": 200_000},
-    "balanced": {"islands": 4, "population": 32, "epochs": 5, "generations": 30, "migrants": 2, "local_search": 4,
-                 "anneal": 1_000_000},
-    "best": {"islands": 4, "population": 48, "epochs": 8, "generations": 60, "migrants": 3, "local_search": 6,
-             "anneal": 3_000_000},
+    "fast": {
+        "islands": 2,
+        "population": 24,
+        "epochs": 3,
+        "generations": 15,
+        "migrants": 2,
+        "local_search": 3,
+        "anneal": 200_000,
+    },
+    "balanced": {
+        "islands": 4,
+        "population": 32,
+        "epochs": 5,
+        "generations": 30,
+        "migrants": 2,
+        "local_search": 4,
+        "anneal": 1_000_000,
+    },
+    "best": {
+        "islands": 4,
+        "population": 48,
+        "epochs": 8,
+        "generations": 60,
+        "migrants": 3,
+        "local_search": 6,
+        "anneal": 3_000_000,
+    },
 }
 TOPOLOGIES = ("ring", "full", "none")
 FITNESS = ("numpy", "torch", "auto")
 #: Upper bounds per setting (inclusive); every setting is at least 1 except migrants (0).
-LIMITS = {"islands": 64, "population": 512, "epochs": 200, "generations": 5000, "migrants": 64,
-          "local_search": 64, "variants": 20, "anneal": 100_000_000}  # fmt: skip
+LIMITS = {
+    "islands": 64,
+    "population": 512,
+    "epochs": 200,
+    "generations": 5000,
+    "migrants": 64,
+    "local_search": 64,
+    "variants": 20,
+    "anneal": 100_000_000,
+}
 #: Longest ``time_limit`` a job may ask for, in seconds.
 MAX_TIME_LIMIT = 86_400
 
@@ -94,8 +123,7 @@ class RunConfig:
     def ga_params(self):
         from modelq.workloads.timetable.ga import GAParams
 
-        return GAParams(population=self.population, local_search=self.local_search,
-                        elite=min(2, self.population - 1))  # fmt: skip
+        return GAParams(population=self.population, local_search=self.local_search, elite=min(2, self.population - 1))
 
 
 def _at(field: str, key: str) -> str:
@@ -110,16 +138,20 @@ def resolve_config(quality_mode: str = "balanced", *, field: str = "input", **ov
             naming the field (``input.islands``, ...).
     """
     if quality_mode not in QUALITY_MODES:
-        raise InvalidInput(f"quality_mode must be one of {', '.join(QUALITY_MODES)}, got {quality_mode!r}",
-                           field=_at(field, "quality_mode"))  # fmt: skip
+        raise InvalidInput(
+            f"quality_mode must be one of {', '.join(QUALITY_MODES)}, got {quality_mode!r}",
+            field=_at(field, "quality_mode"),
+        )
     values: dict[str, Any] = {"quality_mode": quality_mode, **QUALITY_MODES[quality_mode]}
     for key, value in overrides.items():
         if value is None:
             continue
         if key == "time_limit":
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= MAX_TIME_LIMIT:
-                raise InvalidInput(f"time_limit must be a number of seconds above 0 and at most {MAX_TIME_LIMIT}, "
-                                   f"got {value!r}", field=_at(field, key))  # fmt: skip
+                raise InvalidInput(
+                    f"time_limit must be a number of seconds above 0 and at most {MAX_TIME_LIMIT}, got {value!r}",
+                    field=_at(field, key),
+                )
         elif key in ("topology", "fitness"):
             choices = TOPOLOGIES if key == "topology" else FITNESS
             if value not in choices:
@@ -130,8 +162,9 @@ def resolve_config(quality_mode: str = "balanced", *, field: str = "input", **ov
         elif key in LIMITS:
             low = 0 if key in ("migrants", "anneal") else 1
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= LIMITS[key]:
-                raise InvalidInput(f"{key} must be an integer from {low} to {LIMITS[key]}, got {value!r}",
-                                   field=_at(field, key))  # fmt: skip
+                raise InvalidInput(
+                    f"{key} must be an integer from {low} to {LIMITS[key]}, got {value!r}", field=_at(field, key)
+                )
         else:
             raise InvalidInput(f"unknown setting {key!r}", field=_at(field, key))
         values[key] = value
@@ -144,8 +177,10 @@ def resolve_config(quality_mode: str = "balanced", *, field: str = "input", **ov
     if config.population < 2:
         raise InvalidInput("population must be at least 2", field=_at(field, "population"))
     if config.migrants >= config.population:
-        raise InvalidInput(f"migrants ({config.migrants}) must be fewer than the population ({config.population})",
-                           field=_at(field, "migrants"))  # fmt: skip
+        raise InvalidInput(
+            f"migrants ({config.migrants}) must be fewer than the population ({config.population})",
+            field=_at(field, "migrants"),
+        )
     return config
 
 
@@ -158,8 +193,11 @@ def load_instance(instance: Any = None, ctt: Any = None, *, field: str = "input"
     """
     prefix = f"{field}." if field else ""
     if (instance is None) == (ctt is None):
-        raise InvalidInput("give the problem either as 'instance' (JSON) or as 'ctt' (ITC-2007 text), not "
-                           f"{'both' if instance is not None else 'neither'}", field=f"{prefix}instance")  # fmt: skip
+        raise InvalidInput(
+            "give the problem either as 'instance' (JSON) or as 'ctt' (ITC-2007 text), not "
+            f"{'both' if instance is not None else 'neither'}",
+            field=f"{prefix}instance",
+        )
     if ctt is not None:
         from modelq.workloads.timetable.ctt import parse_ctt
 
@@ -171,9 +209,23 @@ def load_instance(instance: Any = None, ctt: Any = None, *, field: str = "input"
 
 def check_input(data: dict[str, Any], field: str = "input") -> tuple[Instance, RunConfig]:
     """Validate a ``timetable`` job's whole input: the instance and every setting."""
-    settings = {k: data.get(k) for k in ("seed", "islands", "population", "epochs", "generations", "migrants",
-                                         "local_search", "topology", "variants", "fitness", "anneal",
-                                         "time_limit")}  # fmt: skip
+    settings = {
+        k: data.get(k)
+        for k in (
+            "seed",
+            "islands",
+            "population",
+            "epochs",
+            "generations",
+            "migrants",
+            "local_search",
+            "topology",
+            "variants",
+            "fitness",
+            "anneal",
+            "time_limit",
+        )
+    }
     config = resolve_config(data.get("quality_mode") or "balanced", field=field, **settings)
     meta = data.get("meta")
     if meta is not None and not isinstance(meta, dict):

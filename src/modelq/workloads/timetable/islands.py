@@ -30,7 +30,9 @@ from modelq.workloads.timetable.tables import Tables, tables_of
 # One island's epoch -----------------------------------------------------------------------
 
 
-def run_island_epoch(instance: Instance, config: RunConfig, island: int, epoch: int, state: dict | None) -> dict[str, Any]:
+def run_island_epoch(
+    instance: Instance, config: RunConfig, island: int, epoch: int, state: dict | None
+) -> dict[str, Any]:
     """Evolve island ``island`` for one epoch (``config.generations`` generations).
 
     Args:
@@ -58,8 +60,9 @@ def run_island_epoch(instance: Instance, config: RunConfig, island: int, epoch: 
     return {"island": island, "epoch": epoch, "evaluations": evaluations + steps, **pack(pop, tb)}
 
 
-def anneal_best(tb: Tables, pop: Population, config: RunConfig, island: int, epoch: int,
-                backend: Any) -> tuple[Population, int]:  # fmt: skip
+def anneal_best(
+    tb: Tables, pop: Population, config: RunConfig, island: int, epoch: int, backend: Any
+) -> tuple[Population, int]:
     """Anneal the island's best complete timetable (the memetic step) and put the result in its place.
 
     The temperature follows the whole run: epoch ``e`` of ``E`` cools from where epoch ``e - 1``
@@ -83,11 +86,13 @@ def anneal_best(tb: Tables, pop: Population, config: RunConfig, island: int, epo
         seconds = deadline - time.time()
         if seconds <= 0.05:  # this island started after its epoch's deadline (fewer slots than islands)
             return pop, 0
-        period, room, _scores, steps = anneal(tb, pop.period[best], pop.room[best], seed=seed, seconds=seconds,
-                                            schedule=schedule)  # fmt: skip
+        period, room, _scores, steps = anneal(
+            tb, pop.period[best], pop.room[best], seed=seed, seconds=seconds, schedule=schedule
+        )
     else:
-        period, room, _scores, steps = anneal(tb, pop.period[best], pop.room[best], seed=seed,
-                                            iterations=config.anneal, schedule=schedule)  # fmt: skip
+        period, room, _scores, steps = anneal(
+            tb, pop.period[best], pop.room[best], seed=seed, iterations=config.anneal, schedule=schedule
+        )
     pop.period[best], pop.room[best] = period, room
     return Population(pop.period, pop.room, population_scores(tb, pop.period, pop.room, backend=backend)), steps
 
@@ -129,25 +134,42 @@ def migrate(states: list[dict[str, Any]], config: RunConfig) -> list[dict[str, A
         raw = zlib.decompress(base64.b64decode(state["slots"]))
         decoded.append(np.frombuffer(raw, dtype="<u2").reshape(state["shape"]).copy())
     orders = [np.argsort(_fitness(s), kind="stable") for s in states]
-    emigrants = [(decoded[i][orders[i][:m]], [states[i]["hard"][j] for j in orders[i][:m]],
-                  [states[i]["soft"][j] for j in orders[i][:m]]) for i in range(K)]  # fmt: skip
+    emigrants = [
+        (
+            decoded[i][orders[i][:m]],
+            [states[i]["hard"][j] for j in orders[i][:m]],
+            [states[i]["soft"][j] for j in orders[i][:m]],
+        )
+        for i in range(K)
+    ]
     out = []
     for i, state in enumerate(states):
         if config.topology == "ring":
             slots, hard, soft = emigrants[(i - 1) % K]
         else:  # full: the best m of every other island's emigrants
-            pool = [(emigrants[j][1][x] * (1 << 32) + emigrants[j][2][x], j, x) for j in range(K) if j != i for x in range(m)]
+            pool = [
+                (emigrants[j][1][x] * (1 << 32) + emigrants[j][2][x], j, x)
+                for j in range(K)
+                if j != i
+                for x in range(m)
+            ]
             best = sorted(pool)[:m]
             slots = np.stack([emigrants[j][0][x] for _f, j, x in best])
             hard = [emigrants[j][1][x] for _f, j, x in best]
             soft = [emigrants[j][2][x] for _f, j, x in best]
-        worst = orders[i][len(orders[i]) - len(hard):]
+        worst = orders[i][len(orders[i]) - len(hard) :]
         population = decoded[i].copy()
         new_hard, new_soft = list(state["hard"]), list(state["soft"])
         for w, s, h, so in zip(worst, slots, hard, soft, strict=True):
             population[w], new_hard[w], new_soft[w] = s, h, so
-        out.append({**state, "slots": base64.b64encode(zlib.compress(population.tobytes(), 6)).decode("ascii"),
-                    "hard": new_hard, "soft": new_soft})  # fmt: skip
+        out.append(
+            {
+                **state,
+                "slots": base64.b64encode(zlib.compress(population.tobytes(), 6)).decode("ascii"),
+                "hard": new_hard,
+                "soft": new_soft,
+            }
+        )
     return out
 
 
@@ -156,7 +178,9 @@ def new_run() -> dict[str, Any]:
     return {"evaluations": 0, "history": []}
 
 
-def advance(config: RunConfig, epoch: int, results: list[dict[str, Any]], run: dict[str, Any]) -> tuple[list[dict], dict]:
+def advance(
+    config: RunConfig, epoch: int, results: list[dict[str, Any]], run: dict[str, Any]
+) -> tuple[list[dict], dict]:
     """After an epoch: record the best so far, then migrate (unless it was the last epoch).
 
     Returns:
@@ -180,8 +204,13 @@ def progress_message(config: RunConfig, run: dict[str, Any]) -> str:
     return f"epoch {last['epoch']}/{config.epochs}: best hard {last['hard']}, soft {last['soft']}"
 
 
-def finish(instance: Instance, config: RunConfig, states: list[dict[str, Any]], run: dict[str, Any],
-           meta: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def finish(
+    instance: Instance,
+    config: RunConfig,
+    states: list[dict[str, Any]],
+    run: dict[str, Any],
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The job's result: the N best distinct timetables over all islands, with their scores."""
     tb = tables_of(instance)
     candidates = []
@@ -198,8 +227,9 @@ def finish(instance: Instance, config: RunConfig, states: list[dict[str, Any]], 
             continue
         seen.add(key)
         scores = score_dict(population_scores(tb, period[None], room[None]), 0)
-        variants.append({"rank": len(variants) + 1, "island": island, **scores,
-                         "assignments": assignments(instance, period, room)})  # fmt: skip
+        variants.append(
+            {"rank": len(variants) + 1, "island": island, **scores, "assignments": assignments(instance, period, room)}
+        )
         if len(variants) == config.variants:
             break
     best = run["history"][-1]
@@ -227,8 +257,15 @@ def assignments(instance: Instance, period: np.ndarray, room: np.ndarray) -> lis
     ppd = instance.periods_per_day
     for lec, c in enumerate(instance.course_of_lecture):
         t, r = int(period[lec]), int(room[lec])
-        out.append({"course": instance.courses[c].id, "lecture": lec - instance.lecture_offsets[c],
-                    "day": t // ppd, "period": t % ppd, "room": instance.rooms[r].id})  # fmt: skip
+        out.append(
+            {
+                "course": instance.courses[c].id,
+                "lecture": lec - instance.lecture_offsets[c],
+                "day": t // ppd,
+                "period": t % ppd,
+                "room": instance.rooms[r].id,
+            }
+        )
     return out
 
 
@@ -268,7 +305,9 @@ def solve_locally(
         run = new_run()
         for epoch in range(config.epochs):
             if pool is not None:
-                futures = [pool.submit(run_island_epoch, instance, config, i, epoch, states[i]) for i in range(config.islands)]
+                futures = [
+                    pool.submit(run_island_epoch, instance, config, i, epoch, states[i]) for i in range(config.islands)
+                ]
                 results = [f.result() for f in futures]
             else:
                 results = [run_island_epoch(instance, config, i, epoch, states[i]) for i in range(config.islands)]

@@ -101,10 +101,15 @@ class Instance:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "name": self.name, "courses": len(self.courses), "lectures": self.lectures, "rooms": len(self.rooms),
-            "days": self.days, "periods_per_day": self.periods_per_day, "curricula": len(self.curricula),
+            "name": self.name,
+            "courses": len(self.courses),
+            "lectures": self.lectures,
+            "rooms": len(self.rooms),
+            "days": self.days,
+            "periods_per_day": self.periods_per_day,
+            "curricula": len(self.curricula),
             "unavailability": len(self.unavailability),
-        }  # fmt: skip
+        }
 
     # Validation -----------------------------------------------------------------------
 
@@ -151,8 +156,9 @@ class Instance:
                 raise InvalidInput(f"curriculum {curriculum.id!r} lists no course", field=f"{where}.courses")
             for j, course in enumerate(curriculum.courses):
                 if course not in self.course_index:
-                    raise InvalidInput(f"curriculum {curriculum.id!r} names unknown course {course!r}",
-                                       field=f"{where}.courses[{j}]")  # fmt: skip
+                    raise InvalidInput(
+                        f"curriculum {curriculum.id!r} names unknown course {course!r}", field=f"{where}.courses[{j}]"
+                    )
         for i, item in enumerate(self.unavailability):
             where = f"{field}.unavailability[{i}]"
             if item.course not in self.course_index:
@@ -195,8 +201,13 @@ def instance_to_dict(instance: Instance) -> dict[str, Any]:
         "days": instance.days,
         "periods_per_day": instance.periods_per_day,
         "courses": [
-            {"id": c.id, "teacher": c.teacher, "lectures": c.lectures, "min_working_days": c.min_working_days,
-             "students": c.students}
+            {
+                "id": c.id,
+                "teacher": c.teacher,
+                "lectures": c.lectures,
+                "min_working_days": c.min_working_days,
+                "students": c.students,
+            }
             for c in instance.courses
         ],
         "rooms": [{"id": r.id, "capacity": r.capacity} for r in instance.rooms],
@@ -211,14 +222,25 @@ def instance_from_dict(data: Any, field: str = "instance") -> Instance:
     Raises:
         InvalidInput: naming the offending field, e.g. ``instance.rooms[2].capacity``.
     """
-    obj = _object(data, field, required=("days", "periods_per_day", "courses", "rooms"),
-                  optional=("name", "curricula", "unavailability"))  # fmt: skip
+    obj = _object(
+        data,
+        field,
+        required=("days", "periods_per_day", "courses", "rooms"),
+        optional=("name", "curricula", "unavailability"),
+    )
     courses = []
     for i, item in enumerate(_list(obj["courses"], f"{field}.courses")):
         where = f"{field}.courses[{i}]"
         c = _object(item, where, required=("id", "lectures"), optional=("teacher", "min_working_days", "students"))
-        courses.append(Course(id=c["id"], teacher=c.get("teacher", f"teacher-of-{c['id']}"), lectures=c["lectures"],
-                              min_working_days=c.get("min_working_days", 1), students=c.get("students", 0)))  # fmt: skip
+        courses.append(
+            Course(
+                id=c["id"],
+                teacher=c.get("teacher", f"teacher-of-{c['id']}"),
+                lectures=c["lectures"],
+                min_working_days=c.get("min_working_days", 1),
+                students=c.get("students", 0),
+            )
+        )
     rooms = []
     for i, item in enumerate(_list(obj["rooms"], f"{field}.rooms")):
         r = _object(item, f"{field}.rooms[{i}]", required=("id", "capacity"))
@@ -235,8 +257,15 @@ def instance_from_dict(data: Any, field: str = "instance") -> Instance:
     name = obj.get("name", "timetable")
     if not isinstance(name, str):
         raise InvalidInput(f"must be a string, got {name!r}", field=f"{field}.name")
-    instance = Instance(name=name, days=obj["days"], periods_per_day=obj["periods_per_day"], courses=tuple(courses),
-                        rooms=tuple(rooms), curricula=tuple(curricula), unavailability=tuple(unavailability))  # fmt: skip
+    instance = Instance(
+        name=name,
+        days=obj["days"],
+        periods_per_day=obj["periods_per_day"],
+        courses=tuple(courses),
+        rooms=tuple(rooms),
+        curricula=tuple(curricula),
+        unavailability=tuple(unavailability),
+    )
     return instance.validate(field)
 
 
@@ -248,8 +277,10 @@ def _object(data: Any, field: str, required: tuple[str, ...], optional: tuple[st
             raise InvalidInput(f"missing required key {key!r}", field=f"{field}.{key}")
     unknown = sorted(set(data) - set(required) - set(optional))
     if unknown:
-        raise InvalidInput(f"unknown key {unknown[0]!r}; known keys: {', '.join((*required, *optional))}",
-                           field=f"{field}.{unknown[0]}")  # fmt: skip
+        raise InvalidInput(
+            f"unknown key {unknown[0]!r}; known keys: {', '.join((*required, *optional))}",
+            field=f"{field}.{unknown[0]}",
+        )
     return data
 
 

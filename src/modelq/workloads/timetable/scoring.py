@@ -38,7 +38,9 @@ SOFT_WEIGHTS = {"room_capacity": 1, "min_working_days": 5, "curriculum_compactne
 HARD_SCALE = 1 << 32
 
 
-def population_scores(tables: Tables, period: Any, room: Any, *, backend: Backend | None = None) -> dict[str, np.ndarray]:
+def population_scores(
+    tables: Tables, period: Any, room: Any, *, backend: Backend | None = None
+) -> dict[str, np.ndarray]:
     """Score every timetable of a population.
 
     Args:
@@ -75,7 +77,9 @@ def population_scores(tables: Tables, period: Any, room: Any, *, backend: Backen
     out["availability"] = (cp * tb["unavailable"][None]).sum((1, 2))
     out["room_capacity"] = (cr * tb["excess"][None]).sum((1, 2))
     days = present.reshape(N, C, D, ppd).any(-1).sum(-1)
-    out["min_working_days"] = (tb["min_working_days"][None] - days).clip(min=0).sum(1) * SOFT_WEIGHTS["min_working_days"]
+    out["min_working_days"] = (tb["min_working_days"][None] - days).clip(min=0).sum(1) * SOFT_WEIGHTS[
+        "min_working_days"
+    ]
     out["room_stability"] = ((cr > 0).sum(-1) - 1).clip(min=0).sum(1)
     if tables.curricula:
         busy = xp.segment_any(present, tb, tables.curricula).reshape(N, tables.curricula, D, ppd)
@@ -124,7 +128,9 @@ def evaluate(instance: Instance, assignments: Iterable[dict[str, Any]], field: s
     return score_dict(population_scores(tables_of(instance), period[None], room[None]), 0)
 
 
-def assignment_arrays(instance: Instance, assignments: Iterable[dict[str, Any]], field: str = "assignments") -> tuple[np.ndarray, np.ndarray]:
+def assignment_arrays(
+    instance: Instance, assignments: Iterable[dict[str, Any]], field: str = "assignments"
+) -> tuple[np.ndarray, np.ndarray]:
     """(L,) period and room arrays of assignments (``-1`` where a lecture has none)."""
     period = np.full(instance.lectures, -1, dtype=np.int64)
     room = np.full(instance.lectures, -1, dtype=np.int64)
@@ -146,13 +152,16 @@ def assignment_arrays(instance: Instance, assignments: Iterable[dict[str, Any]],
         if not isinstance(day, int) or not 0 <= day < instance.days:
             raise InvalidInput(f"must be an integer in 0..{instance.days - 1}, got {day!r}", field=f"{where}.day")
         if not isinstance(slot, int) or not 0 <= slot < instance.periods_per_day:
-            raise InvalidInput(f"must be an integer in 0..{instance.periods_per_day - 1}, got {slot!r}",
-                               field=f"{where}.period")  # fmt: skip
+            raise InvalidInput(
+                f"must be an integer in 0..{instance.periods_per_day - 1}, got {slot!r}", field=f"{where}.period"
+            )
         lectures = instance.courses[c].lectures
         k = a.get("lecture", used.get(c, 0))
         if not isinstance(k, int) or not 0 <= k < lectures or period[instance.lecture_offsets[c] + k] >= 0:
-            raise InvalidInput(f"course {a['course']!r} has {lectures} lecture(s); lecture {k!r} is out of range "
-                               "or assigned twice", field=f"{where}.lecture")  # fmt: skip
+            raise InvalidInput(
+                f"course {a['course']!r} has {lectures} lecture(s); lecture {k!r} is out of range or assigned twice",
+                field=f"{where}.lecture",
+            )
         used[c] = max(used.get(c, 0), k + 1)
         period[instance.lecture_offsets[c] + k] = day * instance.periods_per_day + slot
         room[instance.lecture_offsets[c] + k] = r
@@ -194,8 +203,17 @@ class Backend:
         return np.asarray(x)
 
 
-_TABLE_ARRAYS = ("lecture_course", "pair_i", "pair_j", "unavailable", "excess", "min_working_days",
-                 "member_courses", "member_offsets", "member_curriculum")  # fmt: skip
+_TABLE_ARRAYS = (
+    "lecture_course",
+    "pair_i",
+    "pair_j",
+    "unavailable",
+    "excess",
+    "min_working_days",
+    "member_courses",
+    "member_offsets",
+    "member_curriculum",
+)
 
 
 class TorchBackend(Backend):

@@ -77,16 +77,30 @@ def _build(instance: Instance) -> Tables:
     pair_i, pair_j = np.nonzero(np.triu(conflict, k=1))
     member_courses = np.concatenate([np.nonzero(row)[0] for row in member]) if len(member) else np.zeros(0, np.int64)
     sizes = member.sum(axis=1)
-    member_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if len(member) else np.zeros(0, np.int64)
+    member_offsets = (
+        np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if len(member) else np.zeros(0, np.int64)
+    )
     lectures_per_course = np.asarray([c.lectures for c in instance.courses], dtype=np.int64)
     course_difficulty = conflict @ lectures_per_course + unavailable.sum(axis=1)
     return Tables(
-        courses=C, rooms=R, days=instance.days, periods_per_day=ppd, periods=T, lectures=len(lecture_course),
-        curricula=len(instance.curricula), lecture_course=lecture_course,
+        courses=C,
+        rooms=R,
+        days=instance.days,
+        periods_per_day=ppd,
+        periods=T,
+        lectures=len(lecture_course),
+        curricula=len(instance.curricula),
+        lecture_course=lecture_course,
         min_working_days=np.asarray([c.min_working_days for c in instance.courses], dtype=np.int64),
-        excess=np.maximum(students[:, None] - capacity[None, :], 0), unavailable=unavailable, conflict=conflict,
-        pair_i=pair_i.astype(np.int64), pair_j=pair_j.astype(np.int64), member=member,
-        member_courses=member_courses.astype(np.int64), member_offsets=member_offsets,
+        excess=np.maximum(students[:, None] - capacity[None, :], 0),
+        unavailable=unavailable,
+        conflict=conflict,
+        pair_i=pair_i.astype(np.int64),
+        pair_j=pair_j.astype(np.int64),
+        member=member,
+        member_courses=member_courses.astype(np.int64),
+        member_offsets=member_offsets,
         member_curriculum=np.repeat(np.arange(len(member)), sizes).astype(np.int64),
-        day_of_period=np.arange(T, dtype=np.int64) // ppd, difficulty=course_difficulty[lecture_course],
-    )  # fmt: skip
+        day_of_period=np.arange(T, dtype=np.int64) // ppd,
+        difficulty=course_difficulty[lecture_course],
+    )

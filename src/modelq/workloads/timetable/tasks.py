@@ -60,7 +60,6 @@ def timetable(
     raise Ignore()
 
 
-
 @task(flow.ISLAND_TASK, queue="cpu")
 def island_epoch(state: dict | None = None, *, job_id: str, config: dict, island: int, epoch: int) -> dict[str, Any]:
     """Internal: one island of a timetable job evolves for one epoch."""
