@@ -43,6 +43,21 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True)
+def _the_fast_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests marked ``fast`` (``pytest -m fast``: seconds, for the edit-test loop) run in this process
+    alone: one that starts a process belongs to the system tier, and fails here saying so."""
+    if request.node.get_closest_marker("fast") is None:
+        return
+    import multiprocessing
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a test marked fast started a process: it belongs to the system tier")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_stray_embedded_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A test that forgot to stop its embedded broker must not leave a redis-server behind."""

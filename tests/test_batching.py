@@ -12,6 +12,8 @@ import pytest
 
 from modelq.models.batching import Batcher, exclusive
 
+pytestmark = pytest.mark.fast
+
 
 class Overlap:
     """Counts how many calls are inside a block at once, and the most ever seen."""

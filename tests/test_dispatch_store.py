@@ -7,7 +7,11 @@ import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from modelq.jobs.store import JobStore
+
+pytestmark = pytest.mark.fast
 
 Q = "default"
 

@@ -9,6 +9,8 @@ import pytest
 
 from modelq.workloads.llm.retry import RetryPolicy, is_retryable_status, retry_after_seconds
 
+pytestmark = pytest.mark.fast
+
 
 def test_retry_after_is_read_in_seconds_milliseconds_or_as_a_date() -> None:
     assert retry_after_seconds({"Retry-After": "2.5"}) == 2.5

@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from modelq.models.placement import Demand, Peer, plan
+
+pytestmark = pytest.mark.fast
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
 A, B, C = "default.model.a", "default.model.b", "default.model.c"

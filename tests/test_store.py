@@ -5,9 +5,12 @@ from __future__ import annotations
 import threading
 import uuid
 
+import pytest
 from sqlalchemy import text
 
 from modelq.jobs.store import JobStore
+
+pytestmark = pytest.mark.fast
 
 
 def _new(store: JobStore, **fields) -> dict:

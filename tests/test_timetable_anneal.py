@@ -14,6 +14,8 @@ from modelq.workloads.timetable.anneal import anneal, graph_of, new_state
 from modelq.workloads.timetable.scoring import population_scores
 from modelq.workloads.timetable.tables import tables_of
 
+pytestmark = pytest.mark.fast
+
 ITC2007 = Path(__file__).resolve().parents[2] / "shared" / "data" / "itc2007"
 INSTANCES = [f"comp0{n}" for n in range(1, 8)]
 

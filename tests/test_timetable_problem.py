@@ -20,6 +20,8 @@ from modelq.workloads.timetable import (
 )
 from modelq.workloads.timetable.generate import generate_instance, sample
 
+pytestmark = pytest.mark.fast
+
 # Two days of three periods; rooms big (40) and small (20). Teacher T1 teaches A and B;
 # curriculum Q1 groups A and C; C may not be taught on day 1, period 0.
 TOY = """\

@@ -2,7 +2,8 @@
 
 Every error a user can meet derives from :class:`ModelqError` and carries the
 data that explains it. The HTTP API maps these classes to status codes in one
-place (``modelq.api.errors``); the CLI maps them to exit codes.
+table (``modelq.api.errors.STATUSES``); the CLI maps them to exit codes in another
+(``modelq.cli``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from typing import Any
 
 class ModelqError(Exception):
     """Base class of every modelq error."""
-
-    #: HTTP status the API answers with; the API's error mapping reads it.
-    http_status: int = 500
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -37,25 +35,17 @@ class ConfigError(ModelqError):
 class InsecureMonitor(ModelqError):
     """Flower would be served without authentication where it should not be."""
 
-    http_status = 400
-
 
 class InsecureApi(ModelqError):
     """The API would be served beyond this machine with no API key configured."""
-
-    http_status = 400
 
 
 class Unauthorized(ModelqError):
     """A request came without a valid API key."""
 
-    http_status = 401
-
 
 class QueueFull(ModelqError):
     """A queue holds as many waiting jobs as its cap allows; try again later."""
-
-    http_status = 429
 
     def __init__(self, queue: str, queued: int, limit: int, retry_after: int) -> None:
         super().__init__(
@@ -69,8 +59,6 @@ class QueueFull(ModelqError):
 
 class OwnerQueueFull(ModelqError):
     """An owner has as many jobs waiting as ``max_queued_per_owner`` allows; try again later."""
-
-    http_status = 429
 
     def __init__(self, owner: str, queued: int, limit: int, retry_after: int) -> None:
         super().__init__(
@@ -86,23 +74,22 @@ class OwnerQueueFull(ModelqError):
 class InvalidInput(ModelqError):
     """A request or job input is malformed or out of limits."""
 
-    http_status = 422
-
     def __init__(self, message: str, field: str | None = None, **details: Any) -> None:
         super().__init__(message, field=field, **details)
         self.field = field
 
 
+class NameNotFound(InvalidInput):
+    """A request names something that does not exist (a model path, a bundled sample); ``field``
+    says which of its fields."""
+
+
 class PayloadTooLarge(InvalidInput):
     """A request body is larger than ``MODELQ_MAX_REQUEST_BYTES``."""
-
-    http_status = 413
 
 
 class TaskNotFound(ModelqError):
     """No task is registered under the requested name."""
-
-    http_status = 404
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(
@@ -114,15 +101,11 @@ class TaskNotFound(ModelqError):
 class JobNotFound(ModelqError):
     """No job has this id (or it belongs to somebody else)."""
 
-    http_status = 404
-
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id!r} not found", job_id=job_id)
 
 
 class ArtifactNotFound(ModelqError):
-    http_status = 404
-
     def __init__(self, job_id: str, name: str) -> None:
         super().__init__(f"job {job_id!r} has no artifact {name!r}", job_id=job_id, name=name)
 
@@ -143,8 +126,6 @@ class TaskCancelled(Exception):
 class JobCancelled(ModelqError):
     """A request needs what a cancelled job would have made (its images, say): 409."""
 
-    http_status = 409
-
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id!r} was cancelled", job_id=job_id)
 
@@ -152,13 +133,9 @@ class JobCancelled(ModelqError):
 class BrokerUnavailable(ModelqError):
     """The message broker cannot be reached (or the embedded one did not start)."""
 
-    http_status = 503
-
 
 class JobTimeout(ModelqError):
     """Waiting for a job ran past its deadline (the job itself goes on)."""
-
-    http_status = 504
 
     def __init__(self, job_id: str, timeout: float) -> None:
         super().__init__(f"job {job_id!r} did not finish within {timeout:g}s", job_id=job_id)
@@ -189,8 +166,6 @@ class MissingDependency(ModelqError):
 class ModelNotFound(ModelqError):
     """No model is declared under this name."""
 
-    http_status = 404
-
     def __init__(self, name: str, known: list[str], hint: str = "") -> None:
         super().__init__(
             f"unknown model {name!r}; declared models: {', '.join(sorted(known)) or 'none'}"
@@ -208,8 +183,6 @@ class ModelLoadError(ModelqError):
 
 class MemoryBudgetExceeded(ModelqError):
     """A model can never fit the memory budget of its device."""
-
-    http_status = 507
 
     def __init__(self, name: str, size: int, budget: int, device: str) -> None:
         super().__init__(
@@ -235,8 +208,6 @@ class InvalidDocument(InvalidInput):
 
 class DocumentNotReady(ModelqError):
     """A document was asked for something (a search) before its ``enrich`` job succeeded."""
-
-    http_status = 409
 
     def __init__(self, document_id: str, status: str, detail: str) -> None:
         super().__init__(

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import JsonObject
-from modelq.errors import InvalidInput, JobFailed, failure_of_record
+from modelq.errors import InvalidInput, JobFailed, NameNotFound, failure_of_record
 from modelq.jobs.dispatch import INTERACTIVE
 from modelq.workloads import embed as embedding
 from modelq.workloads import rerank as reranking
@@ -65,10 +65,8 @@ def run_job(request: Request, task: str, data: dict[str, Any]) -> dict[str, Any]
     raise JobFailed(job["id"], done["status"], done.get("error") or done["status"])
 
 
-def _model_error(message: str) -> InvalidInput:
-    failure = InvalidInput(message, field="model")
-    failure.http_status = 404
-    return failure
+def _model_error(message: str) -> NameNotFound:
+    return NameNotFound(message, field="model")
 
 
 def _as_base64(vector: list[float]) -> str:

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from modelq import errors
 from modelq.api.openai_errors import OPENAI_PATHS
 from modelq.api.schemas import ErrorOut, OpenAIErrorOut
 from modelq.errors import ModelqError
@@ -37,9 +38,35 @@ DESCRIPTIONS = {
     504: "The job did not finish in time; it goes on, and its `job_id` can be polled.",
     507: "The model can never fit its device's memory budget.",
 }
+#: The one table from error class to HTTP status: the first class the error is an instance of wins
+#: (so a subclass comes before its base); any other modelq error is a 500.
+STATUSES: list[tuple[type[ModelqError], int]] = [
+    (errors.InsecureMonitor, 400),
+    (errors.InsecureApi, 400),
+    (errors.Unauthorized, 401),
+    (errors.NameNotFound, 404),
+    (errors.TaskNotFound, 404),
+    (errors.JobNotFound, 404),
+    (errors.ArtifactNotFound, 404),
+    (errors.ModelNotFound, 404),
+    (errors.JobCancelled, 409),
+    (errors.DocumentNotReady, 409),
+    (errors.PayloadTooLarge, 413),
+    (errors.InvalidInput, 422),
+    (errors.QueueFull, 429),
+    (errors.OwnerQueueFull, 429),
+    (errors.BrokerUnavailable, 503),
+    (errors.JobTimeout, 504),
+    (errors.MemoryBudgetExceeded, 507),
+]
 ERROR_SCHEMA = "ErrorOut"
 OPENAI_ERROR_SCHEMA = "OpenAIErrorOut"
 _VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def status_of(exc: ModelqError) -> int:
+    """The HTTP status the API answers ``exc`` with (see :data:`STATUSES`)."""
+    return next((status for cls, status in STATUSES if isinstance(exc, cls)), 500)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -61,7 +88,7 @@ def install_error_handlers(api: FastAPI) -> None:
     async def _modelq_error(_: Request, exc: ModelqError) -> JSONResponse:
         retry_after = getattr(exc, "retry_after", None)
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-        return JSONResponse(_json_safe(exc.to_dict()), status_code=exc.http_status, headers=headers)
+        return JSONResponse(_json_safe(exc.to_dict()), status_code=status_of(exc), headers=headers)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -31,7 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelq.api.auth import owner_of
 from modelq.api.errors import responses as error_responses
 from modelq.api.schemas import Progress
-from modelq.errors import ArtifactNotFound, InvalidInput, JobCancelled, JobFailed, JobTimeout, failure_of_record
+from modelq.errors import (
+    ArtifactNotFound,
+    InvalidInput,
+    JobCancelled,
+    JobFailed,
+    JobTimeout,
+    NameNotFound,
+    failure_of_record,
+)
 from modelq.jobs.dispatch import INTERACTIVE
 from modelq.jobs.status import JobStatus
 from modelq.models import sources
@@ -193,9 +201,7 @@ def _raise_for(request: Request, job: dict[str, Any], model_field: str = "model"
         raise InvalidInput(message, job_id=job["id"])
     model = (job.get("input") or {}).get("model")
     if kind == "ModelNotFound":  # the worker's own check (model roots on its file system)
-        missing = InvalidInput(message, field=model_field, job_id=job["id"])
-        missing.http_status = 404
-        raise missing
+        raise NameNotFound(message, field=model_field, job_id=job["id"])
     if kind == "ModelLoadError" and model not in ModelRegistry(request.app.state.jobs.settings).all():
         # A path or hub id the request named that the worker cannot load is the request's fault, as an
         # unknown name is; a declared model that fails to load stays a failed job (500).

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from modelq.errors import InvalidInput
+from modelq.errors import NameNotFound
 from modelq.ui import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)
@@ -55,9 +55,7 @@ def timetable_sample(name: str) -> str:
     from modelq.workloads.timetable.generate import SAMPLES, sample
 
     if name not in SAMPLES:
-        missing = InvalidInput(f"unknown sample {name!r}; samples: {', '.join(SAMPLES)}", field="name")
-        missing.http_status = 404
-        raise missing
+        raise NameNotFound(f"unknown sample {name!r}; samples: {', '.join(SAMPLES)}", field="name")
     return sample(name)
 
 
