@@ -45,7 +45,7 @@ def child_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def _the_fast_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests marked ``fast`` (``pytest -m fast``: seconds, for the edit-test loop) run in this process
+    """Tests marked ``fast`` (``pytest -m fast``: about a minute, for the edit-test loop) run in this process
     alone: one that starts a process belongs to the system tier, and fails here saying so."""
     if request.node.get_closest_marker("fast") is None:
         return

@@ -307,7 +307,7 @@ def _record_failure(
     # Failures the task body never saw (hard time limit, a lost worker) reach the record here.
     runtime = _runtime(sender)
     if runtime is not None and task_id:
-        failure = failure_of(exception) if exception is not None else failure_of(RuntimeError("no exception given"))
+        failure = failure_of(exception or RuntimeError("the task failed without an exception"))
         runtime.store.mark_failed(task_id, failure_text(failure), failure)
 
 

@@ -294,24 +294,25 @@ class AffinityController:
         """Decide again to take on a model, one worker at a time, and publish the choice before the next
         worker decides: idle workers that tick together would otherwise all see the model short of a
         server and all load it. None when the store cannot do it (the first decision stands)."""
-        settled: list[tuple[Plan, dict[str, Peer]]] = []
+        settled: tuple[Plan, dict[str, Peer]] | None = None
 
         def claim(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-            settled[:] = [decide(rows)]
-            decided = settled[0][0]
+            nonlocal settled
+            settled = decide(rows)
+            decided = settled[0]
             if not decided.chosen - set(self.chosen):
                 return None  # another worker took it on meanwhile
             self.choose(decided, now)
-            state, mine = self._rows(decided.reading, held, {}, known)
-            self._published, self._published_at = state, time.monotonic()
-            return mine
+            self._published = self._state(decided.reading, held, {}, known)
+            self._published_at = time.monotonic()
+            return self._rows(decided.reading, held, {}, known)
 
         try:
             self.store.settle_consumers(self.hostname, now - timedelta(seconds=STALE_SECONDS), claim)
         except Exception:
             log.debug("placement: could not settle with the other workers", exc_info=True)
             return None
-        return settled[0] if settled else None
+        return settled
 
     def choose(self, decided: Plan, now: datetime) -> None:
         """Commit to the plan's models (keeping when each was first chosen)."""
@@ -405,18 +406,24 @@ class AffinityController:
                     self._idle_since = time.monotonic()
         return found
 
-    def _rows(
-        self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]
-    ) -> tuple[tuple, list[dict[str, Any]]]:
-        """What this worker publishes: its state (to tell a change) and its consumer rows."""
-        pinned = known if self.settings.worker_models else set()
-        state = (
+    def _pinned(self, known: set[str]) -> set[str]:
+        return known if self.settings.worker_models else set()
+
+    def _state(self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]) -> tuple:
+        """What this worker publishes, in a form that tells a change (compared every tick)."""
+        return (
             frozenset(reading),
             tuple(sorted(self.chosen.items())),
             frozenset(held),
             tuple(sorted(stranded.items())),
-            frozenset(pinned),
+            frozenset(self._pinned(known)),
         )
+
+    def _rows(
+        self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]
+    ) -> list[dict[str, Any]]:
+        """This worker's consumer rows, as it publishes them (built only when they are written)."""
+        pinned = self._pinned(known)
         epoch = datetime.fromtimestamp(0, timezone.utc)
         rows = [
             {
@@ -443,14 +450,14 @@ class AffinityController:
                     "stranded": stranded.get(queue, 0),
                 }
             )
-        return state, rows
+        return rows
 
     def publish(self, reading: set[str], held: set[str], stranded: dict[str, int], known: set[str]) -> None:
         self._read_before = reading
-        state, rows = self._rows(reading, held, stranded, known)
+        state = self._state(reading, held, stranded, known)
         if state == self._published and time.monotonic() - self._published_at < HEARTBEAT_SECONDS:
             return
-        self.store.report_consumers(self.hostname, rows)
+        self.store.report_consumers(self.hostname, self._rows(reading, held, stranded, known))
         self._published, self._published_at = state, time.monotonic()
 
     # The thread --------------------------------------------------------------------
