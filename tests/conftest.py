@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from modelq import testing
-from modelq.testing import free_port, stop_process  # noqa: F401 - test modules import them from here
+from modelq.testing import free_port, stop_process, worker_command  # noqa: F401 - test modules import them from here
 from modelq.testing import wait_until as wait_for
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -145,23 +145,7 @@ def start_worker(
 ) -> subprocess.Popen:
     hostname = hostname or f"test-{uuid.uuid4().hex[:6]}@%h"
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelq",
-            "worker",
-            "-Q",
-            queues,
-            "--pool",
-            "prefork",
-            "-c",
-            "2",
-            "--hostname",
-            hostname,
-            "--loglevel",
-            "WARNING",
-            *extra,
-        ],
+        worker_command(queues, hostname, pool="prefork", concurrency=2, extra=extra),
         env=child_env(**env),
     )
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from typing import Any
 
 from conftest import child_env
+from modelq.testing import worker_command
 from modelq.testing.llm_stub import Received, Reply, StubLLMServer
 
 __all__ = ["Received", "Reply", "StubLLMServer", "busiest_window", "llm_env", "start_io_worker"]
@@ -24,20 +24,7 @@ def llm_env(endpoints: dict[str, dict[str, Any]], **settings: Any) -> dict[str, 
 def start_io_worker(env: dict[str, str], hostname: str, concurrency: int = 4) -> subprocess.Popen:
     """``modelq worker -Q io`` (the queue's own pool: threads) as a subprocess."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelq",
-            "worker",
-            "-Q",
-            "io",
-            "-c",
-            str(concurrency),
-            "--hostname",
-            hostname,
-            "--loglevel",
-            "WARNING",
-        ],
+        worker_command("io", hostname, concurrency=concurrency),
         env=child_env(**env),
     )
 

@@ -137,7 +137,7 @@ def test_switch_scenario_reports_a_mixed_stream_beside_a_single_model_stream(tmp
 
 
 def test_cluster_head_waits_count_from_when_the_jobs_ahead_of_the_model_started() -> None:
-    from modelq.bench.cluster import head_waits
+    from modelq.bench.cluster_figures import head_waits
 
     def job(model: str, created: float, started: float) -> dict:
         at = lambda s: f"2026-12-07T12:00:{s:06.3f}+00:00"  # noqa: E731

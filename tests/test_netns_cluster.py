@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env, stop_process, wait_for, wait_for_worker
+from modelq.testing import worker_command
 
 SUBNET = "10.77.{}.{}"
 REDIS_PORT = 6391
@@ -144,22 +144,7 @@ def cluster(tmp_path: Path) -> Iterator[dict]:
                 MODELQ_DATABASE_URL=database,
                 MODELQ_VISIBILITY_TIMEOUT="5",
             )
-            argv = [
-                sys.executable,
-                "-m",
-                "modelq",
-                "worker",
-                "-Q",
-                "default",
-                "--pool",
-                "prefork",
-                "-c",
-                "2",
-                "--hostname",
-                f"{host}@%h",
-                "--loglevel",
-                "WARNING",
-            ]
+            argv = worker_command("default", f"{host}@%h", pool="prefork", concurrency=2)
             procs.append(net.run(host, argv, env, tmp_path / f"{host}.log"))
         wait_for_worker(app, "w1@")
         wait_for_worker(app, "w2@")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env, stop_process, wait_for, wait_for_worker
+from modelq.testing import worker_command
 
 LOAD_SECONDS = 0.5
 MODELS = ("m0", "m1", "m2")
@@ -44,22 +44,7 @@ class Cluster:
             log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
             self.procs.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "modelq",
-                        "worker",
-                        "-Q",
-                        "default",
-                        "--pool",
-                        "threads",
-                        "-c",
-                        "1",
-                        "--hostname",
-                        name,
-                        "--loglevel",
-                        "WARNING",
-                    ],
+                    worker_command("default", name, pool="threads", concurrency=1),
                     env=child_env(**self.env, **extra),
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import child_env, start_worker, stop_process, wait_for, wait_for_worker
-from modelq.testing import serving
+from modelq.testing import serving, worker_command
 
 ALICE_KEY = "mq_alice-security-key-0123456789abcdefghijklmnopqrs"
 BOB_KEY = "mq_bob-security-key-0123456789abcdefghijklmnopqrstu"
@@ -191,20 +191,7 @@ def test_passwords_in_the_broker_and_database_urls_never_show(tmp_path: Path, po
     log = tmp_path / "worker.log"
     with log.open("w") as sink:
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelq",
-                "worker",
-                "-Q",
-                "default",
-                "--pool",
-                "threads",
-                "--hostname",
-                "secret@%h",
-                "--loglevel",
-                "INFO",
-            ],
+            worker_command("default", "secret@%h", pool="threads", loglevel="INFO"),
             env=child_env(**env),
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -203,3 +203,32 @@ def test_a_database_whose_llm_buckets_table_came_before_its_migration_upgrades(s
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0009"
     limits = Limits(request_rate=1.0, request_capacity=1.0, token_rate=0.0, token_capacity=0.0)
     assert DatabaseBuckets(store.engine).take("upgrade-test", limits, 1.0, 0.0) == 0.0
+
+
+def test_a_job_handed_over_is_reported_on_and_finished_by_its_later_tasks(store: JobStore) -> None:
+    from modelq.errors import InvalidInput
+    from modelq.tasks import HandedOverJob
+
+    woken = []
+    job = _new(store, input={"ctt": "Name: x"})
+    store.mark_running(job["id"], worker="w1", task="echo", queue="default", input={"ctt": "Name: x"})
+    later = HandedOverJob(job["id"], store, lambda job_id, result: woken.append((job_id, result)))
+    assert later.status() == "running" and later.input() == {"ctt": "Name: x"}
+    assert later.progress(1.5, "epoch 2/2") and store.get(job["id"])["progress"]["fraction"] == 1.0
+    assert later.succeed({"best": 3}) and woken == [(job["id"], {"best": 3})]
+    assert store.get(job["id"])["result"] == {"best": 3}
+    # a finished job is not finished again, and nobody is woken twice
+    assert not later.succeed({"best": 4}) and len(woken) == 1
+    assert not later.progress(0.5)
+
+    failing = _new(store)
+    store.mark_running(failing["id"], worker="w1", task="echo", queue="default", input={})
+    HandedOverJob(failing["id"], store, lambda *_: None).fail(
+        InvalidInput("bad room", field="rooms"), where="island 1 failed in epoch 2"
+    )
+    record = store.get(failing["id"])
+    assert record["status"] == "failed" and record["error"] == "island 1 failed in epoch 2: InvalidInput: bad room"
+    assert record["failure"]["type"] == "InvalidInput" and record["failure"]["field"] == "rooms"
+
+    with pytest.raises(LookupError):
+        HandedOverJob("no-such-job", store, lambda *_: None).input()

@@ -24,7 +24,7 @@ from kombu.utils.json import loads as json_loads
 from modelq import tasks as sdk
 from modelq.broker import broker_url, is_redis_url, result_backend_url
 from modelq.config import Settings
-from modelq.errors import ConfigError, TaskCancelled, failure_of, failure_text
+from modelq.errors import ConfigError, HandedOver, TaskCancelled, failure_of, failure_text
 from modelq.jobs import dispatch
 from modelq.jobs.artifacts import LocalArtifactStore
 from modelq.jobs.records import utcnow
@@ -49,6 +49,9 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: (signal, handler) pairs :func:`modelq.worker.connect` connected for this app; held here
+        #: because Celery's signals hold their handlers weakly.
+        self.signal_handlers: list[tuple[Any, Any]] = []
 
     @cached_property
     def store(self) -> JobStore:
@@ -134,6 +137,7 @@ class JobTask(Task):
             artifacts=runtime.artifacts,
             settings=runtime.settings,
             residency_source=lambda: runtime.residency,
+            wake_waiters=functools.partial(wake_waiters, self.app),
         )
         token = sdk._current.set(ctx)
         heartbeats.hold(store, job_id, runtime.settings.run_heartbeat_interval)
@@ -152,6 +156,9 @@ class JobTask(Task):
             log.info("job %s stopped: cancelled while running", job_id)
             self._ended(queue)
             raise Ignore() from None
+        except HandedOver:
+            log.debug("job %s handed over to later tasks", job_id)
+            raise Ignore() from None  # it still runs: no cap slot is given back
         except Exception as exc:
             failure = failure_of(exc)
             store.mark_failed(job_id, failure_text(failure), failure)
@@ -195,6 +202,24 @@ class JobTask(Task):
         log.error("job %s %s", job_id, reason)
         self.app.modelq.store.mark_failed(job_id, reason)
         publish_dead_letter(self.app, {"id": job_id, "task": self.name, "input": kwargs, "reason": reason})
+
+
+def has_result_backend(app: Celery) -> bool:
+    """Whether the app has a result backend: clients wait on it, and chords need one (their counter)."""
+    from celery.backends.base import DisabledBackend
+
+    return bool(app.conf.result_backend) and not isinstance(app.backend, DisabledBackend)
+
+
+def wake_waiters(app: Celery, job_id: str, result: Any) -> None:
+    """Wake the clients waiting on a job that a later task finished (:meth:`modelq.tasks.JobContext.hand_over`):
+    they listen on its Celery result, which only its own task would otherwise have stored."""
+    if not has_result_backend(app):
+        return
+    try:
+        app.backend.mark_as_done(job_id, result)
+    except Exception:
+        log.warning("could not publish the result of job %s to the result backend", job_id, exc_info=True)
 
 
 def _due(when: Any) -> datetime:
@@ -331,8 +356,9 @@ def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Cele
     app.modelq = Runtime(settings)  # type: ignore[attr-defined]
     for spec in sdk.registered_tasks().values():
         _bind_task(app, spec, settings)
-    from modelq import worker  # noqa: F401 - connects the worker signal handlers
+    from modelq import worker
 
+    worker.connect(app)
     return app
 
 

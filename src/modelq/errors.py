@@ -123,6 +123,17 @@ class TaskCancelled(Exception):
         self.job_id = job_id
 
 
+class HandedOver(Exception):  # noqa: N818 - a signal, like TaskCancelled
+    """Raised by :meth:`modelq.tasks.JobContext.hand_over`: the task published the job's further work
+    (a chord, a chain) and stops; the job stays running until a later task finishes it through
+    :meth:`modelq.tasks.JobContext.job`. A control-flow signal, not a modelq error.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} was handed over to later tasks")
+        self.job_id = job_id
+
+
 class JobCancelled(ModelqError):
     """A request needs what a cancelled job would have made (its images, say): 409."""
 

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from modelq.errors import InvalidInput, TaskCancelled
+from modelq.errors import HandedOver, InvalidInput, TaskCancelled, failure_of, failure_text
 
 if TYPE_CHECKING:
     from modelq.jobs.artifacts import ArtifactStore
@@ -218,6 +218,8 @@ class JobContext:
     residency_source: Callable[[], Residency] | None = None
     #: Models this job holds (released when it ends).
     held: list[str] = field(default_factory=list)
+    #: Wakes the clients waiting on a job (the runtime's: through the Celery result backend).
+    wake_waiters: Callable[[str, Any], None] | None = None
     _last_write: float = 0.0
     _pending: tuple[float, str | None] | None = None
 
@@ -258,6 +260,58 @@ class JobContext:
         meta = self.artifacts.put(self.id, name, data, content_type)
         self.store.add_artifact(self.id, meta)
         return meta
+
+    def hand_over(self) -> NoReturn:
+        """Stop this task and leave its job running: the task has published the job's further work (a
+        chord, a chain), whose last task finishes the job through :meth:`job`. The worker slot is free
+        at once, so no task ever waits for another."""
+        raise HandedOver(self.id)
+
+    def job(self, job_id: str) -> HandedOverJob:
+        """The job ``job_id`` that an earlier task handed over, for a later task that carries its work on."""
+        return HandedOverJob(job_id, self.store, self.wake_waiters or (lambda _job_id, _result: None))
+
+
+@dataclass(frozen=True)
+class HandedOverJob:
+    """A job whose own task handed it over (:meth:`JobContext.hand_over`): the tasks that carry its work
+    on read its input, report its progress and finish it here, as its own task would have."""
+
+    id: str
+    store: JobStore
+    wake_waiters: Callable[[str, Any], None]
+
+    def status(self) -> str | None:
+        return self.store.status_of(self.id)
+
+    def input(self) -> dict[str, Any]:
+        """The job's input as it was submitted.
+
+        Raises:
+            LookupError: the job has no record (it was deleted).
+        """
+        record = self.store.get(self.id, with_position=False)
+        if record is None:
+            raise LookupError(f"job {self.id!r} has no record")
+        return record["input"] or {}
+
+    def progress(self, fraction: float, message: str | None = None) -> bool:
+        """Report progress; False when the job no longer runs (it was cancelled, or failed)."""
+        return self.store.set_progress(self.id, min(max(float(fraction), 0.0), 1.0), message)
+
+    def succeed(self, result: Any) -> bool:
+        """Finish the job with ``result`` and wake the clients waiting on it; False when it no longer ran."""
+        if not self.store.mark_succeeded(self.id, result):
+            return False
+        self.wake_waiters(self.id, result)
+        return True
+
+    def fail(self, error: BaseException | str, *, where: str | None = None) -> None:
+        """Fail the job with the exception that stopped its work (its type, message and fields are kept)
+        or a one-line reason; ``where`` names the step (``"island 2 failed in epoch 3"``)."""
+        failure = failure_of(error) if isinstance(error, BaseException) else None
+        text = failure_text(failure) if failure is not None else str(error)
+        self.store.mark_failed(self.id, f"{where}: {text}" if where else text, failure)
 
 
 _current: ContextVar[JobContext | None] = ContextVar("modelq_current_job", default=None)

@@ -1,4 +1,4 @@
-"""Worker bootstrap: Celery signal handlers and the ``modelq worker`` entry point."""
+"""Worker bootstrap: the worker runtime, the Celery signal handlers that drive it, and ``modelq worker``."""
 
 from __future__ import annotations
 
@@ -15,19 +15,83 @@ from modelq.errors import failure_of, failure_text
 log = logging.getLogger(__name__)
 
 
-def _runtime(sender: Any):  # noqa: ANN202
-    app = getattr(sender, "app", None)
-    return getattr(app, "modelq", None)
-
-
 #: This process's worker (made at worker_init, in the main process; a prefork child inherits it).
 _worker: WorkerRuntime | None = None
 
 
-@signals.worker_init.connect
-def _make_worker_runtime(sender: Any = None, **_: Any) -> None:
+def connect(app: Celery) -> None:
+    """Connect modelq's worker signal handlers for ``app``; the app factory calls it for each app it builds.
+
+    Celery's signals are process-wide: each handler acts only for a worker, a task or a pool process of
+    ``app``, so several apps in one process (tests, a script beside a worker) never act on each other's
+    workers or job stores. The handlers live as long as the app (signals hold them weakly).
+    """
+
+    def of_app(sender: Any) -> bool:
+        return getattr(sender, "app", None) is app
+
+    def ours() -> WorkerRuntime | None:
+        return _worker if _worker is not None and _worker.app is app else None
+
+    def on_worker_init(sender: Any = None, **_: Any) -> None:
+        if of_app(sender):
+            _make_worker_runtime(sender)
+            _survive_connection_loss(sender)
+
+    def on_after_setup(sender: str | None = None, instance: Any = None, **_: Any) -> None:
+        if of_app(instance):
+            from modelq.models import reporting
+
+            reporting.worker_name = sender
+
+    def on_process_init(**_: Any) -> None:
+        # A prefork child: the job store re-creates its engine per process (it checks the
+        # pid) and the child builds its own residency; models load here, never in the parent.
+        if (worker := ours()) is not None:
+            worker.start_models()
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        if (worker := ours()) is not None:
+            worker.start(sender)
+
+    def on_process_shutdown(**_: Any) -> None:
+        if (worker := ours()) is not None:
+            worker.forget_child()
+
+    def on_shutdown(**_: Any) -> None:
+        if (worker := ours()) is not None:
+            worker.stop()
+
+    def on_task_failure(
+        sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
+    ) -> None:
+        # Failures the task body never saw (hard time limit, a lost worker) reach the record here.
+        if of_app(sender) and task_id:
+            failure = failure_of(exception or RuntimeError("the task failed without an exception"))
+            app.modelq.store.mark_failed(task_id, failure_text(failure), failure)
+
+    def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_: Any) -> None:
+        if of_app(sender) and request is not None:
+            app.modelq.store.cancel(request.id, "terminated" if terminated else "cancelled by request")
+
+    handlers = [
+        (signals.worker_init, on_worker_init),
+        (signals.celeryd_after_setup, on_after_setup),
+        (signals.worker_process_init, on_process_init),
+        (signals.worker_ready, on_ready),
+        (signals.worker_process_shutdown, on_process_shutdown),
+        (signals.worker_shutdown, on_shutdown),
+        (signals.task_failure, on_task_failure),
+        (signals.task_revoked, on_task_revoked),
+    ]
+    for signal, handler in handlers:
+        signal.connect(handler)
+    app.modelq.signal_handlers = handlers
+
+
+def _make_worker_runtime(sender: Any) -> None:
     global _worker
-    app = getattr(sender, "app", None)
+    app = sender.app
     pool_cls = getattr(sender, "pool_cls", None)
     name = pool_cls if isinstance(pool_cls, str) else getattr(pool_cls, "__module__", "")
     prefork = "prefork" in str(name)
@@ -45,8 +109,7 @@ def cuda_initialised() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
-@signals.worker_init.connect
-def _survive_connection_loss(sender: Any = None, **_: Any) -> None:
+def _survive_connection_loss(sender: Any) -> None:
     """On Redis, keep the worker and its running jobs' messages through a lost broker connection.
 
     kombu puts a channel's unacknowledged messages back on their queues when the channel closes,
@@ -61,8 +124,7 @@ def _survive_connection_loss(sender: Any = None, **_: Any) -> None:
     """
     from modelq.broker import is_redis_url
 
-    app = getattr(sender, "app", None)
-    if app is None or not is_redis_url(app.conf.broker_url):
+    if not is_redis_url(sender.app.conf.broker_url):
         return
     from celery.utils.imports import symbol_by_name
     from celery.worker.state import active_requests, reserved_requests
@@ -186,6 +248,18 @@ class WorkerRuntime:
         except Exception:
             log.debug("could not clear this worker's figures", exc_info=True)
 
+    def forget_child(self) -> None:
+        """A prefork child exits: its residency rows go (the parent's stay until the worker stops)."""
+        from modelq.models import reporting
+
+        runtime = self.runtime
+        if runtime is None or reporting.worker_name is None:
+            return
+        try:
+            runtime.store.forget_residency(reporting.worker_name, os.getpid())
+        except Exception:
+            log.debug("could not clear residency figures", exc_info=True)
+
     def _start_affinity(self, consumer: Any) -> Any:
         """Steer this worker between model queues when it serves a queue that routes jobs by model."""
         from modelq.models import reporting
@@ -237,20 +311,6 @@ class WorkerRuntime:
         return Reconciler(self.app, f"{hostname}:{os.getpid()}")
 
 
-@signals.worker_process_init.connect
-def _start_models_in_child(**_: Any) -> None:
-    # A prefork child: the job store re-creates its engine per process (it checks the
-    # pid) and the child builds its own residency; models load here, never in the parent.
-    if _worker is not None:
-        _worker.start_models()
-
-
-@signals.worker_ready.connect
-def _start_worker_runtime(sender: Any = None, **_: Any) -> None:
-    if _worker is not None:
-        _worker.start(sender)
-
-
 def torch_threads(settings: Any, processes: int) -> int:
     """torch's intra-op threads for one of ``processes`` pool processes.
 
@@ -271,51 +331,6 @@ def size_torch_threads(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
-
-
-@signals.celeryd_after_setup.connect
-def _remember_worker_name(sender: str | None = None, conf: Any = None, **_: Any) -> None:
-    from modelq.models import reporting
-
-    reporting.worker_name = sender
-
-
-@signals.worker_process_shutdown.connect
-def _forget_child(**_: Any) -> None:
-    """A prefork child exits: its residency rows go (the parent's stay until the worker stops)."""
-    from modelq.models import reporting
-
-    runtime = _worker.runtime if _worker is not None else None
-    if runtime is None or reporting.worker_name is None:
-        return
-    try:
-        runtime.store.forget_residency(reporting.worker_name, os.getpid())
-    except Exception:
-        log.debug("could not clear residency figures", exc_info=True)
-
-
-@signals.worker_shutdown.connect
-def _stop_worker_runtime(**_: Any) -> None:
-    if _worker is not None:
-        _worker.stop()
-
-
-@signals.task_failure.connect
-def _record_failure(
-    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
-) -> None:
-    # Failures the task body never saw (hard time limit, a lost worker) reach the record here.
-    runtime = _runtime(sender)
-    if runtime is not None and task_id:
-        failure = failure_of(exception or RuntimeError("the task failed without an exception"))
-        runtime.store.mark_failed(task_id, failure_text(failure), failure)
-
-
-@signals.task_revoked.connect
-def _record_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_: Any) -> None:
-    runtime = _runtime(sender)
-    if runtime is not None and request is not None:
-        runtime.store.cancel(request.id, "terminated" if terminated else "cancelled by request")
 
 
 def run_worker(

@@ -63,7 +63,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -73,8 +72,25 @@ from pathlib import Path
 from typing import Any
 
 from modelq.bench import BenchError
-from modelq.bench.chaos_tasks import TASK, concurrent_jobs, read_log, running, runs
-from modelq.bench.report import Panel, Report, verdict
+from modelq.bench.chaos_figures import analyse, report
+from modelq.bench.chaos_plan import (
+    BUSY_TIMEOUT,
+    CONCURRENCY,
+    FULL_PLAN,
+    JOB_SECONDS,
+    LONG_JOB_SECONDS,
+    OUTAGE_SECONDS,
+    PACE,
+    QUICK_PLAN,
+    RECONCILE_GRACE,
+    RECONCILE_INTERVAL,
+    RUN_HEARTBEAT_INTERVAL,
+    SETTLE_TIMEOUT,
+    VISIBILITY_TIMEOUT,
+    WORKERS,
+)
+from modelq.bench.chaos_tasks import TASK, read_log, running, runs
+from modelq.bench.report import Report
 from modelq.bench.support import (
     Child,
     child_env,
@@ -86,51 +102,7 @@ from modelq.bench.support import (
     still_running,
     wait_until,
 )
-from modelq.jobs.status import is_finished
-
-TARGET = {"lost": 0, "duplicated_concurrently": 0}
-WORKERS = 2
-CONCURRENCY = 2
-VISIBILITY_TIMEOUT = 6
-JOB_SECONDS = 0.5
-LONG_JOB_SECONDS = 45.0
-#: Seconds between two submissions (a little under what the workers can run).
-PACE = 0.15
-#: Seconds the broker stays down at least; submissions go on (and are refused) meanwhile.
-OUTAGE_SECONDS = 1.5
-SETTLE_TIMEOUT = 90.0
-BUSY_TIMEOUT = 20.0
-
-#: What happens where in the stream: (jobs accepted before it, event).
-QUICK_PLAN = [
-    (10, "kill_child"),
-    (20, "long_job"),
-    (25, "kill_broker"),
-    (32, "take_message"),
-    (40, "kill_worker"),
-    (50, "flush_broker"),
-]
-FULL_PLAN = [
-    (20, "kill_child"),
-    (40, "kill_worker"),
-    (60, "long_job"),
-    (65, "kill_broker"),
-    (80, "take_message"),
-    (90, "kill_child"),
-    (100, "flush_broker"),
-    (110, "kill_worker"),
-    (130, "long_job"),
-    (135, "wipe_broker"),
-    (150, "take_message"),
-    (160, "kill_child"),
-    (170, "flush_broker"),
-    (180, "kill_worker"),
-]
-#: The reconciler's grace and interval here: lost messages come back within seconds.
-RECONCILE_GRACE = 3
-RECONCILE_INTERVAL = 1
-#: A killed run's job starts again once three heartbeats were missed: 3 s here.
-RUN_HEARTBEAT_INTERVAL = 1
+from modelq.testing import worker_command
 
 
 def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None] = lambda _m: None) -> Report:
@@ -169,7 +141,7 @@ def run(*, settings: Any = None, quick: bool = False, say: Callable[[str], None]
         wall_seconds=round(wall, 2),
         events=chaos.events,
     )
-    return _report(figures)
+    return report(figures)
 
 
 @dataclass
@@ -232,22 +204,7 @@ class Chaos:
             return
         watcher = Child(
             "chaos-watch@modelq-bench",
-            [
-                sys.executable,
-                "-m",
-                "modelq",
-                "worker",
-                "-Q",
-                "io",
-                "--pool",
-                "threads",
-                "-c",
-                "1",
-                "--loglevel",
-                "WARNING",
-                "--hostname",
-                "chaos-watch@modelq-bench",
-            ],
+            worker_command("io", "chaos-watch@modelq-bench", pool="threads", concurrency=1),
             env=self.env,
             cwd=self.home,
             log=self.home / "watcher.log",
@@ -263,22 +220,7 @@ class Chaos:
     def _spawn(self, i: int) -> Child:
         return Child(
             self._name(i),
-            [
-                sys.executable,
-                "-m",
-                "modelq",
-                "worker",
-                "-Q",
-                "default",
-                "--pool",
-                "prefork",
-                "-c",
-                str(CONCURRENCY),
-                "--loglevel",
-                "WARNING",
-                "--hostname",
-                self._name(i),
-            ],
+            worker_command("default", self._name(i), pool="prefork", concurrency=CONCURRENCY),
             env=self.env,
             cwd=self.home,
             log=self.home / f"worker-{i}.log",
@@ -520,133 +462,3 @@ class Chaos:
         if unfinished:
             self.say(f"{len(unfinished)} jobs unfinished after {timeout:g}s")
         return records
-
-
-def analyse(
-    accepted: list[str], records: dict[str, dict[str, Any] | None], all_runs: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The job figures (see the module docstring) from the records and the runs in the task's log."""
-    mine = set(accepted)
-    started: dict[str, int] = {}
-    completed: dict[str, int] = {}
-    for r in all_runs:
-        started[r["job"]] = started.get(r["job"], 0) + 1
-        completed[r["job"]] = completed.get(r["job"], 0) + (r["ended"] == "end")
-    status = {job: (records.get(job) or {}).get("status") for job in accepted}
-    return {
-        "submitted": len(accepted),
-        "succeeded": sum(s == "succeeded" for s in status.values()),
-        "failed": sum(s in ("failed", "cancelled") for s in status.values()),
-        "lost": sum(not is_finished(s) for s in status.values()),
-        "duplicated_concurrently": len(concurrent_jobs(all_runs) & mine),
-        "ran_more_than_once": sum(started.get(j, 0) > 1 for j in accepted),
-        "completed_more_than_once": sum(completed.get(j, 0) > 1 for j in accepted),
-        "succeeded_without_a_completed_run": sum(s == "succeeded" and not completed.get(j) for j, s in status.items()),
-        "max_attempts": max(((records.get(j) or {}).get("attempts") or 0 for j in accepted), default=0),
-        "runs": len(all_runs),
-        "killed_runs": sum(r["ended"] == "killed" for r in all_runs),
-        "unexplained_open_runs": sum(r["ended"] == "unexplained" for r in all_runs),
-        "lost_jobs": [
-            {"id": j, "status": s, "attempts": (records.get(j) or {}).get("attempts")}
-            for j, s in status.items()
-            if not is_finished(s)
-        ],
-        "failed_jobs": [
-            {
-                "id": j,
-                "status": s,
-                "error": (records.get(j) or {}).get("error"),
-                "attempts": (records.get(j) or {}).get("attempts"),
-            }
-            for j, s in status.items()
-            if s in ("failed", "cancelled")
-        ],
-        # each job that ran twice at once, with its runs (pid, start, end, how it ended) and record
-        "duplicated_jobs": [
-            {
-                "id": j,
-                "attempts": (records.get(j) or {}).get("attempts"),
-                "republished": (records.get(j) or {}).get("republished"),
-                "runs": [{k: r.get(k) for k in ("pid", "start", "end", "ended")} for r in all_runs if r["job"] == j],
-            }
-            for j in sorted(concurrent_jobs(all_runs) & mine)
-        ],
-    }
-
-
-def _report(figures: dict[str, Any]) -> Report:
-    meets = {
-        "lost": figures["lost"] <= TARGET["lost"],
-        "duplicated_concurrently": figures["duplicated_concurrently"] <= TARGET["duplicated_concurrently"],
-    }
-    figures.update(
-        scenario="chaos",
-        target=dict(TARGET),
-        meets_target=meets,
-        broker="embedded redis (unix socket), killed with SIGKILL and restarted from its append-only file",
-        pool=f"{WORKERS} prefork workers x {CONCURRENCY}",
-        visibility_timeout=VISIBILITY_TIMEOUT,
-        job_seconds=JOB_SECONDS,
-        long_job_seconds=LONG_JOB_SECONDS,
-    )
-    f = figures
-    rows = [
-        ["submitted (accepted)", str(f["submitted"]), "", ""],
-        ["succeeded", str(f["succeeded"]), f"= {f['submitted']}", verdict(f["succeeded"] == f["submitted"])],
-        ["failed", str(f["failed"]), "", ""],
-        ["lost", str(f["lost"]), "= 0", verdict(meets["lost"])],
-        [
-            "duplicated concurrently",
-            str(f["duplicated_concurrently"]),
-            "= 0",
-            verdict(meets["duplicated_concurrently"]),
-        ],
-        ["ran more than once (one after the other)", str(f["ran_more_than_once"]), "", ""],
-        ["completed more than once", str(f["completed_more_than_once"]), "", ""],
-        ["max attempts", str(f["max_attempts"]), "", ""],
-        ["worker kills / exits by themselves", f"{f['worker_kills']} / {f['worker_exits']}", "", ""],
-        ["broker restarts (longest outage)", f"{f['broker_restarts']} ({f['broker_down_seconds']:.1f} s)", "", ""],
-        ["of them without the append-only file", str(f["broker_wipes"]), "", ""],
-        ["submissions refused (longest refusal)", f"{f['refused']} ({f['refused_after_seconds']:.1f} s)", "", ""],
-        ["messages taken off the queue / broker flushes", f"{f['messages_taken']} / {f['broker_flushes']}", "", ""],
-        ["jobs the reconciler published again", str(f["republished"]), "", ""],
-        ["wall", f"{f['wall_seconds']:.1f} s", "", ""],
-    ]
-    return Report(
-        scenario="chaos",
-        title="R1: jobs under worker kills, broker restarts and lost messages (embedded Redis)",
-        figures=figures,
-        columns=["", "value", "target", "met"],
-        rows=rows,
-        panels=[
-            Panel(
-                "accepted jobs",
-                "jobs",
-                {
-                    "submitted": f["submitted"],
-                    "succeeded": f["succeeded"],
-                    "failed": f["failed"],
-                    "lost": f["lost"],
-                    "run twice at once": f["duplicated_concurrently"],
-                },
-            ),
-            Panel(
-                "chaos",
-                "count",
-                {
-                    "worker kills": f["worker_kills"],
-                    "broker restarts": f["broker_restarts"],
-                    "messages taken": f["messages_taken"],
-                    "broker flushes": f["broker_flushes"],
-                    "republished": f["republished"],
-                    "refused": f["refused"],
-                    "runs killed": f["killed_runs"],
-                },
-            ),
-        ],
-        notes=[
-            f"{WORKERS} prefork workers x {CONCURRENCY}, visibility timeout {VISIBILITY_TIMEOUT} s, jobs of {JOB_SECONDS} s "
-            f"and long jobs of {LONG_JOB_SECONDS:g} s across broker outages; a killed run ends when its process is known "
-            "dead, so a redelivery after the kill is not counted as concurrent.",
-        ],
-    )

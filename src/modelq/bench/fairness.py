@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -39,6 +38,7 @@ from typing import Any
 from modelq.bench import BenchError
 from modelq.bench.report import Panel, Report, fmt, verdict
 from modelq.bench.support import Child, child_env, hermetic_settings, percentile, release_results, wait_for_pings
+from modelq.testing import worker_command
 
 TASK = "bench.cluster_job"
 WORKERS, THREADS = 2, 4
@@ -89,22 +89,7 @@ class Side:
         for hostname in hostnames:
             child = Child(
                 f"modelq worker {hostname}",
-                [
-                    sys.executable,
-                    "-m",
-                    "modelq",
-                    "worker",
-                    "-Q",
-                    "default",
-                    "--pool",
-                    "threads",
-                    "-c",
-                    str(THREADS),
-                    "--loglevel",
-                    "WARNING",
-                    "--hostname",
-                    hostname,
-                ],
+                worker_command("default", hostname, pool="threads", concurrency=THREADS),
                 env=child_env(home, **env),
                 cwd=home,
                 log=home / "logs" / f"{hostname.partition('@')[0]}.log",

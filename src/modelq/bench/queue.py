@@ -38,6 +38,7 @@ from modelq.bench.support import (
     serve_api,
     wait_until,
 )
+from modelq.testing import worker_command
 
 TARGET = {"rtt_p50_ratio_max": 1.2, "throughput_ratio_min": 0.85}
 RAW_WORKER = "raw@modelq-bench"
@@ -126,20 +127,7 @@ def _start(stack: ExitStack, home: Path, say: Callable[[str], None]) -> tuple[di
     stack.callback(raw_worker.stop)
     modelq_worker = Child(
         "modelq worker",
-        [
-            sys.executable,
-            "-m",
-            "modelq",
-            "worker",
-            "-Q",
-            "default",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-            "--hostname",
-            MODELQ_WORKER,
-        ],
+        worker_command("default", MODELQ_WORKER, pool="solo"),
         env=env,
         cwd=home,
         log=home / "modelq-worker.log",

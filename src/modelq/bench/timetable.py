@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import Any
 from modelq.bench import BenchError
 from modelq.bench.report import Panel, Report, fmt
 from modelq.bench.support import Child, child_env, hermetic_settings, release_results, wait_until
+from modelq.testing import worker_command
 
 TARGET = {"speedup_min": 1.8}
 SEED_BASELINE = {"workers": 8, "speedup": 3.3, "efficiency": 0.41}
@@ -177,27 +177,12 @@ def _start(
 
     def start_workers(*names: str) -> None:
         hostnames = [f"{name}@modelq-bench" for name in names]
-        processes = ["-c", str(concurrency)] if concurrency else []
         each = f"{concurrency} process(es)" if concurrency else "one process per core"
         say(f"starting workers {', '.join(hostnames)} (cpu queue, prefork, {each} each)")
         children = [
             Child(
                 f"worker {name}",
-                [
-                    sys.executable,
-                    "-m",
-                    "modelq",
-                    "worker",
-                    "-Q",
-                    "cpu",
-                    "--pool",
-                    "prefork",
-                    *processes,
-                    "--loglevel",
-                    "WARNING",
-                    "--hostname",
-                    hostname,
-                ],
+                worker_command("cpu", hostname, pool="prefork", concurrency=concurrency or None),
                 env=env,
                 cwd=home,
                 log=home / f"{name}.log",

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from modelq.bench.support import (
     release_results,
     wait_until,
 )
+from modelq.testing import worker_command
 
 TARGET = {"warm_ratio_max": 1.05}
 WORKER = "warm@modelq-bench"
@@ -100,22 +100,7 @@ def start_model_worker(
     say(f"starting a modelq worker (threads pool, -c {concurrency}) with model(s) {', '.join(models)}")
     child = Child(
         "modelq worker",
-        [
-            sys.executable,
-            "-m",
-            "modelq",
-            "worker",
-            "-Q",
-            queues,
-            "--pool",
-            "threads",
-            "-c",
-            str(concurrency),
-            "--loglevel",
-            "WARNING",
-            "--hostname",
-            hostname,
-        ],
+        worker_command(queues, hostname, pool="threads", concurrency=concurrency),
         env=worker_env,
         cwd=home,
         log=home / "worker.log",

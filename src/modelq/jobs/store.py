@@ -11,7 +11,6 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from modelq.jobs.job_reads import BY_ID, HELD, QUEUED_IN, RELEASED, STATUS, UNFINISHED, JobReads
 from modelq.jobs.placement_records import PlacementRecords
 from modelq.jobs.reconciler_records import ReconcilerRecords
 from modelq.jobs.records import DispatchLock, Job, record_dict, utcnow
-from modelq.jobs.records import aware as _aware
 from modelq.jobs.status import JobStatus
 
 #: The table, for Core statements: the hot paths (submit, start, finish, poll)
@@ -46,13 +45,10 @@ _INHERITED_ENGINES: list[Engine] = []
 
 # Statements on the per-job path, built once: building a statement costs several
 # times what SQLite takes to run it.
-_unfinished = or_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.status == JobStatus.RUNNING.value)
-_by_id = jobs.c.id == bindparam("job_id")
 _INSERT = insert(jobs)
-_SELECT = select(jobs).where(_by_id)
 _MARK_RUNNING = (
     update(jobs)
-    .where(_by_id, _unfinished)
+    .where(BY_ID, UNFINISHED)
     .values(
         status=JobStatus.RUNNING.value,
         worker=bindparam("worker"),
@@ -69,7 +65,7 @@ _MARK_RUNNING = (
 _MARK_RUNNING_IF_QUEUED = _MARK_RUNNING.where(jobs.c.status == JobStatus.QUEUED.value)
 _MARK_SUCCEEDED = (
     update(jobs)
-    .where(_by_id, _unfinished)
+    .where(BY_ID, UNFINISHED)
     .values(
         status=JobStatus.SUCCEEDED.value,
         result=bindparam("result"),
@@ -80,33 +76,28 @@ _MARK_SUCCEEDED = (
 )
 _MARK_FINISHED_WITH_ERROR = (
     update(jobs)
-    .where(_by_id, _unfinished)
+    .where(BY_ID, UNFINISHED)
     .values(
         status=bindparam("status"), error=bindparam("error"), failure=bindparam("failure"), finished_at=bindparam("now")
     )
 )
 _SET_PROGRESS = (
     update(jobs)
-    .where(_by_id, jobs.c.status == JobStatus.RUNNING.value)
+    .where(BY_ID, jobs.c.status == JobStatus.RUNNING.value)
     .values(progress=bindparam("fraction"), progress_message=bindparam("message"))
 )
-_STATUS = select(jobs.c.status).where(_by_id)
-_held = jobs.c.released_at.is_(None)
-_released = jobs.c.released_at.is_not(None)
 #: The order held jobs are released in: interactive (higher priority) first, then by fair tag.
 _TURN = (func.coalesce(jobs.c.priority, 0).desc(), jobs.c.fair_tag, jobs.c.created_at)
 
-
-_QUEUED_IN = (jobs.c.status == JobStatus.QUEUED.value) & (jobs.c.queue == bindparam("in_queue"))
 #: A queue's released jobs whose messages are due, and whether any job of it is held.
 _WINDOW = select(
-    func.sum(case((_released & (jobs.c.released_at <= bindparam("now")), 1), else_=0)),
-    func.max(case((_held, 1), else_=0)),
-).where(_QUEUED_IN)
+    func.sum(case((RELEASED & (jobs.c.released_at <= bindparam("now")), 1), else_=0)),
+    func.max(case((HELD, 1), else_=0)),
+).where(QUEUED_IN)
 
 
-_LAST_TAG = select(func.max(jobs.c.fair_tag)).where(_QUEUED_IN, _held, jobs.c.owner == bindparam("owner"))
-_HEAD_TAG = select(func.min(jobs.c.fair_tag)).where(_QUEUED_IN, _held)
+_LAST_TAG = select(func.max(jobs.c.fair_tag)).where(QUEUED_IN, HELD, jobs.c.owner == bindparam("owner"))
+_HEAD_TAG = select(func.min(jobs.c.fair_tag)).where(QUEUED_IN, HELD)
 _locks = DispatchLock.__table__
 _LOCK = update(_locks).where(_locks.c.key == bindparam("lock_key")).values(key=bindparam("lock_key"))
 #: Jobs of a model (its queues match ``pattern``) running, or released with their messages due.
@@ -114,13 +105,13 @@ _MODEL_BUSY = select(func.count()).where(
     jobs.c.queue.like(bindparam("pattern")),
     or_(
         jobs.c.status == JobStatus.RUNNING.value,
-        (jobs.c.status == JobStatus.QUEUED.value) & _released & (jobs.c.released_at <= bindparam("now")),
+        (jobs.c.status == JobStatus.QUEUED.value) & RELEASED & (jobs.c.released_at <= bindparam("now")),
     ),
 )
-_NEXT_HELD = select(jobs.c.id).where(_QUEUED_IN, _held).order_by(*_TURN).limit(bindparam("room"))
+_NEXT_HELD = select(jobs.c.id).where(QUEUED_IN, HELD).order_by(*_TURN).limit(bindparam("room"))
 _MARK_RELEASED = (
     update(jobs)
-    .where(jobs.c.id.in_(bindparam("ids", expanding=True)), _QUEUED_IN, _held)
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)), QUEUED_IN, HELD)
     .values(released_at=bindparam("now"))
 )
 _RELEASED = (
@@ -128,7 +119,6 @@ _RELEASED = (
     .where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.released_at == bindparam("now"))
     .order_by(*_TURN)
 )
-_OWNER = select(jobs.c.owner).where(_by_id)
 
 
 def _normalise_url(url: str) -> str:
@@ -140,13 +130,7 @@ def _normalise_url(url: str) -> str:
     return url
 
 
-@dataclass(frozen=True)
-class JobPage:
-    jobs: list[dict[str, Any]]
-    total: int
-
-
-class JobStore(PlacementRecords, ReconcilerRecords):
+class JobStore(JobReads, PlacementRecords, ReconcilerRecords):
     """Job records behind one small interface.
 
     The engine is created lazily and per process: a worker forks after the
@@ -419,7 +403,7 @@ class JobStore(PlacementRecords, ReconcilerRecords):
             ).scalar_one_or_none()
             if attempt is not None:
                 return int(attempt)
-            if conn.execute(_STATUS, {"job_id": job_id}).first() is not None:
+            if conn.execute(STATUS, {"job_id": job_id}).first() is not None:
                 return None
             conn.execute(
                 insert(jobs).values(
@@ -480,7 +464,7 @@ class JobStore(PlacementRecords, ReconcilerRecords):
         with self.transaction() as conn:
             result = conn.execute(
                 update(jobs)
-                .where(_by_id, _unfinished)
+                .where(BY_ID, UNFINISHED)
                 .values(status=JobStatus.QUEUED.value, error=f"retrying after: {error}", released_at=due or utcnow()),
                 {"job_id": job_id},
             )
@@ -519,180 +503,7 @@ class JobStore(PlacementRecords, ReconcilerRecords):
             params = {"job_id": job_id, "status": status.value, "error": error, "failure": failure, "now": utcnow()}
             return bool(conn.execute(_MARK_FINISHED_WITH_ERROR, params).rowcount)
 
-    # Reads ------------------------------------------------------------------------------
-
-    def get(self, job_id: str, owner: str | None = None, *, with_position: bool = True) -> dict[str, Any] | None:
-        """One job's record; a queued job's includes its ``queue_position`` unless asked not to."""
-        with self.engine.connect() as conn:
-            row = conn.execute(_SELECT, {"job_id": job_id}).mappings().first()
-            if row is None or (owner is not None and row["owner"] != owner):
-                return None
-            data = record_dict(row)
-            if with_position and data["status"] == JobStatus.QUEUED.value:
-                data["queue_position"] = self._queue_position(conn, row)
-            return data
-
-    def status_of(self, job_id: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(_STATUS, {"job_id": job_id}).scalar_one_or_none()
-
-    def owner_of(self, job_id: str) -> str | None:
-        """Who submitted a job (``""`` when the API has no keys); None when there is no such job."""
-        with self.engine.connect() as conn:
-            return conn.execute(_OWNER, {"job_id": job_id}).scalar_one_or_none()
-
-    def find_idempotent(self, owner: str, key: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key))
-                .mappings()
-                .first()
-            )
-            return record_dict(row) if row is not None else None
-
-    def changed_since(self, since: datetime, owner: str | None, *, limit: int) -> list[dict[str, Any]]:
-        """Jobs that may have changed: every queued or running job (at most ``limit``, oldest
-        first, each with its ``queue_position``), then those created or finished since ``since``.
-
-        Rows carry every column but the (possibly large) input and result; ``owner`` None means
-        everyone's.
-        """
-        light = [column for column in jobs.c if column.name not in ("input", "result")]
-        with self.engine.connect() as conn:
-            active = (
-                conn.execute(select(*light).where(_unfinished).order_by(jobs.c.created_at).limit(limit))
-                .mappings()
-                .all()
-            )
-            recent = (
-                conn.execute(
-                    select(*light)
-                    .where(~_unfinished, or_(jobs.c.finished_at >= since, jobs.c.created_at >= since))
-                    .order_by(jobs.c.created_at)
-                )
-                .mappings()
-                .all()
-            )
-        positions: dict[str, int] = {}
-        ahead: dict[str, int] = {}
-        # A queued job's position counts the queued jobs before it in its queue: those on the broker
-        # (oldest first), then the held ones in the order they are released.
-        for row in sorted((r for r in active if r["status"] == JobStatus.QUEUED.value), key=_turn_key):
-            ahead[row["queue"]] = ahead.get(row["queue"], 0) + 1
-            positions[row["id"]] = ahead[row["queue"]]
-        return [
-            {**row, "queue_position": positions.get(row["id"])}
-            for row in [*active, *recent]
-            if owner is None or row["owner"] == owner
-        ]
-
-    @staticmethod
-    def _queue_position(conn: Connection, row: Any) -> int:
-        """1 + the queued jobs of its queue before it: on the broker, those released before it; held,
-        those released before it (every released one, and the held ones whose turn comes first)."""
-        if row["released_at"] is not None:
-            before = _QUEUED_IN & _released & (jobs.c.released_at < row["released_at"])
-        else:
-            priority, tag = row["priority"] or 0, row["fair_tag"] or 0.0
-            earlier = or_(
-                func.coalesce(jobs.c.priority, 0) > priority,
-                (func.coalesce(jobs.c.priority, 0) == priority)
-                & or_(jobs.c.fair_tag < tag, (jobs.c.fair_tag == tag) & (jobs.c.created_at < row["created_at"])),
-            )
-            before = _QUEUED_IN & or_(_released, _held & earlier)
-        ahead = conn.execute(select(func.count()).select_from(jobs).where(before), {"in_queue": row["queue"]})
-        return int(ahead.scalar_one()) + 1
-
-    def list(
-        self,
-        *,
-        owner: str | None = None,
-        status: str | None = None,
-        task: str | None = None,
-        queue: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> JobPage:
-        query = select(jobs)
-        if owner is not None:
-            query = query.where(jobs.c.owner == owner)
-        if status:
-            query = query.where(jobs.c.status == status)
-        if task:
-            query = query.where(jobs.c.task == task)
-        if queue:
-            query = query.where(jobs.c.queue == queue)
-        with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-            rows = conn.execute(
-                query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
-            ).mappings()
-            return JobPage(jobs=[record_dict(row) for row in rows], total=int(total))
-
     def delete(self, job_id: str) -> None:
         """Forget a job that was refused after it was recorded (its message never left)."""
         with self.transaction() as conn:
             conn.execute(jobs.delete().where(jobs.c.id == job_id))
-
-    def queued_count(self, owner: str) -> int:
-        """Jobs of ``owner`` waiting to start."""
-        with self.engine.connect() as conn:
-            query = select(func.count()).where(jobs.c.owner == owner, jobs.c.status == JobStatus.QUEUED.value)
-            return int(conn.execute(query).scalar_one())
-
-    def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
-        return {status: int(count) for status, count in rows}
-
-    def owner_counts(self, owner: str | None = None) -> dict[str, dict[str, int]]:
-        """Per owner (or only ``owner``): jobs queued, of those held for their turn, and running."""
-        query = select(jobs.c.owner, jobs.c.status, _held, func.count()).where(_unfinished)
-        if owner is not None:
-            query = query.where(jobs.c.owner == owner)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.group_by(jobs.c.owner, jobs.c.status, _held)).all()
-        counts: dict[str, dict[str, int]] = {}
-        for name, status, held, count in rows:
-            row = counts.setdefault(name, {"queued": 0, "held": 0, "running": 0})
-            row[status] += int(count)
-            if held and status == JobStatus.QUEUED.value:
-                row["held"] += int(count)
-        return counts
-
-    def held_counts(self) -> dict[str, int]:
-        """Held jobs per queue (queued, their messages not sent yet)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.queue, func.count())
-                .where(jobs.c.status == JobStatus.QUEUED.value, _held)
-                .group_by(jobs.c.queue)
-            ).all()
-        return {queue: int(count) for queue, count in rows}
-
-    def task_status_counts(self) -> list[tuple[str, str, int]]:
-        """(task, status, jobs) for every pair present: what /metrics counts."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.task, jobs.c.status, func.count()).group_by(jobs.c.task, jobs.c.status)
-            ).all()
-        return [(task, status, int(count)) for task, status, count in rows]
-
-    def finished_between(self, after: datetime, until: datetime) -> list[dict[str, Any]]:
-        """Jobs that finished in ``(after, until]``, with their timestamps (for duration histograms)."""
-        query = select(jobs.c.task, jobs.c.status, jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at).where(
-            jobs.c.finished_at > after, jobs.c.finished_at <= until
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [
-            {**row, **{k: _aware(row[k]) for k in ("created_at", "started_at", "finished_at") if row[k]}}
-            for row in rows
-        ]
-
-
-def _turn_key(row: Any) -> tuple:
-    """A queued job's place in its queue: released ones first (in the order they went), then held ones."""
-    if row["released_at"] is not None:
-        return (0, _aware(row["released_at"]).timestamp(), 0.0, 0.0)
-    return (1, -(row["priority"] or 0), row["fair_tag"] or 0.0, _aware(row["created_at"]).timestamp())

@@ -2,8 +2,8 @@
 
 * :func:`serving`: an API (``modelq.api.create_api(...)``) on a free port, in a thread.
 * :func:`wait_until`: poll a condition with a deadline (never a bare ``sleep``).
-* :func:`free_port`, :func:`child_env`, :func:`stop_process`: child processes (``modelq worker``
-  subprocesses) with a clean environment, always stopped.
+* :func:`free_port`, :func:`child_env`, :func:`worker_command`, :func:`stop_process`: child
+  processes (``modelq worker`` subprocesses) with a clean environment, always stopped.
 * :mod:`modelq.testing.llm_stub`: a stand-in OpenAI-compatible server for the LLM workload.
 
 Nothing here replaces a real component: the API, Celery and the broker stay real.
@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +74,25 @@ def child_env(home: Path | None = None, **extra: str) -> dict[str, str]:
         env["MODELQ_HOME"] = str(home)
     env.update(extra)
     return env
+
+
+def worker_command(
+    queues: str,
+    hostname: str,
+    *,
+    pool: str | None = None,
+    concurrency: int | None = None,
+    loglevel: str = "WARNING",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of a ``modelq worker`` subprocess of this interpreter, reading ``queues``
+    (comma-separated) as ``hostname``; the pool and concurrency are the queues' own unless given."""
+    argv = [sys.executable, "-m", "modelq", "worker", "-Q", queues, "--hostname", hostname, "--loglevel", loglevel]
+    if pool is not None:
+        argv += ["--pool", pool]
+    if concurrency is not None:
+        argv += ["-c", str(concurrency)]
+    return [*argv, *extra]
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:

@@ -28,6 +28,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from modelq.tasks import HandedOverJob
 from modelq.workloads.timetable.inputs import RunConfig, check_input
 from modelq.workloads.timetable.problem import Instance
 
@@ -40,13 +41,6 @@ ABORT_TASK = "timetable.abort"
 
 _INSTANCES: OrderedDict[str, tuple[Instance, dict[str, Any]]] = OrderedDict()
 _INSTANCE_CACHE_SIZE = 8
-
-
-def has_result_backend(app: Any) -> bool:
-    """Chords need a result backend (their counter lives there)."""
-    from celery.backends.base import DisabledBackend
-
-    return bool(app.conf.result_backend) and not isinstance(app.backend, DisabledBackend)
 
 
 def start(app: Any, job_id: str, config: RunConfig) -> None:
@@ -91,77 +85,65 @@ def publish_epoch(app: Any, job_id: str, config: RunConfig, epoch: int, states: 
     chord(header, body, app=app).apply_async()
 
 
-def job_instance(store: Any, job_id: str) -> tuple[Instance, dict[str, Any]]:
-    """The instance and ``meta`` of job ``job_id``, read from its record (cached per process)."""
-    cached = _INSTANCES.get(job_id)
+def job_instance(job: HandedOverJob) -> tuple[Instance, dict[str, Any]]:
+    """The instance and ``meta`` of a timetable job, read from its input (cached per process)."""
+    cached = _INSTANCES.get(job.id)
     if cached is not None:
-        _INSTANCES.move_to_end(job_id)
+        _INSTANCES.move_to_end(job.id)
         return cached
-    record = store.get(job_id, with_position=False)
-    if record is None:
-        raise LookupError(f"job {job_id!r} has no record")
-    data = record["input"] or {}
+    data = job.input()
     instance, _config = check_input(data)
     cached = (instance, data.get("meta") or {})
-    _INSTANCES[job_id] = cached
+    _INSTANCES[job.id] = cached
     while len(_INSTANCES) > _INSTANCE_CACHE_SIZE:
         _INSTANCES.popitem(last=False)
     return cached
 
 
-def island_step(store: Any, state: dict | None, job_id: str, config: dict, island: int, epoch: int) -> dict[str, Any]:
+def island_step(job: HandedOverJob, state: dict | None, config: dict, island: int, epoch: int) -> dict[str, Any]:
     """The body of a ``timetable.island`` task."""
-    status = store.status_of(job_id)
+    status = job.status()
     if status != "running":
         return {"island": island, "epoch": epoch, "stopped": status}
     try:
         from modelq.workloads.timetable.islands import run_island_epoch
 
-        instance, _meta = job_instance(store, job_id)
+        instance, _meta = job_instance(job)
         return run_island_epoch(instance, RunConfig.from_dict(config), island, epoch, state)
     except Exception as exc:
-        store.mark_failed(job_id, f"island {island} failed in epoch {epoch + 1}: {type(exc).__name__}: {exc}")
+        job.fail(exc, where=f"island {island} failed in epoch {epoch + 1}")
         raise
 
 
 def advance_step(
-    app: Any, store: Any, results: list[dict], job_id: str, config: dict, epoch: int, run: dict[str, Any]
+    app: Any, job: HandedOverJob, results: list[dict], config: dict, epoch: int, run: dict[str, Any]
 ) -> dict[str, Any]:
     """The body of a ``timetable.advance`` task: progress, migration, next epoch or the result."""
     from modelq.workloads.timetable.islands import advance, finish, progress_message
 
-    status = store.status_of(job_id)
+    status = job.status()
     stopped = next((r["stopped"] for r in results if "stopped" in r), None)
     if status != "running" or stopped:
-        log.info("timetable job %s stopped after epoch %d (%s)", job_id, epoch + 1, status)
+        log.info("timetable job %s stopped after epoch %d (%s)", job.id, epoch + 1, status)
         return {"epoch": epoch + 1, "stopped": status}
     try:
         cfg = RunConfig.from_dict(config)
-        instance, meta = job_instance(store, job_id)
+        instance, meta = job_instance(job)
         states, run = advance(cfg, epoch, results, run)
         last = epoch + 1 == cfg.epochs
-        if not store.set_progress(job_id, (epoch + 1) / cfg.epochs, progress_message(cfg, run)):
-            return {"epoch": epoch + 1, "stopped": store.status_of(job_id)}
+        if not job.progress((epoch + 1) / cfg.epochs, progress_message(cfg, run)):
+            return {"epoch": epoch + 1, "stopped": job.status()}
         if not last:
-            publish_epoch(app, job_id, cfg, epoch + 1, states, run)
+            publish_epoch(app, job.id, cfg, epoch + 1, states, run)
             return {"epoch": epoch + 1, "best": run["history"][-1]}
         result = {**finish(instance, cfg, states, run, meta), "ran_on": "celery"}
     except Exception as exc:
-        store.mark_failed(job_id, f"epoch {epoch + 1} could not advance: {type(exc).__name__}: {exc}")
+        job.fail(exc, where=f"epoch {epoch + 1} could not advance")
         raise
-    if store.mark_succeeded(job_id, result):
-        _wake_waiters(app, job_id, result)
+    job.succeed(result)
     return {"epoch": epoch + 1, "finished": True}
 
 
-def abort_step(store: Any, task_id: str | None, job_id: str) -> None:
+def abort_step(job: HandedOverJob, task_id: str | None) -> None:
     """The errback of an epoch's chord: a step failed without saying why in the job record."""
-    store.mark_failed(job_id, f"the island model stopped: step {task_id} failed (see that job's error)")
-
-
-def _wake_waiters(app: Any, job_id: str, result: dict[str, Any]) -> None:
-    # Clients waiting on the job listen on its Celery result; the job store stays the record.
-    try:
-        app.backend.mark_as_done(job_id, result)
-    except Exception:
-        log.warning("could not publish the result of timetable job %s to the result backend", job_id, exc_info=True)
+    job.fail(f"the island model stopped: step {task_id} failed (see that job's error)")

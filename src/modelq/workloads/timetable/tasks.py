@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.exceptions import Ignore
-
+from modelq.celery_app import has_result_backend
 from modelq.tasks import current_job, progress, task
 from modelq.workloads.timetable import flow
 from modelq.workloads.timetable.inputs import check_input
@@ -46,7 +45,7 @@ def timetable(
     problem, config = check_input(data)
     job = current_job()
     celery_task = current_task._get_current_object()
-    if celery_task.request.is_eager or not flow.has_result_backend(celery_task.app):
+    if celery_task.request.is_eager or not has_result_backend(celery_task.app):
         # No worker took this job (the local fallback) or chords cannot run: local processes.
         from modelq.workloads.timetable.islands import progress_message, solve_locally
 
@@ -56,14 +55,13 @@ def timetable(
 
         return {**solve_locally(problem, config, meta=meta, on_epoch=on_epoch), "ran_on": "local"}
     flow.start(celery_task.app, job.id, config)
-    # This job's record is finished by the last epoch's `timetable.advance`; give the slot back now.
-    raise Ignore()
+    job.hand_over()  # the last epoch's `timetable.advance` finishes the job; the slot is free now
 
 
 @task(flow.ISLAND_TASK, queue="cpu")
 def island_epoch(state: dict | None = None, *, job_id: str, config: dict, island: int, epoch: int) -> dict[str, Any]:
     """Internal: one island of a timetable job evolves for one epoch."""
-    return flow.island_step(current_job().store, state, job_id, config, island, epoch)
+    return flow.island_step(current_job().job(job_id), state, config, island, epoch)
 
 
 @task(flow.ADVANCE_TASK, queue="cpu")
@@ -71,10 +69,10 @@ def advance(results: list, *, job_id: str, config: dict, epoch: int, run: dict) 
     """Internal: after an epoch of a timetable job, migrate and start the next one (or finish)."""
     from celery import current_task
 
-    return flow.advance_step(current_task.app, current_job().store, results, job_id, config, epoch, run)
+    return flow.advance_step(current_task.app, current_job().job(job_id), results, config, epoch, run)
 
 
 @task(flow.ABORT_TASK, queue="cpu")
 def abort(task_id: str | None = None, *, job_id: str) -> None:
     """Internal: mark a timetable job failed when a step of its island model failed."""
-    flow.abort_step(current_job().store, task_id, job_id)
+    flow.abort_step(current_job().job(job_id), task_id)
