@@ -93,3 +93,26 @@ def test_workers_reconnect_to_the_broker_for_as_long_as_they_run(tmp_path: Path)
     # Celery's default gives up after 100 tries (about 45 minutes of outage); None retries forever.
     assert app.conf.broker_connection_max_retries is None
     assert app.conf.broker_connection_retry_on_startup is True
+
+
+def test_a_workloads_settings_are_a_group_that_keeps_its_flat_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "modelq.yml").write_text("llm_timeout: 11\nllm_max_retries: 1\nimage:\n  max_steps: 12\n")
+    (tmp_path / ".env").write_text("MODELQ_IMAGE_MAX_SIDE=640\n")
+    monkeypatch.setenv("MODELQ_LLM_ENDPOINTS", '{"local": {"base_url": "http://127.0.0.1:8001/v1"}}')
+    monkeypatch.setenv("MODELQ_LLM_MAX_RETRIES", "2")
+    settings = load_settings(embed_max_texts=5)
+    assert settings.llm.timeout == 11 and settings.image.max_steps == 12  # flat and nested in the file
+    assert settings.llm.endpoints["local"].base_url == "http://127.0.0.1:8001/v1"
+    assert settings.image.max_side == 640 and settings.embed.max_texts == 5
+    assert settings.image.max_count == 8  # a group's other settings keep their defaults
+    # each source keeps its rank: keyword arguments over the environment over the file
+    assert settings.llm.max_retries == 2
+    assert load_settings(llm_max_retries=0).llm.max_retries == 0
+    with pytest.raises(ConfigError) as bad:
+        load_settings(llm={"timeout": -1})
+    assert bad.value.key == "MODELQ_LLM_TIMEOUT"
+    with pytest.raises(ConfigError) as unknown:
+        load_settings(llm_timout=3)
+    assert unknown.value.key == "MODELQ_LLM_TIMOUT"

@@ -38,14 +38,20 @@ def test_every_page_in_docs_is_in_the_navigation() -> None:
 
 
 def test_the_configuration_reference_lists_every_setting_as_the_code_declares_it() -> None:
-    from modelq.config import Settings
+    from modelq.config import WORKLOAD_GROUPS, Settings
     from modelq.config_reference import BEGIN, END, markdown
 
     page = (ROOT / "docs" / "configuration.md").read_text()
     assert BEGIN in page and END in page
     written = page.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert written == markdown(), "stale: run python -m modelq.config_reference --write docs/configuration.md"
-    # each setting, with its environment name and a meaning
-    for name in Settings.model_fields:
+    # each setting, with its environment name and a meaning; a workload's group, each of its settings
+    names = [
+        f"{name}_{inner}" if name in WORKLOAD_GROUPS else name
+        for name in Settings.model_fields
+        for inner in (WORKLOAD_GROUPS[name].model_fields if name in WORKLOAD_GROUPS else [""])
+    ]
+    assert "llm_timeout" in names and "llm" not in names
+    for name in names:
         row = next(line for line in written.splitlines() if line.startswith(f"| `MODELQ_{name.upper()}` |"))
         assert row.rstrip(" |").split(" | ")[-1].strip(), f"MODELQ_{name.upper()} has no meaning: add a #: comment"

@@ -100,6 +100,82 @@ class LLMEndpoint(BaseModel):
         return value.rstrip("/")
 
 
+class WorkloadSettings(BaseModel):
+    """The settings of one built-in workload, nested in :class:`Settings` under its name (``llm``).
+
+    Each keeps the flat name it always had: ``MODELQ_LLM_TIMEOUT`` in the environment and ``.env``;
+    in ``modelq.yml`` either ``llm: {timeout: 30}`` or ``llm_timeout: 30``; in code
+    ``settings.llm.timeout``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LLMSettings(WorkloadSettings):
+    """The ``llm`` task: the chat servers it calls and how it calls them."""
+
+    #: OpenAI-compatible chat servers, by name (see :class:`LLMEndpoint`).
+    endpoints: dict[str, LLMEndpoint] = Field(default_factory=dict)
+    #: Calls in flight per worker process, shared by all its ``llm`` jobs (its call threads).
+    max_in_flight: int = Field(default=64, ge=1, le=4096)
+    #: Prompts one ``llm`` job may carry; more is refused at submit time (422).
+    max_prompts: int = Field(default=10_000, ge=1)
+    #: Seconds a call may wait for its answer, unless its endpoint says otherwise.
+    timeout: float = Field(default=120.0, gt=0)
+    #: Retries of a call after 408/409/429/5xx, a timeout or a connection error.
+    max_retries: int = Field(default=4, ge=0)
+    #: First backoff (seconds, doubling, with jitter) and the longest wait, ``Retry-After`` included.
+    retry_backoff: float = Field(default=0.5, gt=0)
+    retry_backoff_max: float = Field(default=60.0, gt=0)
+    #: Where the cluster-wide rate limits live: ``auto`` = Redis (the broker, else the result
+    #: backend) when there is one, else the job store's database.
+    rate_limit_store: Literal["auto", "redis", "database"] = "auto"
+
+
+class EmbedSettings(WorkloadSettings):
+    """``embed`` (``POST /v1/embeddings``), and the characters of each text ``rerank`` takes."""
+
+    #: Texts per request; more is a 422 naming the field.
+    max_texts: int = Field(default=2048, ge=1)
+    #: Characters per text (a rerank's query and each document too); more is a 422 naming the field.
+    max_chars: int = Field(default=100_000, ge=1)
+
+
+class RerankSettings(WorkloadSettings):
+    """``rerank``: a query against documents, by a cross-encoder."""
+
+    #: Documents per request; more is a 422 naming the field.
+    max_documents: int = Field(default=1000, ge=1)
+
+
+class ImageSettings(WorkloadSettings):
+    """``text2img`` and ``img2img``: the default model and the caps checked at submit time (a 422
+    naming the field)."""
+
+    #: The model a request that names none uses.
+    default_model: str = "stable-diffusion"
+    #: Image side in pixels.
+    max_side: int = Field(default=2048, ge=8)
+    #: Denoising steps.
+    max_steps: int = Field(default=150, ge=1)
+    #: Images per request.
+    max_count: int = Field(default=8, ge=1)
+    #: Characters in a prompt (and a negative prompt).
+    max_prompt_chars: int = Field(default=20_000, ge=1)
+    #: Seconds ``POST /generate`` and ``POST /v1/images/generations`` wait for the images (then 504
+    #: naming the job, which goes on; ``/results/{id}`` has it when it is done).
+    sync_timeout: float = Field(default=300.0, gt=0)
+
+
+#: The workloads' settings groups by field name in :class:`Settings`.
+WORKLOAD_GROUPS: dict[str, type[WorkloadSettings]] = {
+    "llm": LLMSettings,
+    "embed": EmbedSettings,
+    "rerank": RerankSettings,
+    "image": ImageSettings,
+}
+
+
 def _default_queues() -> dict[str, QueueConfig]:
     return {
         "default": QueueConfig(pool="prefork"),
@@ -122,6 +198,9 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="forbid",
         frozen=True,
+        # MODELQ_LLM_TIMEOUT -> llm.timeout: a workload's settings keep their flat environment names.
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
     )
 
     #: Where modelq keeps its state on this machine: the embedded broker, the SQLite job store, artifacts.
@@ -250,40 +329,14 @@ class Settings(BaseSettings):
     #: oversubscribes the cores.
     torch_threads: int | None = Field(default=None, ge=1)
 
-    #: OpenAI-compatible chat servers for the ``llm`` task, by name (see :class:`LLMEndpoint`).
-    llm_endpoints: dict[str, LLMEndpoint] = Field(default_factory=dict)
-    #: Calls in flight per worker process, shared by all its ``llm`` jobs (its call threads).
-    llm_max_in_flight: int = Field(default=64, ge=1, le=4096)
-    #: Prompts one ``llm`` job may carry; more is refused at submit time (422).
-    llm_max_prompts: int = Field(default=10_000, ge=1)
-    #: Seconds a call may wait for its answer, unless its endpoint says otherwise.
-    llm_timeout: float = Field(default=120.0, gt=0)
-    #: Retries of a call after 408/409/429/5xx, a timeout or a connection error.
-    llm_max_retries: int = Field(default=4, ge=0)
-    #: First backoff (seconds, doubling, with jitter) and the longest wait, ``Retry-After`` included.
-    llm_retry_backoff: float = Field(default=0.5, gt=0)
-    llm_retry_backoff_max: float = Field(default=60.0, gt=0)
-    #: Where the cluster-wide rate limits live: ``auto`` = Redis (the broker, else the result
-    #: backend) when there is one, else the job store's database.
-    llm_rate_limit_store: Literal["auto", "redis", "database"] = "auto"
-
-    #: ``embed`` (``POST /v1/embeddings``) and ``rerank``: texts per request, characters per text
-    #: (the query and each document too), documents per rerank; more is a 422 naming the field.
-    embed_max_texts: int = Field(default=2048, ge=1)
-    embed_max_chars: int = Field(default=100_000, ge=1)
-    rerank_max_documents: int = Field(default=1000, ge=1)
-
-    #: ``text2img``: the model a request that names none uses, and the caps checked at submit
-    #: time (a 422 naming the field): image side in pixels, denoising steps, images per request.
-    image_default_model: str = "stable-diffusion"
-    image_max_side: int = Field(default=2048, ge=8)
-    image_max_steps: int = Field(default=150, ge=1)
-    image_max_count: int = Field(default=8, ge=1)
-    #: Characters in a prompt (and a negative prompt).
-    image_max_prompt_chars: int = Field(default=20_000, ge=1)
-    #: Seconds ``POST /generate`` and ``POST /v1/images/generations`` wait for the images (then 504
-    #: naming the job, which goes on; ``/results/{id}`` has it when it is done).
-    image_sync_timeout: float = Field(default=300.0, gt=0)
+    #: The ``llm`` task (OpenAI-compatible chat servers): ``MODELQ_LLM_*``, see :class:`LLMSettings`.
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    #: ``embed`` (``POST /v1/embeddings``): ``MODELQ_EMBED_*``, see :class:`EmbedSettings`.
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    #: ``rerank``: ``MODELQ_RERANK_*``, see :class:`RerankSettings`.
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
+    #: ``text2img`` and ``img2img``: ``MODELQ_IMAGE_*``, see :class:`ImageSettings`.
+    image: ImageSettings = Field(default_factory=ImageSettings)
 
     #: ``enrich`` (``POST /v1/documents``): the largest PDF accepted, in bytes and in pages (a 422
     #: naming the limit). Uploads are also bound by ``max_request_bytes``.
@@ -352,14 +405,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        sources: list[PydanticBaseSettingsSource] = [_Nested(init_settings), env_settings, dotenv_settings]
         config_file = os.environ.get("MODELQ_CONFIG")
         if config_file is None and Path(DEFAULT_CONFIG_FILE).is_file():
             config_file = DEFAULT_CONFIG_FILE
         if config_file is not None:
             if not Path(config_file).is_file():
                 raise ConfigError("MODELQ_CONFIG", f"file {config_file!r} does not exist")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            sources.append(_Nested(YamlConfigSettingsSource(settings_cls, yaml_file=config_file)))
         return tuple(sources)
 
     # Derived values -----------------------------------------------------------------
@@ -408,6 +461,29 @@ class Settings(BaseSettings):
         return declared or "default"
 
 
+class _Nested(PydanticBaseSettingsSource):
+    """A source whose flat workload keys (``llm_timeout: 30``: keyword arguments, ``modelq.yml``) are
+    nested (``llm: {timeout: 30}``) before the sources merge, so each source keeps its priority."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = dict(self.inner())
+        for key in [k for k in data if k not in Settings.model_fields]:
+            group, _, name = key.partition("_")
+            if group in WORKLOAD_GROUPS and name in WORKLOAD_GROUPS[group].model_fields:
+                nested = data.get(group)
+                nested = dict(nested) if isinstance(nested, dict) else {}
+                nested.setdefault(name, data.pop(key))
+                data[group] = nested
+        return data
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build :class:`Settings`, turning validation errors into one readable line."""
     try:
@@ -415,6 +491,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = [str(part) for part in first.get("loc", ())]
+        if len(loc) >= 2 and loc[0] in WORKLOAD_GROUPS:  # llm.timeout is MODELQ_LLM_TIMEOUT
+            loc = [f"{loc[0]}_{loc[1]}", *loc[2:]]
         key = "MODELQ_" + "__".join(loc).upper() if loc else "MODELQ"
         raise ConfigError(key, first.get("msg", "invalid value")) from None
 

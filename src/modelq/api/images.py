@@ -224,7 +224,7 @@ def wait_images(request: Request, job_id: str, model_field: str = "model") -> di
         JobCancelled, InvalidInput, JobFailed: it finished without images (see :func:`_raise_for`).
     """
     service = request.app.state.jobs
-    done = service.wait(job_id, service.settings.image_sync_timeout, owner_of(request))
+    done = service.wait(job_id, service.settings.image.sync_timeout, owner_of(request))
     if done["status"] != JobStatus.SUCCEEDED.value:
         _raise_for(request, done, model_field)
     return done

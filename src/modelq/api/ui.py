@@ -35,13 +35,13 @@ def options(request: Request) -> dict[str, Any]:
     settings = request.app.state.settings
     return {
         "image": {
-            "default_model": settings.image_default_model,
+            "default_model": settings.image.default_model,
             "schedulers": list(SCHEDULERS),
             "pipelines": list(PIPELINES),
             "default_steps": DEFAULT_STEPS,
-            "max_side": settings.image_max_side,
-            "max_steps": settings.image_max_steps,
-            "max_count": settings.image_max_count,
+            "max_side": settings.image.max_side,
+            "max_steps": settings.image.max_steps,
+            "max_count": settings.image.max_count,
             "default_strength": DEFAULT_STRENGTH,
         },
         "embed": {"default_model": embed.DEFAULT_MODEL},

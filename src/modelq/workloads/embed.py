@@ -65,8 +65,8 @@ def check_texts(texts: Any, settings: Any, field: str = "input") -> list[str]:
         texts = [texts]
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise InvalidInput(f"{field} must be a string or a non-empty list of strings", field=field)
-    check_count(field, len(texts), settings.embed_max_texts, "texts", "MODELQ_EMBED_MAX_TEXTS")
-    check_chars(field, texts, settings.embed_max_chars)
+    check_count(field, len(texts), settings.embed.max_texts, "texts", "MODELQ_EMBED_MAX_TEXTS")
+    check_chars(field, texts, settings.embed.max_chars)
     return texts
 
 

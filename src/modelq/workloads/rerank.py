@@ -33,12 +33,12 @@ def check_request(query: Any, documents: Any, top_n: Any, settings: Any) -> list
     """
     if not isinstance(query, str) or not query.strip():
         raise InvalidInput("query must be a non-empty string", field="query")
-    embedding.check_chars("query", [query], settings.embed_max_chars)
+    embedding.check_chars("query", [query], settings.embed.max_chars)
     texts = _documents(documents)
     embedding.check_count(
-        "documents", len(texts), settings.rerank_max_documents, "documents", "MODELQ_RERANK_MAX_DOCUMENTS"
+        "documents", len(texts), settings.rerank.max_documents, "documents", "MODELQ_RERANK_MAX_DOCUMENTS"
     )
-    embedding.check_chars("documents", texts, settings.embed_max_chars)
+    embedding.check_chars("documents", texts, settings.embed.max_chars)
     if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
         raise InvalidInput("top_n must be an integer of at least 1", field="top_n")
     return texts

@@ -59,14 +59,14 @@ def run_job(data: dict[str, Any], settings: Any) -> dict[str, Any]:
         ctx: JobContext | None = current_job()
     except RuntimeError:  # called as a plain function
         ctx = None
-    size = settings.llm_max_in_flight
+    size = settings.llm.max_in_flight
     pool = call_pool(size)
     chat, cooldown = endpoint_for(name, endpoint.base_url, api_key, size)
     caller = Caller(
         endpoint=chat,
         cooldown=cooldown,
-        timeout=endpoint.timeout or settings.llm_timeout,
-        policy=RetryPolicy(settings.llm_max_retries, settings.llm_retry_backoff, settings.llm_retry_backoff_max),
+        timeout=endpoint.timeout or settings.llm.timeout,
+        policy=RetryPolicy(settings.llm.max_retries, settings.llm.retry_backoff, settings.llm.retry_backoff_max),
         limiter=limiter_for(settings, name, endpoint, ctx.store.engine if ctx is not None else None),
     )
     n = len(spec.prompts)

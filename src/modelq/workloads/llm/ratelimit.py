@@ -311,7 +311,7 @@ def limiter_for(settings: Settings, name: str, endpoint: LLMEndpoint, engine: En
     limits = Limits.for_endpoint(endpoint)
     if limits is None:
         return None
-    kind = settings.llm_rate_limit_store
+    kind = settings.llm.rate_limit_store
     url = redis_url_for(settings) if kind in ("auto", "redis") else None
     if kind == "redis" and url is None:
         from modelq.errors import ConfigError

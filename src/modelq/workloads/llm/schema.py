@@ -93,16 +93,16 @@ def resolve_endpoint(settings: Settings, model: str) -> tuple[str, LLMEndpoint]:
     Raises:
         InvalidInput: no endpoint serves this model (field ``model``).
     """
-    for name, endpoint in settings.llm_endpoints.items():
+    for name, endpoint in settings.llm.endpoints.items():
         if any(fnmatchcase(model, pattern) for pattern in endpoint.models):
             return name, endpoint
-    if not settings.llm_endpoints:
+    if not settings.llm.endpoints:
         raise InvalidInput(
             f"no LLM endpoint is configured, so model {model!r} cannot be served; "
             "declare one in llm_endpoints (modelq.yml) or MODELQ_LLM_ENDPOINTS",
             field="model",
         )
-    served = "; ".join(f"{name}: {', '.join(e.models)}" for name, e in settings.llm_endpoints.items())
+    served = "; ".join(f"{name}: {', '.join(e.models)}" for name, e in settings.llm.endpoints.items())
     raise InvalidInput(f"no LLM endpoint serves model {model!r} (configured: {served})", field="model")
 
 
@@ -134,7 +134,7 @@ def check_llm_input(data: dict[str, Any], settings: Settings) -> Resolved:
             ``model``...); too many prompts names the limit and the setting that raises it.
     """
     prompts = data.get("prompts")
-    limit = settings.llm_max_prompts
+    limit = settings.llm.max_prompts
     # The cap is checked before anything else looks at the prompts: a huge list is refused cheaply.
     if isinstance(prompts, list) and len(prompts) > limit:
         raise InvalidInput(
@@ -152,12 +152,12 @@ def check_llm_input(data: dict[str, Any], settings: Settings) -> Resolved:
         first = exc.errors()[0]
         loc = tuple(first.get("loc", ()))
         raise InvalidInput(f"{_field(loc)}: {first.get('msg', 'invalid value')}", field=_field(loc)) from None
-    if checked.max_in_flight is not None and checked.max_in_flight > settings.llm_max_in_flight:
+    if checked.max_in_flight is not None and checked.max_in_flight > settings.llm.max_in_flight:
         raise InvalidInput(
             f"max_in_flight is {checked.max_in_flight}; a worker process allows at most "
-            f"{settings.llm_max_in_flight} (MODELQ_LLM_MAX_IN_FLIGHT)",
+            f"{settings.llm.max_in_flight} (MODELQ_LLM_MAX_IN_FLIGHT)",
             field="max_in_flight",
-            limit=settings.llm_max_in_flight,
+            limit=settings.llm.max_in_flight,
         )
     name, endpoint = resolve_endpoint(settings, checked.model)
     return Resolved(input=checked, endpoint_name=name, endpoint=endpoint)

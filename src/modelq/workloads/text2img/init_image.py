@@ -56,7 +56,7 @@ def _suffix(data: bytes) -> str | None:
 
 def _check_size(size: tuple[int, int], settings: Any, field: str) -> None:
     width, height = size
-    limit = settings.image_max_side
+    limit = settings.image.max_side
     if min(width, height) < MIN_SIDE:
         raise InvalidInput(f"{field} is {width}x{height} pixels; each side must be at least {MIN_SIDE}", field=field)
     if max(width, height) > limit:

@@ -131,9 +131,9 @@ def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str
     def name(key: str) -> str:
         return names.get(key, key)
 
-    chars = settings.image_max_prompt_chars
+    chars = settings.image.max_prompt_chars
     out: dict[str, Any] = {"prompt": _text(data.get("prompt"), name("prompt"), chars, required=True)}
-    model = data.get("model") or settings.image_default_model
+    model = data.get("model") or settings.image.default_model
     if not isinstance(model, str) or len(model) > 1000:
         raise InvalidInput(f"{name('model')} must be a model name, path or hub id", field=name("model"))
     out["model"] = model
@@ -141,7 +141,7 @@ def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str
     for key in ("width", "height"):
         value = data.get(key)
         if value is not None:
-            value = _int(value, name(key), 8, settings.image_max_side, "MODELQ_IMAGE_MAX_SIDE")
+            value = _int(value, name(key), 8, settings.image.max_side, "MODELQ_IMAGE_MAX_SIDE")
             if value % 8:
                 raise InvalidInput(f"{name(key)} must be a multiple of 8, got {value}", field=name(key))
         out[key] = value
@@ -149,7 +149,7 @@ def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str
     out["steps"] = (
         DEFAULT_STEPS
         if steps is None
-        else _int(steps, name("steps"), 1, settings.image_max_steps, "MODELQ_IMAGE_MAX_STEPS")
+        else _int(steps, name("steps"), 1, settings.image.max_steps, "MODELQ_IMAGE_MAX_STEPS")
     )
     guidance = data.get("guidance")
     if guidance is not None:
@@ -163,7 +163,7 @@ def check_params(data: Mapping[str, Any], settings: Any, names: Mapping[str, str
     seed = data.get("seed")
     out["seed"] = None if seed is None else _int(seed, name("seed"), 0, MAX_SEED)
     n = data.get("n")
-    out["n"] = 1 if n is None else _int(n, name("n"), 1, settings.image_max_count, "MODELQ_IMAGE_MAX_COUNT")
+    out["n"] = 1 if n is None else _int(n, name("n"), 1, settings.image.max_count, "MODELQ_IMAGE_MAX_COUNT")
     scheduler = data.get("scheduler")
     if scheduler is not None and not isinstance(scheduler, str):
         raise InvalidInput(f"{name('scheduler')} must be a scheduler name", field=name("scheduler"))
