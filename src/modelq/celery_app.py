@@ -139,7 +139,7 @@ class JobTask(Task):
             residency_source=lambda: runtime.residency,
             wake_waiters=functools.partial(wake_waiters, self.app),
         )
-        token = sdk._current.set(ctx)
+        token = sdk.enter_job(ctx)
         heartbeats.hold(store, job_id, runtime.settings.run_heartbeat_interval)
         try:
             result = self.run(*args, **kwargs)
@@ -166,7 +166,7 @@ class JobTask(Task):
             raise
         finally:
             heartbeats.release(job_id)
-            sdk._current.reset(token)
+            sdk.leave_job(token)
             for name in ctx.held:
                 runtime.residency.release(name)
         store.mark_succeeded(job_id, result)

@@ -21,7 +21,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -315,6 +315,16 @@ class HandedOverJob:
 
 
 _current: ContextVar[JobContext | None] = ContextVar("modelq_current_job", default=None)
+
+
+def enter_job(ctx: JobContext) -> Token[JobContext | None]:
+    """Make ``ctx`` the job of the calling code (the runtime does, as a task's body starts); give the
+    token to :func:`leave_job` when the body ends."""
+    return _current.set(ctx)
+
+
+def leave_job(token: Token[JobContext | None]) -> None:
+    _current.reset(token)
 
 
 def current_context() -> JobContext | None:
