@@ -27,13 +27,6 @@ from modelq.workloads.timetable.problem import Instance
 from modelq.workloads.timetable.scoring import fitness_backend, population_scores, score_dict
 from modelq.workloads.timetable.tables import Tables, tables_of
 
-#: How much hotter each island's annealing ends than the schedule's own end, island by island in
-#: turn: islands 0, 2, ... cool as a lone island does; islands 1, 3, ... stop four times hotter.
-#: Instances freeze at different temperatures (at the default end, a run spends its last quarter or
-#: more without improving on some ITC-2007 instances, while others still improve there), so a pair of
-#: islands searches both ways, and migration gives both the better timetable after every epoch.
-END_TEMPERATURE_FACTORS = (1.0, 4.0)
-
 # One island's epoch -----------------------------------------------------------------------
 
 
@@ -73,12 +66,9 @@ def anneal_best(
     """Anneal the island's best complete timetable (the memetic step) and put the result in its place.
 
     The temperature follows the whole run: epoch ``e`` of ``E`` cools from where epoch ``e - 1``
-    stopped, so the islands anneal once over the run, with migration between the epochs; an island
-    ends as hot as :data:`END_TEMPERATURE_FACTORS` gives it. With a time limit it anneals until the
-    epoch's deadline; else ``config.anneal`` steps.
+    stopped, so the islands anneal once over the run, with migration between the epochs. With a
+    time limit it anneals until the epoch's deadline; else ``config.anneal`` steps.
     """
-    from dataclasses import replace
-
     from modelq.workloads.timetable.anneal import Schedule, anneal
 
     if config.anneal == 0 and config.time_limit is None:
@@ -87,9 +77,7 @@ def anneal_best(
     best = next((int(i) for i in order if (pop.period[i] >= 0).all() and (pop.room[i] >= 0).all()), None)
     if best is None:
         return pop, 0
-    whole = Schedule()
-    whole = replace(whole, end=whole.end * END_TEMPERATURE_FACTORS[island % len(END_TEMPERATURE_FACTORS)])
-    schedule = whole.share(epoch / config.epochs, (epoch + 1) / config.epochs)
+    schedule = Schedule().share(epoch / config.epochs, (epoch + 1) / config.epochs)
     seed = int(np.random.default_rng([config.seed, island, epoch, 1]).integers(2**31 - 1))
     deadline = config.epoch_deadline(epoch)
     if deadline is not None:
