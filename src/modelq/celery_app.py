@@ -24,7 +24,7 @@ from kombu.utils.json import loads as json_loads
 from modelq import tasks as sdk
 from modelq.broker import broker_url, is_redis_url, result_backend_url
 from modelq.config import Settings
-from modelq.errors import ConfigError, HandedOver, TaskCancelled, failure_of, failure_text
+from modelq.errors import ConfigError, HandedOver, TaskCancelled
 from modelq.jobs import dispatch
 from modelq.jobs.artifacts import LocalArtifactStore
 from modelq.jobs.records import utcnow
@@ -160,8 +160,7 @@ class JobTask(Task):
             log.debug("job %s handed over to later tasks", job_id)
             raise Ignore() from None  # it still runs: no cap slot is given back
         except Exception as exc:
-            failure = failure_of(exc)
-            store.mark_failed(job_id, failure_text(failure), failure)
+            store.mark_failed_by(job_id, exc)
             self._ended(queue)
             raise
         finally:

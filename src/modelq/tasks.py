@@ -25,7 +25,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from modelq.errors import HandedOver, InvalidInput, TaskCancelled, failure_of, failure_text
+from modelq.errors import HandedOver, InvalidInput, TaskCancelled
 
 if TYPE_CHECKING:
     from modelq.jobs.artifacts import ArtifactStore
@@ -309,9 +309,10 @@ class HandedOverJob:
     def fail(self, error: BaseException | str, *, where: str | None = None) -> None:
         """Fail the job with the exception that stopped its work (its type, message and fields are kept)
         or a one-line reason; ``where`` names the step (``"island 2 failed in epoch 3"``)."""
-        failure = failure_of(error) if isinstance(error, BaseException) else None
-        text = failure_text(failure) if failure is not None else str(error)
-        self.store.mark_failed(self.id, f"{where}: {text}" if where else text, failure)
+        if isinstance(error, BaseException):
+            self.store.mark_failed_by(self.id, error, where=where)
+        else:
+            self.store.mark_failed(self.id, f"{where}: {error}" if where else error)
 
 
 _current: ContextVar[JobContext | None] = ContextVar("modelq_current_job", default=None)

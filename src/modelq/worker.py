@@ -10,8 +10,6 @@ from typing import Any
 
 from celery import Celery, signals
 
-from modelq.errors import failure_of, failure_text
-
 log = logging.getLogger(__name__)
 
 
@@ -67,8 +65,7 @@ def connect(app: Celery) -> None:
     ) -> None:
         # Failures the task body never saw (hard time limit, a lost worker) reach the record here.
         if of_app(sender) and task_id:
-            failure = failure_of(exception or RuntimeError("the task failed without an exception"))
-            app.modelq.store.mark_failed(task_id, failure_text(failure), failure)
+            app.modelq.store.mark_failed_by(task_id, exception or RuntimeError("the task failed without an exception"))
 
     def on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_: Any) -> None:
         if of_app(sender) and request is not None:

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from modelq.errors import failure_of, failure_text
 from modelq.jobs.job_reads import BY_ID, HELD, QUEUED_IN, RELEASED, STATUS, UNFINISHED, JobReads
 from modelq.jobs.placement_records import PlacementRecords
 from modelq.jobs.reconciler_records import ReconcilerRecords
@@ -457,6 +458,13 @@ class JobStore(JobReads, PlacementRecords, ReconcilerRecords):
         """Fail an unfinished job with ``error`` (one line) and, when an exception failed it, its
         structured ``failure`` (:func:`modelq.errors.failure_of`)."""
         return self._finish_with_error(job_id, JobStatus.FAILED, error, failure)
+
+    def mark_failed_by(self, job_id: str, exc: BaseException, *, where: str | None = None) -> bool:
+        """Fail an unfinished job with the exception that stopped it: its structured ``failure`` and
+        the ``"Type: message"`` line, after ``where`` (the step that failed) when given."""
+        failure = failure_of(exc)
+        text = failure_text(failure)
+        return self.mark_failed(job_id, f"{where}: {text}" if where else text, failure)
 
     def mark_retrying(self, job_id: str, error: str, due: datetime | None = None) -> bool:
         """Queue a job again for a retry whose message is due at ``due`` (now by default): until then
