@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -261,3 +262,32 @@ def test_a_message_that_comes_back_while_its_job_still_runs_does_not_restart_it(
     wait_for(lambda: _depth(app) == 0, timeout=30, what="the worker's free process to take the message back")
     done = client.wait(job["id"], timeout=60)
     assert done["status"] == "succeeded" and done["attempts"] == 1
+
+
+@pytest.mark.parametrize("cluster", ["embedded", "redis"], indirect=True)
+def test_a_message_left_unacknowledged_by_nobody_runs_without_waiting_for_the_visibility_timeout(
+    cluster: dict[str, Any],
+) -> None:
+    """A worker that loses its connection drops the jobs it had reserved, and a Redis that went away
+    cannot take their messages back: they sit unacknowledged, held by no worker. Their jobs run long
+    before the visibility timeout (an hour), each once, and the stale message is forgotten."""
+    from modelq.client import Client
+    from modelq.lease import UNACKED, UNACKED_INDEX
+
+    app = cluster["app"]
+    client = Client.in_process(app=app)
+    ids = [client.submit("echo", {"n": n})["id"] for n in range(3)]
+    wait_for(lambda: _depth(app) == 3, timeout=30, what="the messages to be queued")
+    with app.connection_for_write() as conn:
+        redis = conn.default_channel.client
+        payload = json.loads(redis.rpop("default"))  # as a worker's BRPOP takes it, then kombu records it
+        tag = payload["properties"]["delivery_tag"]
+        entry = json.dumps([payload, "default", "default"])
+        redis.pipeline().zadd(UNACKED_INDEX, {tag: time.time()}).hset(UNACKED, tag, entry).execute()
+    cluster["workers"].append(start_worker(cluster["env"], "default", f"serve-{cluster['name']}@%h"))
+    done = [client.wait(job_id, timeout=90) for job_id in ids]
+    assert [job["result"] for job in done] == [{"n": n} for n in range(3)]
+    assert {job["attempts"] for job in done} == {1}
+    assert sorted(job["republished"] for job in done) == [0, 0, 1]
+    with app.connection_for_write() as conn:
+        assert not conn.default_channel.client.hexists(UNACKED, tag)

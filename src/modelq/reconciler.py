@@ -25,6 +25,12 @@ Each worker runs a :class:`Reconciler` thread; one of them at a time acts (the l
    among the unacknowledged ones either (a broker that lost its data while the job's worker died)
    and whose queue holds no message (one put back would restart it), is queued again and
    published the same way.
+   On Redis, a queued job whose message kombu holds as delivered and unacknowledged while no live
+   worker holds the job (two passes in a row) is published again too, and that message forgotten.
+   A worker drops the jobs it had reserved when it loses its connection (they cannot be
+   acknowledged on a new one), and kombu puts them back only if the broker answers then; when the
+   broker itself went away and came back from its append-only file, they would wait in the
+   unacknowledged hash for the visibility timeout (an hour by default).
 2. **Reports stranded jobs.** A queue whose jobs have waited longer than the grace while no live
    worker reads it is logged (naming the queue, and the workers that read its base queue and so
    could serve it) and counted in ``modelq_stranded_jobs{queue}``. Each queue with waiting jobs,
@@ -35,7 +41,7 @@ What each broker can tell it: Redis and RabbitMQ both give each queue's message 
 declare; Redis sums every priority level; RabbitMQ needs no management plugin); neither is asked
 which jobs its messages carry, so one rule serves both. On Redis a message a worker took and did
 not acknowledge sits in kombu's unacknowledged hash and comes back by itself after the
-visibility timeout; those jobs count as held. Workers say what they hold and read through Celery's
+visibility timeout; those jobs count as held (unless no live worker holds them: see 1.). Workers say what they hold and read through Celery's
 control broadcast (``inspect``), asked only when some job is past the grace.
 """
 
@@ -75,6 +81,7 @@ class Reconciler:
         self._warned: dict[str, float] = {}
         self._declared: set[str] = set()
         self._unheld_before: set[str] = set()
+        self._abandoned_before: set[str] = set()
 
     # One pass ---------------------------------------------------------------------------
 
@@ -94,16 +101,22 @@ class Reconciler:
         jobs = self.store.queued_until(read_at, limit=BATCH)
         overdue = [job for job in jobs if read_at - job["created_at"] >= grace]
         held: set[str] = set()
+        unacked: dict[str, tuple[str, int]] = {}
         readers: dict[str, list[str]] = {}
         if overdue or running:
-            held, readers, complete = self.workers_view()
+            held, unacked, readers, complete = self.workers_view()
             if not complete:  # a worker did not answer (a broker that just restarted): what it holds is unknown
                 log.info("reconciler: not every live worker answered; republishing nothing this pass")
                 overdue, running = [], []
         # Only from a queue that holds no message: a message put back (a dead worker's, after the
         # visibility timeout) may be waiting there, and would restart the job beside a republished one.
-        orphans = [job for job in self.orphans(running, held) if depths.get(job["queue"]) == 0]
+        orphans = [job for job in self.orphans(running, held | set(unacked)) if depths.get(job["queue"]) == 0]
         republished = [job["id"] for job in orphans if self.requeue(job)]
+        for job in self.abandoned(overdue, held, unacked):
+            if self.republish(job["id"], job["queue"]):
+                republished.append(job["id"])
+                self.forget_unacked(unacked[job["id"]][0])
+        held |= set(unacked)  # the rest come back by themselves (or their job already runs)
         for queue, lost in sorted(self.lost(jobs, overdue, held, depths, read_at - grace).items()):
             republished += [job["id"] for job in lost if self.republish(job["id"], queue)]
         reports, stranded = [], {}
@@ -137,6 +150,31 @@ class Reconciler:
         orphaned = [job for job in running if job["id"] in unheld and job["id"] in self._unheld_before]
         self._unheld_before = unheld
         return orphaned
+
+    def abandoned(
+        self, overdue: list[dict[str, Any]], held: set[str], unacked: dict[str, tuple[str, int]]
+    ) -> list[dict[str, Any]]:
+        """Overdue queued jobs whose message of the current generation is unacknowledged (Redis) while
+        no live worker held them in this pass nor in the one before: the worker that took the message
+        dropped it with a lost connection, and nobody will run it before the visibility timeout."""
+        candidates = [
+            job
+            for job in overdue
+            if job["id"] in unacked and job["id"] not in held and unacked[job["id"]][1] == job["republished"]
+        ]
+        found = [job for job in candidates if job["id"] in self._abandoned_before]
+        self._abandoned_before = {job["id"] for job in candidates}
+        return found
+
+    def forget_unacked(self, tag: str) -> None:
+        """Drop an abandoned message from kombu's unacknowledged ones (its job was published again)."""
+        from modelq.lease import settle
+
+        try:
+            with self.app.connection_for_write() as conn:
+                settle(conn.default_channel.client, tag)
+        except Exception:  # it comes back after the visibility timeout, of an old generation: dropped then
+            log.debug("reconciler: could not forget unacknowledged message %s", tag, exc_info=True)
 
     def requeue(self, job: dict[str, Any]) -> bool:
         """Queue an orphaned running job again and publish it; True when it was still so."""
@@ -194,10 +232,10 @@ class Reconciler:
             log.debug("reconciler: no queue depths", exc_info=True)
             return dict.fromkeys(queues)
 
-    def workers_view(self) -> tuple[set[str], dict[str, list[str]], bool]:
-        """Job ids live workers hold (and, on Redis, unacknowledged ones), the readers of each queue, and
-        whether the view is complete: every worker that answered one question answered them all, and
-        every worker that reported its placement lately answered.
+    def workers_view(self) -> tuple[set[str], dict[str, tuple[str, int]], dict[str, list[str]], bool]:
+        """Job ids live workers hold; on Redis, the unacknowledged messages (see :meth:`unacked`); the
+        readers of each queue; and whether the view is complete: every worker that answered one
+        question answered them all, and every worker that reported its placement lately answered.
 
         A model queue (``gpu.model.x``) is read by the workers reading it; the workers that read
         its base queue (``gpu``) could serve it.
@@ -217,27 +255,28 @@ class Reconciler:
                     info = request.get("request", request)  # scheduled() wraps each request
                     if info.get("id"):
                         held.add(info["id"])
-        held |= self.unacked_ids()
-        return held, readers_of(self.settings, replies[3]), complete
+        return held, self.unacked(), readers_of(self.settings, replies[3]), complete
 
-    def unacked_ids(self) -> set[str]:
-        """Job ids of the messages kombu's Redis transport holds as delivered and not acknowledged."""
+    def unacked(self) -> dict[str, tuple[str, int]]:
+        """Per job id, the delivery tag and generation of its message that kombu's Redis transport holds
+        as delivered and not acknowledged (the newest generation, where there are several)."""
         if not self.on_redis():
-            return set()
+            return {}
+        from modelq.celery_app import REPUBLISHED_HEADER
         from modelq.lease import UNACKED
 
-        ids = set()
+        found: dict[str, tuple[str, int]] = {}
         try:
             with self.app.connection_for_read() as conn:
                 client = conn.default_channel.client
-                for raw in client.hvals(UNACKED):
-                    payload = json.loads(raw)[0]
-                    job_id = (payload.get("headers") or {}).get("id")
-                    if job_id:
-                        ids.add(job_id)
+                for tag, raw in client.hgetall(UNACKED).items():
+                    headers = json.loads(raw)[0].get("headers") or {}
+                    job_id, generation = headers.get("id"), int(headers.get(REPUBLISHED_HEADER) or 0)
+                    if job_id and generation >= found.get(job_id, ("", -1))[1]:
+                        found[job_id] = (tag.decode() if isinstance(tag, bytes) else str(tag), generation)
         except Exception:
             log.debug("reconciler: could not read the unacknowledged messages", exc_info=True)
-        return ids
+        return found
 
     def republish(self, job_id: str, queue: str) -> bool:
         """Publish a queued job's message again (same id); True when it was still queued.
