@@ -291,3 +291,37 @@ def test_a_message_left_unacknowledged_by_nobody_runs_without_waiting_for_the_vi
     assert sorted(job["republished"] for job in done) == [0, 0, 1]
     with app.connection_for_write() as conn:
         assert not conn.default_channel.client.hexists(UNACKED, tag)
+
+
+@pytest.mark.parametrize("cluster", ["embedded", "redis"], indirect=True)
+def test_a_killed_worker_s_job_runs_again_without_waiting_for_the_visibility_timeout(cluster: dict[str, Any]) -> None:
+    """A whole worker killed mid-job (the OOM killer, a lost machine) leaves the job's message
+    unacknowledged in Redis, where kombu would put it back only after the visibility timeout (an
+    hour). Once the run's heartbeat is quiet, the job is queued again and another worker runs it."""
+    import os
+    import signal
+
+    from modelq.client import Client
+    from modelq.lease import UNACKED
+
+    app = cluster["app"]
+    env = {**cluster["env"], "MODELQ_RUN_HEARTBEAT_INTERVAL": "0.5"}
+    workers = {name: start_worker(env, "default", f"{name}@%h", "--pool", "solo") for name in ("solo-a", "solo-b")}
+    cluster["workers"].extend(workers.values())
+    for name in workers:
+        wait_for_worker(app, f"{name}@")
+    client = Client.in_process(app=app)
+    job = client.submit("sleep", {"seconds": 3, "steps": 30})
+    running = wait_for(
+        lambda: (j := client.get(job["id"]))["status"] == "running" and j["worker"] and j,
+        timeout=60,
+        what="the job to start",
+    )
+    victim = running["worker"].split("@")[0]
+    os.kill(workers[victim].pid, signal.SIGKILL)
+    workers[victim].wait(timeout=30)
+    done = client.wait(job["id"], timeout=90)
+    assert done["status"] == "succeeded" and done["attempts"] == 2 and done["republished"] == 1
+    assert not done["worker"].startswith(victim)
+    with app.connection_for_write() as conn:
+        assert conn.default_channel.client.hlen(UNACKED) == 0  # the dead worker's message was forgotten

@@ -21,10 +21,12 @@ Each worker runs a :class:`Reconciler` thread; one of them at a time acts (the l
    lost that turns up, or comes back redelivered while the new copy runs, never makes a second run.
    A pass in which a live worker did not answer (a broker that just restarted) republishes nothing:
    what that worker holds is unknown.
-   On Redis, a job that runs on no live worker (two passes in a row), whose message is not
-   among the unacknowledged ones either (a broker that lost its data while the job's worker died)
-   and whose queue holds no message (one put back would restart it), is queued again and
-   published the same way.
+   On Redis, a job that runs on no live worker (two passes in a row) is queued again and
+   published the same way: when its message is among the unacknowledged ones, once its run's
+   heartbeat went quiet (its worker was killed: kombu would put the message back only after the
+   visibility timeout, an hour by default), and that message is forgotten; when it is not (a broker
+   that lost its data while the job's worker died), once its queue holds no message (one put back
+   would restart it).
    On Redis, a queued job whose message kombu holds as delivered and unacknowledged while no live
    worker holds the job (two passes in a row) is published again too, and that message forgotten.
    A worker drops the jobs it had reserved when it loses its connection (they cannot be
@@ -55,6 +57,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from modelq.jobs import dispatch
+from modelq.lease import quiet_for
 from modelq.models.affinity import MODEL_QUEUE_SEPARATOR
 from modelq.ops import readers_of
 
@@ -108,10 +111,20 @@ class Reconciler:
             if not complete:  # a worker did not answer (a broker that just restarted): what it holds is unknown
                 log.info("reconciler: not every live worker answered; republishing nothing this pass")
                 overdue, running = [], []
-        # Only from a queue that holds no message: a message put back (a dead worker's, after the
-        # visibility timeout) may be waiting there, and would restart the job beside a republished one.
-        orphans = [job for job in self.orphans(running, held | set(unacked)) if depths.get(job["queue"]) == 0]
-        republished = [job["id"] for job in orphans if self.requeue(job)]
+        # A running job whose message is unacknowledged is held while its run beats (a worker that
+        # lost touch with the broker for a while); once the beat stopped, its worker is gone.
+        quiet_since = datetime.now(timezone.utc) - quiet_for(self.settings.run_heartbeat_interval)
+        beating = {job["id"] for job in running if job["id"] in unacked and not _quiet(job, quiet_since)}
+        republished = []
+        for job in self.orphans(running, held | beating):
+            if job["id"] in unacked:  # its message goes with it: it would come back after the visibility timeout
+                if self.requeue(job):
+                    republished.append(job["id"])
+                    self.forget_unacked(unacked[job["id"]][0])
+            # Else only from a queue that holds no message: a message put back (a dead worker's, after
+            # the visibility timeout) may be waiting there, and would restart the job beside a republished one.
+            elif depths.get(job["queue"]) == 0 and self.requeue(job):
+                republished.append(job["id"])
         for job in self.abandoned(overdue, held, unacked):
             if self.republish(job["id"], job["queue"]):
                 republished.append(job["id"])
@@ -142,10 +155,9 @@ class Reconciler:
         return {"republished": republished, "stranded": stranded, "checked": len(overdue)}
 
     def orphans(self, running: list[dict[str, Any]], held: set[str]) -> list[dict[str, Any]]:
-        """Running jobs that no live worker held in this pass nor in the one before, and whose message
-        is not among the unacknowledged ones either (Redis): their worker died and the broker lost
-        the message that would have brought them back (the visibility timeout restores only what is
-        still in the unacknowledged hash)."""
+        """Running jobs that no live worker held in this pass nor in the one before (Redis): their
+        worker died. Either the broker lost the message that would have brought them back, or it
+        sits unacknowledged and would come back only after the visibility timeout (an hour by default)."""
         unheld = {job["id"] for job in running if job["id"] not in held}
         orphaned = [job for job in running if job["id"] in unheld and job["id"] in self._unheld_before]
         self._unheld_before = unheld
@@ -181,7 +193,7 @@ class Reconciler:
         if not self.store.requeue_orphan(job["id"], job["attempts"]):
             return False
         log.warning(
-            "job %s was running on %s, which no longer holds it, and its message is gone: queuing it again",
+            "job %s was running on %s, which no longer holds it: queuing it again",
             job["id"],
             job["worker"],
         )
@@ -341,6 +353,11 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _quiet(job: dict[str, Any], since: datetime) -> bool:
+    """Whether a running job's heartbeat went quiet (no beat since ``since``)."""
+    return job["heartbeat_at"] is None or job["heartbeat_at"] < since
 
 
 def stranded_counts(store: Any, settings: Any) -> dict[str, int]:

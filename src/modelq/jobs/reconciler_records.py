@@ -96,11 +96,12 @@ class ReconcilerRecords:
         return dict(row) if row is not None else None
 
     def running_before(self, before: datetime, *, limit: int) -> list[dict[str, Any]]:
-        """Jobs running since before ``before`` (id, worker, attempts): the reconciler looks for orphans."""
+        """Jobs running since before ``before`` (id, worker, attempts, queue, and their run's last
+        ``heartbeat_at``): the reconciler looks for orphans."""
         with self.engine.connect() as conn:
             rows = (
                 conn.execute(
-                    select(jobs.c.id, jobs.c.worker, jobs.c.attempts, jobs.c.queue)
+                    select(jobs.c.id, jobs.c.worker, jobs.c.attempts, jobs.c.queue, jobs.c.heartbeat_at)
                     .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.started_at < before)
                     .order_by(jobs.c.started_at)
                     .limit(limit)
@@ -108,7 +109,7 @@ class ReconcilerRecords:
                 .mappings()
                 .all()
             )
-        return [dict(row) for row in rows]
+        return [{**row, "heartbeat_at": _aware(row["heartbeat_at"]) if row["heartbeat_at"] else None} for row in rows]
 
     def requeue_orphan(self, job_id: str, attempts: int) -> bool:
         """Put a running job whose worker and message are gone back to queued (counted as a republish);
