@@ -21,9 +21,9 @@ Each worker runs a :class:`Reconciler` thread; one of them at a time acts (the l
    lost that turns up, or comes back redelivered while the new copy runs, never makes a second run.
    A pass in which a live worker did not answer (a broker that just restarted) republishes nothing:
    what that worker holds is unknown.
-   On Redis, a job that runs on no live worker (two passes in a row) is queued again and
-   published the same way: when its message is among the unacknowledged ones, once its run's
-   heartbeat went quiet (its worker was killed: kombu would put the message back only after the
+   On Redis, a job that runs on no live worker (two passes in a row) and whose run's heartbeat went
+   quiet (its process died) is queued again and published the same way: when its message is among
+   the unacknowledged ones (its worker was killed: kombu would put the message back only after the
    visibility timeout, an hour by default), and that message is forgotten; when it is not (a broker
    that lost its data while the job's worker died), once its queue holds no message (one put back
    would restart it).
@@ -111,10 +111,11 @@ class Reconciler:
             if not complete:  # a worker did not answer (a broker that just restarted): what it holds is unknown
                 log.info("reconciler: not every live worker answered; republishing nothing this pass")
                 overdue, running = [], []
-        # A running job whose message is unacknowledged is held while its run beats (a worker that
-        # lost touch with the broker for a while); once the beat stopped, its worker is gone.
+        # A running job is held while its run beats, whatever inspect said (a solo worker busy with it
+        # does not answer; one that lost touch with the broker for a while neither): once the beat
+        # stopped, its process is gone.
         quiet_since = datetime.now(timezone.utc) - quiet_for(self.settings.run_heartbeat_interval)
-        beating = {job["id"] for job in running if job["id"] in unacked and not _quiet(job, quiet_since)}
+        beating = {job["id"] for job in running if not _quiet(job, quiet_since)}
         republished = []
         for job in self.orphans(running, held | beating):
             if job["id"] in unacked:  # its message goes with it: it would come back after the visibility timeout
@@ -155,9 +156,10 @@ class Reconciler:
         return {"republished": republished, "stranded": stranded, "checked": len(overdue)}
 
     def orphans(self, running: list[dict[str, Any]], held: set[str]) -> list[dict[str, Any]]:
-        """Running jobs that no live worker held in this pass nor in the one before (Redis): their
-        worker died. Either the broker lost the message that would have brought them back, or it
-        sits unacknowledged and would come back only after the visibility timeout (an hour by default)."""
+        """Running jobs that no live worker held in this pass nor in the one before, their heartbeat
+        quiet (Redis): their worker died. Either the broker lost the message that would have brought
+        them back, or it sits unacknowledged and would come back only after the visibility timeout
+        (an hour by default)."""
         unheld = {job["id"] for job in running if job["id"] not in held}
         orphaned = [job for job in running if job["id"] in unheld and job["id"] in self._unheld_before]
         self._unheld_before = unheld
