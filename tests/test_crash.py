@@ -60,12 +60,19 @@ def test_a_killed_solo_worker_s_job_is_finished_by_another(
     from conftest import wait_for
 
     starts = tmp_path / "starts"
-    # given a job running on one of two solo workers
+    # given a job running on one of two solo workers, its body started (it counted its start: a kill
+    # between the record saying running and the body's first line would leave one start, not two)
     job = backend.client.submit("tests.touch_slowly", {"path": str(starts), "seconds": 4})
     running = wait_for(
-        lambda: (j := backend.client.get(job["id"]))["status"] == "running" and j["worker"] and j,
+        lambda: (
+            starts.exists()
+            and starts.read_text() == "x"
+            and (j := backend.client.get(job["id"]))["status"] == "running"
+            and j["worker"]
+            and j
+        ),
         timeout=60,
-        what="the job to start",
+        what="the job's body to start",
     )
     victim = running["worker"].split("@")[0]
     # when that whole worker is killed

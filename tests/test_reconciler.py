@@ -325,3 +325,49 @@ def test_a_killed_worker_s_job_runs_again_without_waiting_for_the_visibility_tim
     assert not done["worker"].startswith(victim)
     with app.connection_for_write() as conn:
         assert conn.default_channel.client.hlen(UNACKED) == 0  # the dead worker's message was forgotten
+
+
+@pytest.mark.parametrize("cluster", ["embedded"], indirect=True)
+def test_a_job_handed_over_to_later_tasks_is_not_taken_for_lost(cluster: dict[str, Any]) -> None:
+    """A timetable job publishes its islands and hands itself over: it runs on, in no process of its own
+    (no heartbeat, no worker holding it), for longer than the grace. It runs once, not again from the start."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from modelq.client import Client
+    from modelq.jobs.records import Job, aware
+    from modelq.reconciler import Reconciler
+    from modelq.workloads.timetable import instance_to_dict
+    from modelq.workloads.timetable.generate import generate_instance
+
+    app = cluster["app"]
+    store = app.modelq.store
+    env = {**cluster["env"], "MODELQ_RUN_HEARTBEAT_INTERVAL": "0.5"}
+    cluster["workers"].append(start_worker(env, "cpu", "islands@%h"))
+    wait_for_worker(app, "islands@")
+    instance, _ = generate_instance(11, courses=24, rooms=4, fill=0.8, curricula=8, unavailability=20)
+    client = Client.in_process(app=app)
+    job = client.submit(
+        "timetable", {"instance": instance_to_dict(instance), "quality_mode": "fast", "seed": 3, "time_limit": 12}
+    )
+    # once it has run past the grace with its heartbeat quiet (three beats of 0.5 s missed), two passes of
+    # the reconciler (made here, with that beat, besides the watcher's own) leave it running
+    reconciler = Reconciler(app, "test")
+    reconciler.settings = app.modelq.settings.model_copy(update={"run_heartbeat_interval": 0.5})
+
+    def quiet_past_the_grace() -> bool:
+        with store.engine.connect() as conn:
+            row = conn.execute(select(Job.status, Job.started_at, Job.heartbeat_at).where(Job.id == job["id"])).one()
+        now = datetime.now(timezone.utc)
+        return (
+            row.status == "running"
+            and aware(row.started_at) < now - timedelta(seconds=2)
+            and aware(row.heartbeat_at) < now - timedelta(seconds=1.5)
+        )
+
+    wait_for(quiet_past_the_grace, timeout=30, what="the job to run past the grace with no heartbeat")
+    assert not reconciler.reconcile()["republished"] and not reconciler.reconcile()["republished"]
+    done = client.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 1 and done["republished"] == 0

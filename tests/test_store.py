@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -197,10 +198,11 @@ def test_a_database_whose_llm_buckets_table_came_before_its_migration_upgrades(s
         conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN fair_tag"))
         conn.execute(text("DROP TABLE modelq_dispatch_locks"))
         conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN failure"))  # revision 0009's
+        conn.execute(text("ALTER TABLE modelq_jobs DROP COLUMN handed_over_at"))  # revision 0010's
     # when it is migrated, revision 0004 keeps the table, and the buckets work
     store.migrate()
     with store.transaction() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0009"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0010"
     limits = Limits(request_rate=1.0, request_capacity=1.0, token_rate=0.0, token_capacity=0.0)
     assert DatabaseBuckets(store.engine).take("upgrade-test", limits, 1.0, 0.0) == 0.0
 
@@ -212,6 +214,10 @@ def test_a_job_handed_over_is_reported_on_and_finished_by_its_later_tasks(store:
     woken = []
     job = _new(store, input={"ctt": "Name: x"})
     store.mark_running(job["id"], worker="w1", task="echo", queue="default", input={"ctt": "Name: x"})
+    soon = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert job["id"] in [j["id"] for j in store.running_before(soon, limit=10)]
+    store.mark_handed_over(job["id"])  # its task handed it over: no heartbeat, and not the reconciler's to requeue
+    assert job["id"] not in [j["id"] for j in store.running_before(soon, limit=10)]
     later = HandedOverJob(job["id"], store, lambda job_id, result: woken.append((job_id, result)))
     assert later.status() == "running" and later.input() == {"ctt": "Name: x"}
     assert later.progress(1.5, "epoch 2/2") and store.get(job["id"])["progress"]["fraction"] == 1.0

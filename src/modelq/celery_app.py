@@ -158,6 +158,7 @@ class JobTask(Task):
             raise Ignore() from None
         except HandedOver:
             log.debug("job %s handed over to later tasks", job_id)
+            store.mark_handed_over(job_id)  # no heartbeat from here on: the reconciler must not take it for lost
             raise Ignore() from None  # it still runs: no cap slot is given back
         except Exception as exc:
             store.mark_failed_by(job_id, exc)

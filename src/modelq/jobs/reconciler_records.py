@@ -102,7 +102,11 @@ class ReconcilerRecords:
             rows = (
                 conn.execute(
                     select(jobs.c.id, jobs.c.worker, jobs.c.attempts, jobs.c.queue, jobs.c.heartbeat_at)
-                    .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.started_at < before)
+                    .where(
+                        jobs.c.status == JobStatus.RUNNING.value,
+                        jobs.c.started_at < before,
+                        jobs.c.handed_over_at.is_(None),  # its later tasks carry it; they are jobs of their own
+                    )
                     .order_by(jobs.c.started_at)
                     .limit(limit)
                 )

@@ -60,6 +60,9 @@ class Job(Base):
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: Its place among its queue's held jobs (start-time fair queuing over owners; lower goes first).
     fair_tag: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: When its task handed it over to later tasks (see modelq.tasks.JobContext.hand_over): it still
+    #: runs, in no process of its own, so no heartbeat beats for it and the reconciler leaves it to them.
+    handed_over_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def record_dict(row: Any) -> dict[str, Any]:

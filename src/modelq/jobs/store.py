@@ -425,6 +425,15 @@ class JobStore(JobReads, PlacementRecords, ReconcilerRecords):
             )
             return 1
 
+    def mark_handed_over(self, job_id: str) -> None:
+        """Its task handed the running job over to later tasks (see modelq.tasks.JobContext.hand_over)."""
+        with self.transaction() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value)
+                .values(handed_over_at=utcnow())
+            )
+
     def beat(self, job_ids: list[str]) -> None:
         """The heartbeat of running jobs: their process still runs them."""
         if not job_ids:
