@@ -215,9 +215,9 @@ def test_a_job_handed_over_is_reported_on_and_finished_by_its_later_tasks(store:
     job = _new(store, input={"ctt": "Name: x"})
     store.mark_running(job["id"], worker="w1", task="echo", queue="default", input={"ctt": "Name: x"})
     soon = datetime.now(timezone.utc) + timedelta(hours=1)
-    assert job["id"] in [j["id"] for j in store.running_before(soon, limit=10)]
+    assert job["id"] in [j["id"] for j in store.running_before(soon, quiet_since=soon, limit=10)]
     store.mark_handed_over(job["id"])  # its task handed it over: no heartbeat, and not the reconciler's to requeue
-    assert job["id"] not in [j["id"] for j in store.running_before(soon, limit=10)]
+    assert job["id"] not in [j["id"] for j in store.running_before(soon, quiet_since=soon, limit=10)]
     later = HandedOverJob(job["id"], store, lambda job_id, result: woken.append((job_id, result)))
     assert later.status() == "running" and later.input() == {"ctt": "Name: x"}
     assert later.progress(1.5, "epoch 2/2") and store.get(job["id"])["progress"]["fraction"] == 1.0

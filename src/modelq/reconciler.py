@@ -43,8 +43,9 @@ What each broker can tell it: Redis and RabbitMQ both give each queue's message 
 declare; Redis sums every priority level; RabbitMQ needs no management plugin); neither is asked
 which jobs its messages carry, so one rule serves both. On Redis a message a worker took and did
 not acknowledge sits in kombu's unacknowledged hash and comes back by itself after the
-visibility timeout; those jobs count as held (unless no live worker holds them: see 1.). Workers say what they hold and read through Celery's
-control broadcast (``inspect``), asked only when some job is past the grace.
+visibility timeout; those jobs count as held, unless no live worker holds them (see 1.). Workers
+say what they hold and read through Celery's control broadcast (``inspect``), asked only when some
+job is past the grace.
 """
 
 from __future__ import annotations
@@ -98,7 +99,12 @@ class Reconciler:
         grace = timedelta(seconds=self.settings.reconcile_grace)
         waiting = self.store.backlog("")  # every queue with queued jobs: (count, oldest)
         started = datetime.now(timezone.utc)
-        running = self.store.running_before(started - grace, limit=BATCH) if self.on_redis() else []
+        # A run that beats is held, whatever inspect says (a solo worker busy with it does not answer,
+        # one that lost touch with the broker for a while neither): only quiet ones can be orphans.
+        quiet_since = started - quiet_for(self.settings.run_heartbeat_interval)
+        running = (
+            self.store.running_before(started - grace, quiet_since=quiet_since, limit=BATCH) if self.on_redis() else []
+        )
         depths = self.depths(sorted(set(waiting) | {job["queue"] for job in running}))
         read_at = datetime.now(timezone.utc)  # the depths are at most this recent
         jobs = self.store.queued_until(read_at, limit=BATCH)
@@ -111,13 +117,8 @@ class Reconciler:
             if not complete:  # a worker did not answer (a broker that just restarted): what it holds is unknown
                 log.info("reconciler: not every live worker answered; republishing nothing this pass")
                 overdue, running = [], []
-        # A running job is held while its run beats, whatever inspect said (a solo worker busy with it
-        # does not answer; one that lost touch with the broker for a while neither): once the beat
-        # stopped, its process is gone.
-        quiet_since = datetime.now(timezone.utc) - quiet_for(self.settings.run_heartbeat_interval)
-        beating = {job["id"] for job in running if not _quiet(job, quiet_since)}
         republished = []
-        for job in self.orphans(running, held | beating):
+        for job in self.orphans(running, held):
             if job["id"] in unacked:  # its message goes with it: it would come back after the visibility timeout
                 if self.requeue(job):
                     republished.append(job["id"])
@@ -355,11 +356,6 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def _quiet(job: dict[str, Any], since: datetime) -> bool:
-    """Whether a running job's heartbeat went quiet (no beat since ``since``)."""
-    return job["heartbeat_at"] is None or job["heartbeat_at"] < since
 
 
 def stranded_counts(store: Any, settings: Any) -> dict[str, int]:

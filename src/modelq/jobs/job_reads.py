@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Connection, bindparam, func, or_, select
 
 from modelq.jobs.records import Job, record_dict
 from modelq.jobs.records import aware as _aware
@@ -25,6 +25,13 @@ HELD = jobs.c.released_at.is_(None)
 RELEASED = jobs.c.released_at.is_not(None)
 QUEUED_IN = (jobs.c.status == JobStatus.QUEUED.value) & (jobs.c.queue == bindparam("in_queue"))
 STATUS = select(jobs.c.status).where(BY_ID)
+
+
+def quiet_since(since: datetime) -> ColumnElement[bool]:
+    """The job's run beat no heartbeat since ``since`` (or never): its process is gone (see modelq.lease)."""
+    return or_(jobs.c.heartbeat_at.is_(None), jobs.c.heartbeat_at < since)
+
+
 _SELECT = select(jobs).where(BY_ID)
 _OWNER = select(jobs.c.owner).where(BY_ID)
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from modelq.jobs.job_reads import quiet_since as run_quiet_since
 from modelq.jobs.records import Job, utcnow
 from modelq.jobs.records import aware as _aware
 from modelq.jobs.status import JobStatus
@@ -95,16 +96,18 @@ class ReconcilerRecords:
             )
         return dict(row) if row is not None else None
 
-    def running_before(self, before: datetime, *, limit: int) -> list[dict[str, Any]]:
-        """Jobs running since before ``before`` (id, worker, attempts, queue, and their run's last
-        ``heartbeat_at``): the reconciler looks for orphans."""
+    def running_before(self, before: datetime, *, quiet_since: datetime, limit: int) -> list[dict[str, Any]]:
+        """Jobs running since before ``before`` whose run beat no heartbeat since ``quiet_since`` (id,
+        worker, attempts, queue): the reconciler looks for orphans among them. A run that beats is
+        held, whatever else says; a job handed over to later tasks runs in no process of its own."""
         with self.engine.connect() as conn:
             rows = (
                 conn.execute(
-                    select(jobs.c.id, jobs.c.worker, jobs.c.attempts, jobs.c.queue, jobs.c.heartbeat_at)
+                    select(jobs.c.id, jobs.c.worker, jobs.c.attempts, jobs.c.queue)
                     .where(
                         jobs.c.status == JobStatus.RUNNING.value,
                         jobs.c.started_at < before,
+                        run_quiet_since(quiet_since),
                         jobs.c.handed_over_at.is_(None),  # its later tasks carry it; they are jobs of their own
                     )
                     .order_by(jobs.c.started_at)
@@ -113,7 +116,7 @@ class ReconcilerRecords:
                 .mappings()
                 .all()
             )
-        return [{**row, "heartbeat_at": _aware(row["heartbeat_at"]) if row["heartbeat_at"] else None} for row in rows]
+        return [dict(row) for row in rows]
 
     def requeue_orphan(self, job_id: str, attempts: int) -> bool:
         """Put a running job whose worker and message are gone back to queued (counted as a republish);

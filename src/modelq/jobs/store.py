@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from modelq.errors import failure_of, failure_text
 from modelq.jobs.job_reads import BY_ID, HELD, QUEUED_IN, RELEASED, STATUS, UNFINISHED, JobReads
+from modelq.jobs.job_reads import quiet_since as run_quiet_since
 from modelq.jobs.placement_records import PlacementRecords
 from modelq.jobs.reconciler_records import ReconcilerRecords
 from modelq.jobs.records import DispatchLock, Job, record_dict, utcnow
@@ -391,13 +392,7 @@ class JobStore(JobReads, PlacementRecords, ReconcilerRecords):
         if generation is not None:
             statement = statement.where(jobs.c.republished == generation)
         if quiet_since is not None:
-            statement = statement.where(
-                or_(
-                    jobs.c.status == JobStatus.QUEUED.value,
-                    jobs.c.heartbeat_at.is_(None),
-                    jobs.c.heartbeat_at < quiet_since,
-                )
-            )
+            statement = statement.where(or_(jobs.c.status == JobStatus.QUEUED.value, run_quiet_since(quiet_since)))
         with self.transaction() as conn:
             attempt = conn.execute(
                 statement, {"job_id": job_id, "worker": worker, "runner": runner, "now": now}
