@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_env, stop_process, wait_for, wait_for_worker
+from conftest import REDIS_BROKER_DB, REDIS_URL, child_env, stop_process, wait_for, wait_for_worker
 from modelq.testing import worker_command
 
 LOAD_SECONDS = 0.5
@@ -157,6 +157,56 @@ def test_the_consumer_follows_the_plan_after_a_change_it_did_not_make(cluster: C
     # then the worker reads it again on its own, and m0's jobs run
     wait_for(reads_m0, timeout=30, what="the worker to read m0's queue again")
     assert cluster.client().run("tests.use_model", {"model": "m0"}, timeout=60) == {"model": "m0"}
+
+
+def test_a_queue_the_worker_starts_to_read_does_not_wait_for_its_blocked_read(tmp_path: Path) -> None:
+    """kombu reads Redis with one BRPOP over the queues it read when it sent it; a queue added meanwhile
+    is read only once that read ends. The controller ends it (CLIENT UNBLOCK on the connection named for
+    this process), so a model the worker takes on starts now, not after the read times out."""
+    import threading
+    import uuid
+
+    import redis
+
+    from modelq.celery_app import create_celery_app
+    from modelq.config import load_settings
+    from modelq.models.affinity import AffinityController
+
+    app = create_celery_app(load_settings(home=tmp_path, broker_url=f"{REDIS_URL}/{REDIS_BROKER_DB}"))
+    name = app.conf.broker_transport_options["client_name"]
+    # given the consumer's read, blocked with no timeout (the worker's own names it: no other connection)
+    blocked = redis.Redis.from_url(f"{REDIS_URL}/{REDIS_BROKER_DB}", client_name=name)
+    other = redis.Redis.from_url(f"{REDIS_URL}/{REDIS_BROKER_DB}", client_name=f"{name}-other")
+    got: dict[str, object] = {}
+    readers = [
+        threading.Thread(target=lambda: got.update(mine=blocked.brpop([f"nothing-{uuid.uuid4()}"], timeout=0))),
+        threading.Thread(target=lambda: got.update(other=other.brpop([f"nothing-{uuid.uuid4()}"], timeout=5))),
+    ]
+    for reader in readers:
+        reader.daemon = True
+        reader.start()
+    watcher = redis.Redis.from_url(REDIS_URL)
+    wait_for(
+        lambda: (
+            {c["name"] for c in watcher.client_list(_type="normal") if c["cmd"] == "brpop"} >= {name, f"{name}-other"}
+        ),
+        timeout=10,
+        what="both reads to block",
+    )
+    try:
+        # when the controller wakes its consumer
+        AffinityController(app, None, "w@h", ["default"], 1)._wake()
+        # then its read ends, as if it had timed out, and nobody else's does
+        readers[0].join(timeout=10)
+        assert not readers[0].is_alive(), "the consumer's blocked read was not cut short"
+        assert got["mine"] is None
+        assert readers[1].is_alive() and "other" not in got
+    finally:
+        for client in watcher.client_list(_type="normal"):
+            if client["name"] in (name, f"{name}-other"):
+                watcher.client_unblock(client["id"])
+        for reader in readers:
+            reader.join(timeout=10)
 
 
 def test_jobs_that_wait_beside_an_idle_worker_are_reported_as_stranded(cluster: Cluster) -> None:

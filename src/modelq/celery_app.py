@@ -11,6 +11,8 @@ import functools
 import importlib
 import logging
 import os
+import socket
+import uuid
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
@@ -204,6 +206,12 @@ class JobTask(Task):
         publish_dead_letter(self.app, {"id": job_id, "task": self.name, "input": kwargs, "reason": reason})
 
 
+def consumer_name() -> str:
+    """A name for this process's broker connections, unique in the cluster (``CLIENT LIST`` shows it):
+    the worker's affinity controller finds its own consumer's blocked read by it."""
+    return f"modelq-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def has_result_backend(app: Celery) -> bool:
     """Whether the app has a result backend: clients wait on it, and chords need one (their counter)."""
     from celery.backends.base import DisabledBackend
@@ -305,9 +313,12 @@ def create_celery_app(settings: Settings, *, start_broker: bool = False) -> Cele
         transport_options.update(
             priority_steps=list(range(MAX_PRIORITY + 1)),
             queue_order_strategy="priority",
-            # kombu's BRPOP waits 1 s by default, and a queue added by add_consumer (model
-            # affinity) is only read after the current wait ends.
+            # kombu's BRPOP waits 1 s by default, and a queue the worker starts to read (model
+            # affinity) is only read after the current wait ends: the affinity controller cuts
+            # that wait short (CLIENT UNBLOCK on the connection named here, see
+            # modelq.models.affinity), and 0.2 s bounds it where that fails.
             polling_interval=0.2,
+            client_name=consumer_name(),
             # Look for messages of dead workers every quarter of the visibility timeout (kombu's
             # default is every 100 s); live workers renew theirs (modelq.lease).
             unacked_restore_interval=max(1, min(10, settings.visibility_timeout // 4)),
