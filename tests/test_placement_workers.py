@@ -10,7 +10,7 @@ import json
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -230,9 +230,17 @@ def test_jobs_that_wait_beside_an_idle_worker_are_reported_as_stranded(cluster: 
     wait_for(
         lambda: "in default.model.m1 while this worker" in log.read_text(), timeout=60, what="the stranded-jobs warning"
     )
-    # and /metrics counts it
+    # and /metrics counts it, for as long as the job waits (not for one tick: a scrape comes every few seconds)
     registry = CollectorRegistry()
     registry.register(ModelqCollector(cluster.app))
+    assert 'modelq_stranded_jobs{queue="default.model.m1"} 1.0' in generate_latest(registry).decode()
+    store = cluster.app.modelq.store
+    since = datetime.now(timezone.utc)
+    wait_for(
+        lambda: any(row["worker"] == name for row in store.consumers(since)),
+        timeout=30,
+        what="the worker to publish its consumer rows again",
+    )
     assert 'modelq_stranded_jobs{queue="default.model.m1"} 1.0' in generate_latest(registry).decode()
     # and the worker, reading that queue now, runs the model's next job at once
     assert cluster.client().run("tests.use_model", {"model": "m1"}, timeout=60) == {"model": "m1"}

@@ -110,6 +110,7 @@ class AffinityController:
         self._idle_since: float | None = None
         self._warned: dict[str, float] = {}
         self._read_before: set[str] = set()
+        self._resubscribed: dict[str, float] = {}
         self._stop = threading.Event()
         #: Held while a tick reads and writes the job store. A prefork pool forks its children in this
         #: process: a child forked while this thread is inside SQLite inherits SQLite's lock
@@ -428,10 +429,16 @@ class AffinityController:
                         idle,
                         " anew" if queue in self._read_before else "",
                     )
-                if queue in self._read_before:  # read, yet nothing came: re-subscribe
+                # Read, yet nothing came: subscribe again (once per STRANDED_SECONDS). The queue stays
+                # stranded, and counted, for as long as its jobs wait beside this idle worker: a
+                # gauge that showed it for one tick would never reach a scrape.
+                resubscribed = self._resubscribed.get(queue)
+                if queue in self._read_before and (
+                    resubscribed is None or time.monotonic() - resubscribed >= STRANDED_SECONDS
+                ):
+                    self._resubscribed[queue] = time.monotonic()
                     self._cancel(queue)
                     self._add(queue)
-                    self._idle_since = time.monotonic()
         return found
 
     @staticmethod
