@@ -195,12 +195,27 @@ def test_a_queue_the_worker_starts_to_read_does_not_wait_for_its_blocked_read(tm
     )
     try:
         # when the controller wakes its consumer
-        AffinityController(app, None, "w@h", ["default"], 1)._wake()
+        controller = AffinityController(app, None, "w@h", ["default"], 1)
+        controller._wake()
         # then its read ends, as if it had timed out, and nobody else's does
         readers[0].join(timeout=10)
         assert not readers[0].is_alive(), "the consumer's blocked read was not cut short"
         assert got["mine"] is None
         assert readers[1].is_alive() and "other" not in got
+        # and its next read (on the same connection, found now without listing every client) ends too
+        again = threading.Thread(target=lambda: got.update(again=blocked.brpop([f"nothing-{uuid.uuid4()}"], timeout=0)))
+        again.daemon = True
+        again.start()
+        readers.append(again)
+        wait_for(
+            lambda: any(c["name"] == name and c["cmd"] == "brpop" and c["flags"] == "b" for c in watcher.client_list()),
+            timeout=10,
+            what="the second read to block",
+        )
+        controller._wake()
+        again.join(timeout=10)
+        assert not again.is_alive(), "the consumer's second blocked read was not cut short"
+        assert got["again"] is None
     finally:
         for client in watcher.client_list(_type="normal"):
             if client["name"] in (name, f"{name}-other"):

@@ -111,6 +111,8 @@ class AffinityController:
         self._warned: dict[str, float] = {}
         self._read_before: set[str] = set()
         self._resubscribed: dict[str, float] = {}
+        #: The Redis client id of the consumer's blocking read, once found (see :meth:`_wake`).
+        self._read_id: int | None = None
         self._stop = threading.Event()
         #: Held while a tick reads and writes the job store. A prefork pool forks its children in this
         #: process: a child forked while this thread is inside SQLite inherits SQLite's lock
@@ -382,9 +384,14 @@ class AffinityController:
         try:
             with self.app.pool.acquire(block=True, timeout=1.0) as connection:
                 client = connection.default_channel.client
+                # The read's connection is found once (CLIENT LIST lists every client of the server) and
+                # looked for again only when that id unblocks nothing: reconnected, or not reading now.
+                if self._read_id is not None and client.client_unblock(self._read_id):
+                    return
                 for entry in client.client_list(_type="normal"):
                     if entry.get("name") == name and entry.get("cmd") == "brpop":
-                        client.client_unblock(entry["id"])
+                        self._read_id = int(entry["id"])
+                        client.client_unblock(self._read_id)
         except Exception:  # only a delay is at stake: the read times out on its own
             log.debug("could not wake the consumer's read", exc_info=True)
 
