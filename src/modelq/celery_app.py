@@ -202,8 +202,13 @@ class JobTask(Task):
             "each run ended its worker process (a crash or out-of-memory kill?)"
         )
         log.error("job %s %s", job_id, reason)
+        # The letter first: a client that reads the record as failed (it is woken then) and looks in the
+        # dead-letter queue finds it there. A letter that cannot be sent does not keep the job running.
+        try:
+            publish_dead_letter(self.app, {"id": job_id, "task": self.name, "input": kwargs, "reason": reason})
+        except Exception:
+            log.exception("job %s: could not park it in the dead-letter queue", job_id)
         self.app.modelq.store.mark_failed(job_id, reason)
-        publish_dead_letter(self.app, {"id": job_id, "task": self.name, "input": kwargs, "reason": reason})
 
 
 def consumer_name() -> str:
