@@ -392,6 +392,7 @@ class AffinityController:
                     if entry.get("name") == name and entry.get("cmd") == "brpop":
                         self._read_id = int(entry["id"])
                         client.client_unblock(self._read_id)
+                        break  # the name is this process's own: one consumer, one read
         except Exception:  # only a delay is at stake: the read times out on its own
             log.debug("could not wake the consumer's read", exc_info=True)
 
