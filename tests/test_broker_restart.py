@@ -1,6 +1,7 @@
 """Brokers restarted mid-stream: workers consume again.
 
-The embedded broker is killed and comes back from its append-only file: no accepted job is lost.
+The embedded broker is killed and comes back from its append-only file: no accepted job is lost;
+when it comes back without the messages that waited in it, the worker publishes them again.
 The system Redis (which keeps nothing on disk) and RabbitMQ are restarted as an operator would:
 the same worker processes reconnect and a canary job finishes within a minute.
 """
@@ -71,6 +72,49 @@ def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp
         done = [client.wait(job_id, timeout=180) for job_id in accepted]
         assert [d["status"] for d in done] == ["succeeded"] * len(accepted)
         assert all(d["result"] == 1 for d in done)
+    finally:
+        stop_process(worker)
+
+
+def test_a_prefork_worker_publishes_again_the_jobs_a_restarted_broker_lost(home: Path, tmp_path: Path) -> None:
+    import redis
+
+    from modelq.broker import EmbeddedRedis
+    from modelq.celery_app import create_celery_app
+    from modelq.client import Client
+    from modelq.config import load_settings
+
+    # the default worker (a prefork pool over the embedded SQLite store), its pool processes forked
+    # again after every job while its parent reconciles beside them
+    env = {"MODELQ_HOME": str(home), "MODELQ_RECONCILE_GRACE": "2", "MODELQ_RECONCILE_INTERVAL": "0.5"}
+    settings = load_settings(home=home, imports=["modelq_test_tasks"])
+    app = create_celery_app(settings, start_broker=True)
+    app.modelq.store  # noqa: B018
+    worker = start_worker(env, "default", "lost@%h", "--max-tasks-per-child", "1")
+    try:
+        wait_for_worker(app, "lost@")
+        client = Client.in_process(app=app)
+        broker = EmbeddedRedis(home)
+        accepted = [
+            client.submit("tests.slow_count", {"path": str(tmp_path / f"j{i}"), "seconds": 0.2})["id"]
+            for i in range(12)
+        ]
+        # the broker dies and comes back without the messages that waited in it (as from an append-only
+        # file that missed its last writes): they held the queue's whole window, so no job starts and
+        # releases the held ones
+        os.kill(broker.pid(), signal.SIGKILL)
+        wait_for(lambda: not broker.ping(), timeout=10, what="the broker to die")
+        broker.ensure_running()
+        server = redis.Redis(unix_socket_path=str(broker.socket))
+        lists = [key for key in server.keys("default*") if server.type(key) == b"list"]
+        assert sum(server.llen(key) for key in lists) > 0
+        server.delete(*lists)
+        # the worker's reconciler publishes them again: every job finishes, each exactly once
+        server.close()
+        done = [client.wait(job_id, timeout=120) for job_id in accepted]
+        assert [d["status"] for d in done] == ["succeeded"] * len(accepted)
+        assert all(d["result"] == 1 for d in done)
+        assert any(d["republished"] for d in done)
     finally:
         stop_process(worker)
 

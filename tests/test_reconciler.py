@@ -70,8 +70,8 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
     )
     app = create_celery_app(settings, start_broker=True)
     app.modelq.store  # noqa: B018 - migrate before the workers start
-    # a threads pool: a prefork parent over a SQLite store does not reconcile (see modelq.worker)
-    workers = [start_worker(env, "io", f"watch-{name}@%h", "--pool", "threads")]
+    # a prefork pool: its parent reconciles while it forks its pool processes (see modelq.jobs.fork_guard)
+    workers = [start_worker(env, "io", f"watch-{name}@%h", "--pool", "prefork")]
     try:
         wait_for_worker(app, f"watch-{name}@")
         yield {"name": name, "app": app, "env": env, "workers": workers}

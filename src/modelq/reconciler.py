@@ -257,8 +257,12 @@ class Reconciler:
         """
         from modelq.models.affinity import STALE_SECONDS
 
-        inspect = self.app.control.inspect(timeout=INSPECT_TIMEOUT)
-        replies = [inspect.active(), inspect.reserved(), inspect.scheduled(), inspect.active_queues()]
+        # The replies are read over a connection of its own, closed here: one from the app's pool would go
+        # back to it with its read of the replies still pending, and a pool process forked later (the
+        # reconciler runs in a prefork pool's parent) would block for good closing that read on start.
+        with self.app.connection_for_read() as conn:
+            inspect = self.app.control.inspect(timeout=INSPECT_TIMEOUT, connection=conn)
+            replies = [inspect.active(), inspect.reserved(), inspect.scheduled(), inspect.active_queues()]
         answered = [set(reply or {}) for reply in replies]
         recent = datetime.now(timezone.utc) - timedelta(seconds=STALE_SECONDS)
         reporting = {row["worker"] for row in self.store.consumers(recent)}

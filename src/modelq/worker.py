@@ -172,7 +172,7 @@ class WorkerRuntime:
     * the affinity controller (which model queues the consumer reads: :mod:`modelq.models.affinity`),
       when the worker serves a queue whose jobs route by model;
     * the lease renewer (:mod:`modelq.lease`), on Redis;
-    * the reconciler (:mod:`modelq.reconciler`), except in the parent of a prefork pool over SQLite.
+    * the reconciler (:mod:`modelq.reconciler`).
     """
 
     def __init__(self, app: Celery, *, prefork: bool, processes: int) -> None:
@@ -295,15 +295,11 @@ class WorkerRuntime:
     def _start_reconciler(self, consumer: Any) -> Any:
         """Every worker may reconcile the job store with the broker; one at a time does (a lease).
 
-        Not in the parent of a prefork pool over a SQLite store: SQLite keeps its lock bookkeeping
-        per process, and a child forked while a thread of the parent was inside a transaction
-        inherits a lock nobody will release (that child then finds the database locked for good).
-        ``modelq up`` also starts threads-pool workers, which reconcile.
+        In a prefork pool's parent too: a fork waits for the reconciler to leave the job store
+        (:mod:`modelq.jobs.fork_guard`), so a pool process never starts with SQLite locked for good.
         """
         from modelq.reconciler import Reconciler
 
-        if self.prefork and self.runtime.settings.job_database_url.startswith("sqlite"):
-            return None
         hostname = getattr(consumer, "hostname", None) or f"worker-{os.getpid()}"
         return Reconciler(self.app, f"{hostname}:{os.getpid()}")
 

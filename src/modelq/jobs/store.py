@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from modelq.errors import failure_of, failure_text
+from modelq.jobs.fork_guard import fork_guard
 from modelq.jobs.job_reads import BY_ID, HELD, QUEUED_IN, RELEASED, STATUS, UNFINISHED, JobReads
 from modelq.jobs.job_reads import quiet_since as run_quiet_since
 from modelq.jobs.placement_records import PlacementRecords
@@ -180,6 +181,7 @@ class JobStore(JobReads, PlacementRecords, ReconcilerRecords):
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
 
+            fork_guard.watch(engine)
             return engine
         return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 

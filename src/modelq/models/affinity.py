@@ -25,7 +25,6 @@ stopped reporting) falls back to its own view: itself alone, which is the one-wo
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import threading
 import time
@@ -114,18 +113,6 @@ class AffinityController:
         #: The Redis client id of the consumer's blocking read, once found (see :meth:`_wake`).
         self._read_id: int | None = None
         self._stop = threading.Event()
-        #: Held while a tick reads and writes the job store. A prefork pool forks its children in this
-        #: process: a child forked while this thread is inside SQLite inherits SQLite's lock
-        #: bookkeeping of a connection it does not have, and finds the database locked for good
-        #: (seen as a crashed child's replacement stuck on "database is locked"). So a fork waits
-        #: for the tick in progress to end.
-        self._in_store = threading.Lock()
-        if not in_process:
-            os.register_at_fork(
-                before=self._in_store.acquire,
-                after_in_parent=self._in_store.release,
-                after_in_child=self._in_store.release,
-            )
 
     # The snapshot ------------------------------------------------------------------
 
@@ -515,15 +502,13 @@ class AffinityController:
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                with self._in_store:
-                    self.tick()
+                self.tick()
             except Exception:  # the broker or database blinked: try again next tick
                 log.warning("affinity tick failed", exc_info=True)
                 self._stop.wait(1.0)
             self._stop.wait(IDLE_TICK_SECONDS if self.idle() else TICK_SECONDS)
         try:
-            with self._in_store:
-                self.store.forget_consumers(self.hostname)
+            self.store.forget_consumers(self.hostname)
         except Exception:
             log.debug("could not clear this worker's consumer rows", exc_info=True)
 
