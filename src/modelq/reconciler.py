@@ -260,7 +260,8 @@ class Reconciler:
         # The replies are read over a connection of its own, closed here: one from the app's pool would go
         # back to it with its read of the replies still pending, and a pool process forked later (the
         # reconciler runs in a prefork pool's parent) would block for good closing that read on start.
-        with self.app.connection_for_read() as conn:
+        # Unnamed: the consumer's name marks the read the affinity controller wakes (modelq.models.affinity).
+        with self.app.connection_for_read(transport_options={"client_name": None}) as conn:
             inspect = self.app.control.inspect(timeout=INSPECT_TIMEOUT, connection=conn)
             replies = [inspect.active(), inspect.reserved(), inspect.scheduled(), inspect.active_queues()]
         answered = [set(reply or {}) for reply in replies]
