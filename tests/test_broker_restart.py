@@ -29,28 +29,55 @@ from conftest import AMQP_HOST, REDIS_URL, _backend_env, start_worker, stop_proc
 log = logging.getLogger(__name__)
 
 
-def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp_path: Path) -> None:
+@dataclass
+class KilledStream:
+    app: Any
+    client: Any
+    broker: Any
+    accepted: list[str]
+
+
+@contextmanager
+def _stream_then_kill(
+    home: Path, tmp_path: Path, hostname: str, seconds: float, env: dict[str, str], *extra: str
+) -> Iterator[KilledStream]:
+    """A worker on `default` of the embedded broker, given 12 jobs of `seconds` each (some of them
+    still waiting in the broker), then the broker SIGKILLed; the worker is stopped afterwards."""
     from modelq.broker import EmbeddedRedis
     from modelq.celery_app import create_celery_app
     from modelq.client import Client
     from modelq.config import load_settings
-    from modelq.errors import BrokerUnavailable
 
     settings = load_settings(home=home, imports=["modelq_test_tasks"])
     app = create_celery_app(settings, start_broker=True)
-    app.modelq.store  # noqa: B018
-    worker = start_worker({"MODELQ_HOME": str(home)}, "default", "restart@%h")
+    app.modelq.store  # noqa: B018 - migrate before the worker starts
+    worker = start_worker({"MODELQ_HOME": str(home), **env}, "default", f"{hostname}@%h", *extra)
     try:
-        wait_for_worker(app, "restart@")
+        wait_for_worker(app, f"{hostname}@")
         client = Client.in_process(app=app)
         broker = EmbeddedRedis(home)
-        # given a stream of jobs, some of them waiting in the broker when it dies
-        accepted = [
-            client.submit("tests.slow_count", {"path": str(tmp_path / f"j{i}"), "seconds": 0.3})["id"]
-            for i in range(12)
-        ]
+        accepted = _slow_jobs(client, tmp_path, "j", 12, seconds)
         os.kill(broker.pid(), signal.SIGKILL)
         wait_for(lambda: not broker.ping(), timeout=10, what="the broker to die")
+        yield KilledStream(app=app, client=client, broker=broker, accepted=accepted)
+    finally:
+        stop_process(worker)
+
+
+def _slow_jobs(client: Any, tmp_path: Path, prefix: str, count: int, seconds: float) -> list[str]:
+    """Submit `count` tests.slow_count jobs (each counts its starts in its own file); their ids."""
+    return [
+        client.submit("tests.slow_count", {"path": str(tmp_path / f"{prefix}{i}"), "seconds": seconds})["id"]
+        for i in range(count)
+    ]
+
+
+def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp_path: Path) -> None:
+    from modelq.errors import BrokerUnavailable
+
+    # given a stream of jobs, some of them waiting in the broker when it dies
+    with _stream_then_kill(home, tmp_path, "restart", 0.3, {}) as stream:
+        app, client, accepted = stream.app, stream.client, stream.accepted
         # while it is down, a submission that would go to the broker at once (nothing waits on "cpu") is
         # refused clearly (not accepted, then lost), and leaves no record
         recorded = sum(app.modelq.store.counts().values())
@@ -64,59 +91,35 @@ def test_embedded_broker_killed_mid_stream_loses_no_accepted_job(home: Path, tmp
         assert behind["status"] == "queued" and app.modelq.store.held_counts()["default"] >= 1
         accepted.append(behind["id"])
         # when it comes back (from its append-only file), more jobs are accepted
-        broker.ensure_running()
-        accepted += [
-            client.submit("tests.slow_count", {"path": str(tmp_path / f"k{i}"), "seconds": 0.1})["id"] for i in range(6)
-        ]
+        stream.broker.ensure_running()
+        accepted += _slow_jobs(client, tmp_path, "k", 6, 0.1)
         # then every accepted job finishes, each exactly once
         done = [client.wait(job_id, timeout=180) for job_id in accepted]
         assert [d["status"] for d in done] == ["succeeded"] * len(accepted)
         assert all(d["result"] == 1 for d in done)
-    finally:
-        stop_process(worker)
 
 
 def test_a_prefork_worker_publishes_again_the_jobs_a_restarted_broker_lost(home: Path, tmp_path: Path) -> None:
     import redis
 
-    from modelq.broker import EmbeddedRedis
-    from modelq.celery_app import create_celery_app
-    from modelq.client import Client
-    from modelq.config import load_settings
-
     # the default worker (a prefork pool over the embedded SQLite store), its pool processes forked
     # again after every job while its parent reconciles beside them
-    env = {"MODELQ_HOME": str(home), "MODELQ_RECONCILE_GRACE": "2", "MODELQ_RECONCILE_INTERVAL": "0.5"}
-    settings = load_settings(home=home, imports=["modelq_test_tasks"])
-    app = create_celery_app(settings, start_broker=True)
-    app.modelq.store  # noqa: B018
-    worker = start_worker(env, "default", "lost@%h", "--max-tasks-per-child", "1")
-    try:
-        wait_for_worker(app, "lost@")
-        client = Client.in_process(app=app)
-        broker = EmbeddedRedis(home)
-        accepted = [
-            client.submit("tests.slow_count", {"path": str(tmp_path / f"j{i}"), "seconds": 0.2})["id"]
-            for i in range(12)
-        ]
-        # the broker dies and comes back without the messages that waited in it (as from an append-only
-        # file that missed its last writes): they held the queue's whole window, so no job starts and
+    env = {"MODELQ_RECONCILE_GRACE": "2", "MODELQ_RECONCILE_INTERVAL": "0.5"}
+    with _stream_then_kill(home, tmp_path, "lost", 0.2, env, "--max-tasks-per-child", "1") as stream:
+        # the broker comes back without the messages that waited in it (as from an append-only file
+        # that missed its last writes): they held the queue's whole window, so no job starts and
         # releases the held ones
-        os.kill(broker.pid(), signal.SIGKILL)
-        wait_for(lambda: not broker.ping(), timeout=10, what="the broker to die")
-        broker.ensure_running()
-        server = redis.Redis(unix_socket_path=str(broker.socket))
+        stream.broker.ensure_running()
+        server = redis.Redis(unix_socket_path=str(stream.broker.socket))
         lists = [key for key in server.keys("default*") if server.type(key) == b"list"]
         assert sum(server.llen(key) for key in lists) > 0
         server.delete(*lists)
-        # the worker's reconciler publishes them again: every job finishes, each exactly once
         server.close()
-        done = [client.wait(job_id, timeout=120) for job_id in accepted]
-        assert [d["status"] for d in done] == ["succeeded"] * len(accepted)
+        # the worker's reconciler publishes them again: every job finishes, each exactly once
+        done = [stream.client.wait(job_id, timeout=120) for job_id in stream.accepted]
+        assert [d["status"] for d in done] == ["succeeded"] * len(stream.accepted)
         assert all(d["result"] == 1 for d in done)
         assert any(d["republished"] for d in done)
-    finally:
-        stop_process(worker)
 
 
 # The system Redis and RabbitMQ -----------------------------------------------------------
